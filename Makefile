@@ -1,0 +1,38 @@
+# Two commands for users: `make demo` and `make test`. Both install everything first.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+STAMP := $(VENV)/.synced-stamp
+
+.PHONY: setup demo test unit integration lint clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(STAMP): $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $(STAMP)
+
+setup: $(STAMP)  ## install the locked dependencies (runtime + dev) into .venv
+
+demo: setup  ## start local stand-in servers, the worker, publish events, print what landed
+	$(VENV)/bin/python -m worker.demo
+
+test: setup lint  ## lint, type-check, unit and integration tests against real servers
+	$(VENV)/bin/pytest
+
+unit: setup
+	$(VENV)/bin/pytest tests/unit
+
+integration: setup
+	$(VENV)/bin/pytest tests/integration
+
+lint: setup
+	$(VENV)/bin/ruff check worker schemas tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(TOOLS) $(VENV) .pytest_cache .mypy_cache .ruff_cache
