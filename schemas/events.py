@@ -1,0 +1,146 @@
+"""The orchestrator's event contracts: one pydantic v2 model per Kafka topic payload.
+
+Pure data, no I/O: the orchestrator can import these models to build the events it
+publishes. Validation is strict where the wire format is JSON (no str->int coercion),
+timestamps must carry a zone and are normalised to UTC, and unknown top-level fields
+are ignored so that producers can add fields before consumers know them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+)
+
+__all__ = [
+    "Correlation",
+    "EventModel",
+    "IncidentEvent",
+    "Severity",
+    "SlaStatus",
+    "TelemetryEvent",
+    "ValidationEvent",
+    "WorkflowResultEvent",
+]
+
+
+def _require_iso_string(value: object) -> object:
+    """Accept ISO-8601 strings (and datetimes built in Python); refuse epoch numbers."""
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an ISO-8601 string with a time zone, e.g. 2026-11-25T10:00:00Z")
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_to_utc)]
+"""An ISO-8601 instant with an explicit zone, normalised to UTC."""
+
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]
+JsonObject = dict[str, Any]
+
+
+def _require_boolean_valid(value: JsonObject) -> JsonObject:
+    if not isinstance(value.get("valid"), bool):
+        raise ValueError("must contain a boolean field 'valid'")
+    return value
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+class EventModel(BaseModel):
+    """Fields every event may carry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: NonEmptyStr | None = Field(
+        default=None,
+        description="Producer-assigned identity; redeliveries with the same id are stored once.",
+    )
+
+
+class ValidationEvent(EventModel):
+    """A plan validation (C1), stored in `validation_audit`."""
+
+    plan_id: NonEmptyStr
+    workflow_id: NonEmptyStr | None = None
+    validation_result: Annotated[JsonObject, AfterValidator(_require_boolean_valid)] = Field(
+        description="The validator's full result, stored as received; must hold boolean `valid`."
+    )
+    timestamp: Timestamp
+
+
+class SlaStatus(BaseModel):
+    """SLA outcome of a workflow; other fields are kept as received."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    violations_count: StrictInt = Field(ge=0)
+
+
+class WorkflowResultEvent(EventModel):
+    """A consolidated workflow result (C5), stored in `workflow_results` under `_id = workflow_id`."""
+
+    workflow_id: NonEmptyStr
+    plan_id: NonEmptyStr
+    intent_id: NonEmptyStr
+    status: Annotated[NonEmptyStr, AfterValidator(str.upper)] = Field(
+        description="Stored upper-case, e.g. COMPLETED, FAILED, PARTIAL."
+    )
+    metrics: JsonObject
+    tickets_summary: JsonObject
+    sla_status: SlaStatus
+    consolidated_at: Timestamp
+
+
+class Severity(StrEnum):
+    """Incident severity; input is case-insensitive."""
+
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class IncidentEvent(EventModel):
+    """A self-healing incident (flow E), stored in `incidents`."""
+
+    workflow_id: NonEmptyStr
+    type: NonEmptyStr
+    details: JsonObject
+    timestamp: Timestamp
+    severity: Annotated[Severity, BeforeValidator(_upper)]
+
+
+class Correlation(BaseModel):
+    """Which workflow a telemetry sample belongs to; other fields are kept as received."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    workflow_id: NonEmptyStr
+    plan_id: NonEmptyStr | None = None
+    intent_id: NonEmptyStr | None = None
+
+
+class TelemetryEvent(EventModel):
+    """Telemetry that must reach the observability pipeline, buffered in `telemetry_buffer`."""
+
+    correlation: Correlation
+    metrics: JsonObject
+    timestamp: Timestamp
+    source: NonEmptyStr

@@ -1,0 +1,118 @@
+"""The worker's lifespan: clients up, consumer loop running, SIGTERM drained, clients down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiokafka.errors import KafkaError
+
+from worker.batch import BatchProcessor
+from worker.consumer import ConsumerLoop
+from worker.dlq import DeadLetterPublisher
+from worker.errors import WorkerError
+from worker.kafka import create_consumer, create_producer
+from worker.mongo.gateway import MongoGateway, create_client
+from worker.mongo.indexes import ensure_indexes
+from worker.retry import backoff_seconds
+from worker.routes import build_routes
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class StartupError(Exception):
+    """The worker cannot start (e.g. Kafka unreachable); the message says why."""
+
+
+async def connect_mongodb(gateway: MongoGateway, settings: Settings, stop: asyncio.Event) -> None:
+    """Ping MongoDB and ensure indexes, retrying with backoff until it answers or `stop` is set.
+
+    Until it succeeds, writers log `mongodb_client_not_initialized` and fail as transient.
+    """
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            database = await gateway.connect()
+            await ensure_indexes(database)
+        except WorkerError as exc:
+            delay = backoff_seconds(settings, attempt)
+            log.warning("mongodb_unavailable", uri=settings.mongodb_uri_for_logs(), error=str(exc),
+                        attempt=attempt, retry_in_s=delay)  # fmt: skip
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            continue
+        log.info("mongodb_connected", uri=settings.mongodb_uri_for_logs(), database=settings.mongodb_database)
+        return
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """Consume until `stop` is set, then finish the batch in hand, commit and close."""
+    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    consumer = create_consumer(settings)
+    producer = create_producer(settings)
+    routes = build_routes(settings, gateway)
+    mongo_task = asyncio.create_task(connect_mongodb(gateway, settings, stop))
+    try:
+        try:
+            await producer.start()
+            await consumer.start()
+        except KafkaError as exc:
+            raise StartupError(
+                f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
+            ) from exc
+        processor = BatchProcessor(
+            routes=routes, dead_letters=DeadLetterPublisher(producer=producer), settings=settings
+        )
+        loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
+        loop.subscribe(list(routes))
+        fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
+        log.info(
+            "worker_started",
+            topics=sorted(routes),
+            group=settings.kafka_consumer_group,
+            fail_closed=fail_closed,
+        )
+        await loop.run()
+    finally:
+        mongo_task.cancel()
+        await _close_all(consumer.stop, producer.stop, gateway.close)
+        log.info("worker_stopped")
+
+
+async def _close_all(*closers: Callable[[], Awaitable[None]]) -> None:
+    for close in closers:
+        try:
+            await close()
+        except Exception as exc:
+            log.warning("close_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+async def serve(settings: Settings) -> None:
+    """Run the worker until SIGTERM/SIGINT; then drain within `shutdown_timeout_s`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    task = asyncio.create_task(run_worker(settings, stop))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.error("shutdown_timeout", timeout_s=settings.shutdown_timeout_s)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    stopping.cancel()
+    task.result()
+
+
+def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("shutdown_requested", signal=sig.name)
+    stop.set()

@@ -1,0 +1,217 @@
+"""One polled batch -> documents written, dead letters sent, offsets to commit.
+
+The processor decides; the consumer loop (worker.consumer) moves offsets. A partition
+whose fail-closed route could not be written is "blocked": nothing of it is committed
+or dead-lettered, and the loop re-reads it from its first offset later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from aiokafka.structs import TopicPartition
+
+from worker.decode import decode_json_object, validate_event
+from worker.dlq import (
+    ERROR_TYPE_PERSIST_FAILED,
+    ERROR_TYPE_PERSIST_REFUSED,
+    ERROR_TYPE_VALIDATION,
+    DeadLetter,
+    DeadLetterPublisher,
+)
+from worker.errors import EventRejected, TransientError, WorkerError
+from worker.mongo.writers import WriteOutcome
+from worker.retry import with_retries
+from worker.routes import FailurePolicy, Route
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class Record(Protocol):
+    """The parts of aiokafka's ConsumerRecord the worker reads (aiokafka ships no types)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+Batch = Mapping[TopicPartition, Sequence[Record]]
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    tp: TopicPartition
+    record: Record
+    document: Mapping[str, Any]
+    event_id: str | None
+
+
+@dataclass(slots=True)
+class RouteResult:
+    dead: list[DeadLetter] = field(default_factory=list)
+    blocked: set[TopicPartition] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    commits: dict[TopicPartition, int]
+    """Offset to commit (last processed + 1) per partition that is fully safe."""
+    blocked: dict[TopicPartition, int]
+    """First offset to re-read per partition held back by a fail-closed route."""
+    stored: int
+    dead_lettered: int
+
+
+class BatchProcessor:
+    def __init__(
+        self, *, routes: Mapping[str, Route], dead_letters: DeadLetterPublisher, settings: Settings
+    ) -> None:
+        self._routes = routes
+        self._dead_letters = dead_letters
+        self._settings = settings
+
+    def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared:
+        value = decode_json_object(
+            record.value,
+            max_bytes=self._settings.max_event_bytes,
+            max_depth=self._settings.max_nesting_depth,
+        )
+        try:
+            event = validate_event(route.model, value)
+        except EventRejected as exc:
+            claimed = value.get("event_id")
+            exc.event_id = claimed if isinstance(claimed, str) else None
+            raise
+        return Prepared(tp=tp, record=record, document=route.to_document(event), event_id=event.event_id)
+
+    async def process(self, batch: Batch) -> BatchResult:
+        """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down."""
+        prepared: dict[str, list[Prepared]] = defaultdict(list)
+        rejected: list[tuple[DeadLetter, str | None]] = []
+        for tp, records in batch.items():
+            route = self._routes[tp.topic]
+            for record in records:
+                try:
+                    prepared[tp.topic].append(self._prepare(route, tp, record))
+                except EventRejected as exc:
+                    letter = DeadLetter(
+                        record, route.dlq_topic, ERROR_TYPE_VALIDATION, exc.reason, exc.detail
+                    )
+                    rejected.append((letter, exc.event_id or _event_id_hint(record)))
+        results = await asyncio.gather(
+            *(self._write_route(self._routes[topic], items) for topic, items in prepared.items())
+        )
+        blocked = set().union(*(result.blocked for result in results))
+        letters = [letter for result in results for letter in result.dead if _tp(letter) not in blocked]
+        for letter, event_id in rejected:
+            if _tp(letter) not in blocked:
+                letters.append(letter)
+                _log_rejection(letter, event_id)
+        await self._dead_letters.publish(letters)
+        stored = sum(len(items) for items in prepared.values()) - sum(len(r.dead) for r in results)
+        return BatchResult(
+            commits={tp: records[-1].offset + 1 for tp, records in batch.items() if tp not in blocked},
+            blocked={tp: records[0].offset for tp, records in batch.items() if tp in blocked},
+            stored=stored,
+            dead_lettered=len(letters),
+        )
+
+    async def _write_route(self, route: Route, items: list[Prepared]) -> RouteResult:
+        documents = [item.document for item in items]
+        try:
+            outcome = await with_retries(
+                self._settings, route.writer.collection, lambda: route.writer.write(documents)
+            )
+        except WorkerError as exc:
+            return self._write_failed(route, items, exc)
+        refused = [
+            DeadLetter(items[index].record, route.dlq_topic, ERROR_TYPE_PERSIST_REFUSED, "refused", reason)
+            for index, reason in outcome.refused.items()
+        ]
+        for letter in refused:
+            log.error("event_refused_by_mongodb", **_coordinates(letter.record), error=letter.message)
+        _log_saved(route, items, outcome)
+        return RouteResult(dead=refused)
+
+    def _write_failed(self, route: Route, items: list[Prepared], exc: WorkerError) -> RouteResult:
+        partitions = sorted({item.tp.partition for item in items})
+        if route.policy is FailurePolicy.FAIL_CLOSED:
+            log.warning(
+                f"{route.writer.collection}_persist_blocked",
+                topic=route.topic, partitions=partitions, records=len(items), error=str(exc),
+            )  # fmt: skip
+            return RouteResult(blocked={item.tp for item in items})
+        log.error(
+            route.failed_event,
+            topic=route.topic, partitions=partitions, records=len(items), error=str(exc),
+            transient=isinstance(exc, TransientError), dlq_topic=route.dlq_topic,
+        )  # fmt: skip
+        reason = "retries_exhausted" if isinstance(exc, TransientError) else "write_error"
+        return RouteResult(
+            dead=[
+                DeadLetter(item.record, route.dlq_topic, ERROR_TYPE_PERSIST_FAILED, reason, str(exc))
+                for item in items
+            ]
+        )
+
+
+def _tp(letter: DeadLetter) -> TopicPartition:
+    return TopicPartition(letter.record.topic, letter.record.partition)
+
+
+def _coordinates(record: Record) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+
+
+def _event_id_hint(record: Record) -> str | None:
+    """The `event_id` header, if the producer set one (the payload may be unreadable)."""
+    for key, value in record.headers:
+        if key == "event_id":
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+def _log_rejection(letter: DeadLetter, event_id: str | None) -> None:
+    log.warning(
+        "event_rejected",
+        **_coordinates(letter.record),
+        event_id=event_id,
+        reason=letter.reason,
+        detail=letter.message,
+        dlq_topic=letter.dlq_topic,
+    )
+
+
+def _log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> None:
+    """The canonical line: one per partition of the batch, with offsets and counts."""
+    by_partition: dict[int, list[int]] = defaultdict(list)
+    for index, item in enumerate(items):
+        by_partition[item.tp.partition].append(index)
+    for partition, indexes in by_partition.items():
+        first, last = items[indexes[0]], items[indexes[-1]]
+        log.info(
+            route.saved_event,
+            topic=route.topic,
+            partition=partition,
+            offset=first.record.offset,
+            last_offset=last.record.offset,
+            event_id=first.event_id if len(indexes) == 1 else None,
+            stored=sum(1 for i in indexes if i not in outcome.skipped and i not in outcome.refused),
+            skipped=sum(1 for i in indexes if i in outcome.skipped),
+            refused=sum(1 for i in indexes if i in outcome.refused),
+        )

@@ -1,0 +1,99 @@
+"""`persistence-worker`: parses the command line, configures logging, hands over.
+
+Exit codes: 0 success; 1 the command ran and found a problem (e.g. an index conflict);
+2 bad usage or configuration; 3 a server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from worker.settings import Settings, format_settings_error
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+DESCRIPTION = """\
+Consumes the workflow orchestrator's events from Kafka and keeps MongoDB's audit and
+observability collections: validation_audit, workflow_results, incidents, telemetry_buffer.
+All settings come from environment variables (MONGODB_URI, KAFKA_BOOTSTRAP_SERVERS, ...);
+see the README's configuration table."""
+
+RUN_HELP = """\
+Start the consumers: validation, results, incidents and telemetry events are validated
+and written to MongoDB in batches; bad records go to <topic>.dlq with headers naming the
+error. Offsets are committed only once records are stored or dead-lettered. Logs are
+JSON lines on stderr (console format on a terminal). SIGTERM/SIGINT drain and exit 0."""
+
+INDEXES_HELP = """\
+`ensure` creates the indexes the persistence guide lists (idempotent); `check` only
+compares. Both exit 1 if an index with the right keys has other options (it is reported,
+never dropped), 3 if MongoDB cannot be reached."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persistence-worker", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    raw = argparse.RawDescriptionHelpFormatter
+    run = commands.add_parser(
+        "run",
+        help="consume events and write MongoDB (the service)",
+        description=RUN_HELP,
+        formatter_class=raw,
+    )
+    run.set_defaults(handler=_run)
+    indexes = commands.add_parser("indexes", help="create or check the collections' indexes",
+                                  description=INDEXES_HELP,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    action = indexes.add_subparsers(dest="action", required=True, metavar="ACTION")
+    action.add_parser("ensure", help="create missing indexes, report conflicts").set_defaults(
+        handler=_indexes_ensure
+    )
+    action.add_parser("check", help="compare expected and present indexes").set_defaults(
+        handler=_indexes_check
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(format_settings_error(exc), file=sys.stderr)
+        return EXIT_USAGE
+    from worker.logging import configure_logging
+
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+    return handler(settings, args)
+
+
+def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    from worker.app import StartupError, serve
+
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def _indexes_ensure(settings: Settings, _args: argparse.Namespace) -> int:
+    from worker.index_commands import indexes_command
+
+    return asyncio.run(indexes_command(settings, create=True))
+
+
+def _indexes_check(settings: Settings, _args: argparse.Namespace) -> int:
+    from worker.index_commands import indexes_command
+
+    return asyncio.run(indexes_command(settings, create=False))

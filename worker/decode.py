@@ -1,0 +1,77 @@
+"""Turning a record's raw bytes into a validated event, or a precise rejection.
+
+Checks run cheapest first: presence, size, UTF-8, JSON, shape (object at the top,
+nesting depth, no `$`-prefixed or NUL-holding keys anywhere, because MongoDB treats
+those as operators or cannot store them), then the route's pydantic model.
+Keys with dots are legal in MongoDB 5+ and common in metric names; they pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from worker.errors import EventRejected
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def decode_json_object(raw: bytes | None, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
+    """Parse `raw` as a JSON object that MongoDB can store, or raise EventRejected."""
+    if raw is None or raw == b"":
+        raise EventRejected(reason="empty_value", detail="the record has no value")
+    if len(raw) > max_bytes:
+        raise EventRejected(reason="too_large", detail=f"value is {len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected(reason="not_utf8", detail=f"value is not UTF-8: {exc}") from exc
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise EventRejected(reason="not_json", detail=f"value is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise EventRejected(
+            reason="not_object", detail=f"value is a JSON {type(value).__name__}, not an object"
+        )
+    check_storable(value, max_depth=max_depth)
+    return value
+
+
+def check_storable(value: dict[str, Any], *, max_depth: int) -> None:
+    """Refuse keys MongoDB would misread (`$...`, NUL) and nesting deeper than `max_depth`."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        node, depth, path = stack.pop()
+        if depth > max_depth:
+            raise EventRejected(
+                reason="too_deep", detail=f"nesting deeper than {max_depth} levels at {path or '/'}"
+            )
+        if isinstance(node, dict):
+            for key, child in node.items():
+                child_path = f"{path}/{key}"
+                if key.startswith("$") or "\x00" in key:
+                    raise EventRejected(
+                        reason="forbidden_key",
+                        detail=f"key {key!r} at {path or '/'} starts with '$' or holds NUL",
+                    )
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, child_path))
+        elif isinstance(node, list):
+            for index, child in enumerate(node):
+                if isinstance(child, dict | list):
+                    stack.append((child, depth + 1, f"{path}/{index}"))
+
+
+def validate_event(model: type[ModelT], value: dict[str, Any]) -> ModelT:
+    """Validate against the route's contract; every violated field is named in the detail."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc']) or '/'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise EventRejected(reason="schema_violation", detail=problems) from exc

@@ -1,0 +1,42 @@
+"""`persistence-worker indexes ensure|check`: a table of expected vs present indexes."""
+
+from __future__ import annotations
+
+import sys
+
+from worker.errors import WorkerError
+from worker.mongo.gateway import MongoGateway, create_client
+from worker.mongo.indexes import EXPECTED_INDEXES, CollectionIndexReport, ensure_indexes, inspect_collection
+from worker.settings import Settings
+
+
+async def indexes_command(settings: Settings, *, create: bool) -> int:
+    """Print one line per expected index; 0 if all are right, 1 on a conflict or gap, 3 if unreachable."""
+    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    try:
+        database = await gateway.connect()
+        if create:
+            reports = await ensure_indexes(database)
+        else:
+            reports = [
+                await inspect_collection(database, name, specs) for name, specs in EXPECTED_INDEXES.items()
+            ]
+    except WorkerError as exc:
+        print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        await gateway.close()
+    for report in reports:
+        _print_report(report)
+    return 0 if all(report.healthy for report in reports) else 1
+
+
+def _print_report(report: CollectionIndexReport) -> None:
+    for spec in report.present:
+        print(f"{report.collection:<18} ok        {spec.describe()}")
+    for spec in report.created:
+        print(f"{report.collection:<18} created   {spec.describe()}")
+    for spec in report.missing:
+        print(f"{report.collection:<18} MISSING   {spec.describe()}")
+    for wanted, found in report.conflicts:
+        print(f"{report.collection:<18} CONFLICT  expected {wanted.describe()}, found {found.describe()}")

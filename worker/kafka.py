@@ -1,0 +1,50 @@
+"""Building aiokafka clients straight from the settings (security included)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
+
+from worker.settings import Settings
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Options common to every client: servers, client id, SSL and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": settings.kafka_client_id,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+    if settings.kafka_sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            options["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return options
+
+
+def create_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """A group consumer with manual commits: offsets move only after records are safe."""
+    return AIOKafkaConsumer(
+        **connection_options(settings),
+        group_id=settings.kafka_consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset=settings.kafka_auto_offset_reset,
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+        max_poll_records=settings.kafka_max_batch_records,
+    )
+
+
+def create_producer(settings: Settings) -> AIOKafkaProducer:
+    """A producer whose sends count only once all in-sync replicas have them."""
+    return AIOKafkaProducer(**connection_options(settings), acks="all", linger_ms=5)

@@ -1,0 +1,54 @@
+"""structlog setup: JSON lines off a terminal, coloured console on one, secrets scrubbed."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+from worker.redact import redact_uri
+
+
+def scrub_credentials(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Remove `user:password@` from every string value, whatever logged it."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "@" in value:
+            event_dict[key] = redact_uri(value)
+    return event_dict
+
+
+def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure structlog (and stdlib logging of libraries) for the whole process."""
+    use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        scrub_credentials,
+    ]
+    if use_console:
+        renderer: Any = structlog.dev.ConsoleRenderer()
+        factory: Any = structlog.PrintLoggerFactory(file=sys.stderr)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+        shared.remove(structlog.processors.format_exc_info)
+        shared.append(structlog.processors.dict_tracebacks)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+
+
+def _dumps(obj: Any, **_: Any) -> bytes:
+    return orjson.dumps(obj, default=str)

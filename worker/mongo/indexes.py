@@ -1,0 +1,151 @@
+"""The indexes each collection must have (from the persistence guide), and their upkeep.
+
+Indexes are compared by key pattern and options, never by name: servers name them
+differently. An existing index with the right keys but other options is reported as a
+conflict and left in place; dropping it is an operator's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from worker.mongo.errors import convert
+
+log = structlog.get_logger(__name__)
+
+Keys = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    keys: Keys
+    unique: bool = False
+    expire_after_seconds: int | None = None
+
+    def describe(self) -> str:
+        keys = ", ".join(f"{name}:{direction}" for name, direction in self.keys)
+        options = " unique" if self.unique else ""
+        if self.expire_after_seconds is not None:
+            options += f" ttl={self.expire_after_seconds}s"
+        return f"({keys}){options}"
+
+
+def _asc(*names: str) -> IndexSpec:
+    return IndexSpec(keys=tuple((name, 1) for name in names))
+
+
+EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
+    "validation_audit": (
+        _asc("plan_id"),
+        _asc("workflow_id"),
+        _asc("timestamp"),
+        _asc("plan_id", "timestamp"),
+    ),
+    "workflow_results": (
+        IndexSpec(keys=(("workflow_id", 1),), unique=True),
+        _asc("plan_id"),
+        _asc("status"),
+        _asc("consolidated_at"),
+        _asc("status", "consolidated_at"),
+    ),
+    "incidents": (
+        _asc("workflow_id"),
+        _asc("type"),
+        _asc("severity"),
+        _asc("timestamp"),
+        _asc("severity", "timestamp"),
+    ),
+    "telemetry_buffer": (
+        _asc("correlation.workflow_id"),
+        _asc("buffered_at"),
+        _asc("retry_count"),
+        _asc("retry_count", "buffered_at"),
+    ),
+}
+
+
+@dataclass(slots=True)
+class CollectionIndexReport:
+    collection: str
+    present: list[IndexSpec] = field(default_factory=list)
+    missing: list[IndexSpec] = field(default_factory=list)
+    created: list[IndexSpec] = field(default_factory=list)
+    conflicts: list[tuple[IndexSpec, IndexSpec]] = field(default_factory=list)
+    """(expected, found): same keys, other options."""
+
+    @property
+    def healthy(self) -> bool:
+        return not self.missing and not self.conflicts
+
+
+def _spec_of(info: Mapping[str, Any]) -> IndexSpec:
+    keys = tuple((str(name), int(direction)) for name, direction in info["key"].items())
+    ttl = info.get("expireAfterSeconds")
+    return IndexSpec(
+        keys=keys,
+        unique=bool(info.get("unique", False)),
+        expire_after_seconds=None if ttl is None else int(ttl),
+    )
+
+
+async def inspect_collection(
+    database: AsyncDatabase[Any], collection: str, expected: tuple[IndexSpec, ...]
+) -> CollectionIndexReport:
+    """Compare the collection's indexes with `expected` (the `_id` index is implicit)."""
+    try:
+        cursor = await database[collection].list_indexes()
+        found = {spec.keys: spec for spec in map(_spec_of, await cursor.to_list())}
+    except PyMongoError as exc:
+        raise convert(exc) from exc
+    report = CollectionIndexReport(collection=collection)
+    for spec in expected:
+        existing = found.get(spec.keys)
+        if existing is None:
+            report.missing.append(spec)
+        elif existing != spec:
+            report.conflicts.append((spec, existing))
+        else:
+            report.present.append(spec)
+    return report
+
+
+async def ensure_indexes(
+    database: AsyncDatabase[Any],
+    expected: Mapping[str, tuple[IndexSpec, ...]] = EXPECTED_INDEXES,
+) -> list[CollectionIndexReport]:
+    """Create every missing index; report conflicts without touching them. Idempotent."""
+    reports = []
+    for collection, specs in expected.items():
+        report = await inspect_collection(database, collection, specs)
+        for spec in report.missing:
+            await _create(database, collection, spec)
+            report.created.append(spec)
+        report.missing.clear()
+        for wanted, found in report.conflicts:
+            log.error(
+                "index_conflict",
+                collection=collection,
+                expected=wanted.describe(),
+                found=found.describe(),
+                hint="drop or modify the existing index by hand, then run `indexes ensure`",
+            )
+        if report.created:
+            log.info("indexes_created", collection=collection, indexes=[s.describe() for s in report.created])
+        reports.append(report)
+    return reports
+
+
+async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
+    options: dict[str, Any] = {"unique": spec.unique} if spec.unique else {}
+    if spec.expire_after_seconds is not None:
+        options["expireAfterSeconds"] = spec.expire_after_seconds
+    try:
+        await database[collection].create_index(list(spec.keys), **options)
+    except PyMongoError as exc:
+        raise convert(exc) from exc

@@ -1,0 +1,100 @@
+"""One writer per collection: a batch of documents in, a WriteOutcome out, in one round-trip.
+
+Inserts are unordered bulk writes whose duplicate-key errors (code 11000) mean "already
+stored": redelivery is harmless. Workflow results are upserts guarded on
+`consolidated_at`, so an older result never overwrites a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from worker.errors import TransientError
+from worker.mongo.errors import RETRYABLE_CODES, convert
+from worker.mongo.gateway import MongoGateway
+
+DUPLICATE_KEY = 11000
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What one bulk write did, by position in the batch."""
+
+    stored: int
+    skipped: frozenset[int] = frozenset()
+    """Already stored (same `_id`), or older than the stored workflow result."""
+    refused: Mapping[int, str] = field(default_factory=dict)
+    """Refused by the server for good (the document itself is the problem)."""
+
+
+class Writer(Protocol):
+    collection: str
+
+    async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome: ...
+
+
+def _outcome_of_bulk_error(exc: BulkWriteError, *, total: int) -> WriteOutcome:
+    details: Mapping[str, Any] = exc.details
+    if details.get("writeConcernErrors"):
+        raise TransientError(f"write concern not satisfied: {details['writeConcernErrors']}") from exc
+    errors = details.get("writeErrors", [])
+    if any(err.get("code") in RETRYABLE_CODES for err in errors):
+        raise TransientError(f"retryable write errors: {errors[:3]}") from exc
+    skipped = frozenset(err["index"] for err in errors if err.get("code") == DUPLICATE_KEY)
+    refused = {
+        err["index"]: f"{err.get('code')}: {err.get('errmsg', '')}"
+        for err in errors
+        if err.get("code") != DUPLICATE_KEY
+    }
+    return WriteOutcome(stored=total - len(skipped) - len(refused), skipped=skipped, refused=refused)
+
+
+class InsertWriter:
+    """Unordered `insert_many`; an `_id` already present counts as skipped, not failed."""
+
+    def __init__(self, *, gateway: MongoGateway, collection: str) -> None:
+        self._gateway = gateway
+        self.collection = collection
+
+    async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
+        target = self._gateway.database()[self.collection]
+        try:
+            await target.insert_many(documents, ordered=False)  # type: ignore[arg-type]
+        except BulkWriteError as exc:
+            return _outcome_of_bulk_error(exc, total=len(documents))
+        except PyMongoError as exc:
+            raise convert(exc) from exc
+        return WriteOutcome(stored=len(documents))
+
+
+class LatestWinsWriter:
+    """Upsert by `_id`, only over a document whose `version_field` is not newer.
+
+    When a newer document exists the filter does not match, the upsert tries to insert
+    the same `_id` and the server answers 11000: that result is stale and skipped.
+    """
+
+    def __init__(self, *, gateway: MongoGateway, collection: str, version_field: str) -> None:
+        self._gateway = gateway
+        self.collection = collection
+        self._version_field = version_field
+
+    def _operation(self, document: Mapping[str, Any]) -> UpdateOne:
+        fields = {key: value for key, value in document.items() if key != "_id"}
+        guard = {"_id": document["_id"], self._version_field: {"$lte": document[self._version_field]}}
+        return UpdateOne(guard, {"$set": fields}, upsert=True)
+
+    async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
+        target = self._gateway.database()[self.collection]
+        try:
+            await target.bulk_write([self._operation(doc) for doc in documents], ordered=False)
+        except BulkWriteError as exc:
+            return _outcome_of_bulk_error(exc, total=len(documents))
+        except PyMongoError as exc:
+            raise convert(exc) from exc
+        return WriteOutcome(stored=len(documents))

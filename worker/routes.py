@@ -1,0 +1,89 @@
+"""The single routing table: input topic -> event model, document builder, writer, policy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from schemas.documents import (
+    incident_document,
+    telemetry_buffer_document,
+    validation_audit_document,
+    workflow_result_document,
+)
+from schemas.events import (
+    EventModel,
+    IncidentEvent,
+    TelemetryEvent,
+    ValidationEvent,
+    WorkflowResultEvent,
+)
+from worker.mongo.gateway import MongoGateway
+from worker.mongo.writers import InsertWriter, LatestWinsWriter, Writer
+from worker.settings import RouteName, Settings
+
+
+class FailurePolicy(StrEnum):
+    """What happens when MongoDB stays unavailable after the retries."""
+
+    FAIL_OPEN = "fail-open"
+    """Dead-letter the batch (`<collection>_persist_failed`) and go on."""
+    FAIL_CLOSED = "fail-closed"
+    """Pause the partitions and retry until MongoDB answers; commit nothing past the failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: RouteName
+    topic: str
+    dlq_topic: str
+    model: type[EventModel]
+    to_document: Callable[[Any], Mapping[str, Any]]
+    writer: Writer
+    saved_event: str
+    policy: FailurePolicy
+
+    @property
+    def failed_event(self) -> str:
+        return f"{self.writer.collection}_persist_failed"
+
+
+def _telemetry_document(event: TelemetryEvent) -> Mapping[str, Any]:
+    return telemetry_buffer_document(event, buffered_at=datetime.now(UTC))
+
+
+def build_routes(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
+    """The routing table, keyed by input topic."""
+
+    def insert(collection: str) -> Writer:
+        return InsertWriter(gateway=gateway, collection=collection)
+
+    table: list[tuple[RouteName, type[EventModel], Callable[[Any], Mapping[str, Any]], Writer, str]] = [
+        (RouteName.VALIDATION, ValidationEvent, validation_audit_document,
+         insert("validation_audit"), "validation_audit_saved"),
+        (RouteName.RESULTS, WorkflowResultEvent, workflow_result_document,
+         LatestWinsWriter(gateway=gateway, collection="workflow_results", version_field="consolidated_at"),
+         "workflow_result_saved"),
+        (RouteName.INCIDENTS, IncidentEvent, incident_document,
+         insert("incidents"), "incident_saved"),
+        (RouteName.TELEMETRY, TelemetryEvent, _telemetry_document,
+         insert("telemetry_buffer"), "telemetry_buffered"),
+    ]  # fmt: skip
+    routes = {}
+    for name, model, to_document, writer, saved_event in table:
+        topic = settings.topic_for(name)
+        policy = FailurePolicy.FAIL_CLOSED if name in settings.fail_closed_routes else FailurePolicy.FAIL_OPEN
+        routes[topic] = Route(
+            name=name,
+            topic=topic,
+            dlq_topic=settings.dlq_topic(topic),
+            model=model,
+            to_document=to_document,
+            writer=writer,
+            saved_event=saved_event,
+            policy=policy,
+        )
+    return routes

@@ -1,0 +1,111 @@
+"""All configuration, read from the environment: the only module that does so.
+
+Every field's environment variable is its name upper-cased. The README's configuration
+table lists them with their defaults; `format_settings_error` turns a bad value into one
+line naming the variable, and never echoes a secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from worker.redact import redact_uri
+
+
+class RouteName(StrEnum):
+    """The four input routes; names used by FAIL_CLOSED_ROUTES."""
+
+    VALIDATION = "validation"
+    RESULTS = "results"
+    INCIDENTS = "incidents"
+    TELEMETRY = "telemetry"
+
+
+SECRET_FIELDS = frozenset({"mongodb_uri", "kafka_sasl_password"})
+
+
+class Settings(BaseSettings):
+    """The worker's settings; see the README table for each one's meaning."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # MongoDB
+    mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
+    mongodb_database: str = Field(default="orchestrator", min_length=1)
+    mongodb_server_selection_timeout_ms: int = Field(default=5000, ge=100)
+    # Kafka
+    kafka_bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
+    kafka_consumer_group: str = Field(default="persistence-worker", min_length=1)
+    kafka_client_id: str = "persistence-worker"
+    kafka_topic_validation: str = "orchestrator.validation"
+    kafka_topic_results: str = "orchestrator.results"
+    kafka_topic_incidents: str = "orchestrator.incidents"
+    kafka_topic_telemetry: str = "orchestrator.telemetry"
+    kafka_dlq_suffix: str = Field(default=".dlq", min_length=1)
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_max_batch_records: int = Field(default=1000, ge=1, le=100_000)
+    kafka_poll_timeout_ms: int = Field(default=500, ge=10)
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    kafka_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    # Retries (tenacity), as in the persistence guide
+    retry_max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff_coefficient: float = Field(default=1.0, gt=0)
+    retry_initial_interval_ms: int = Field(default=1000, ge=0)
+    retry_max_interval_ms: int = Field(default=60_000, ge=1)
+    fail_closed_routes: Annotated[frozenset[RouteName], NoDecode] = frozenset()
+    # Input limits
+    max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
+    max_nesting_depth: int = Field(default=64, ge=2, le=180)
+    # Process
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("fail_closed_routes", mode="before")
+    @classmethod
+    def _split_routes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def topic_for(self, route: RouteName) -> str:
+        return {
+            RouteName.VALIDATION: self.kafka_topic_validation,
+            RouteName.RESULTS: self.kafka_topic_results,
+            RouteName.INCIDENTS: self.kafka_topic_incidents,
+            RouteName.TELEMETRY: self.kafka_topic_telemetry,
+        }[route]
+
+    def dlq_topic(self, topic: str) -> str:
+        return f"{topic}{self.kafka_dlq_suffix}"
+
+    def mongodb_uri_for_logs(self) -> str:
+        return redact_uri(self.mongodb_uri.get_secret_value())
+
+
+def format_settings_error(error: ValidationError) -> str:
+    """One line per wrong variable: its name, what is wrong, and the value unless secret."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        shown = "<hidden>" if field in SECRET_FIELDS else repr(item.get("input"))
+        lines.append(f"configuration error: {field.upper()}: {item['msg']} (got {shown})")
+    return "\n".join(lines)
