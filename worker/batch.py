@@ -135,7 +135,7 @@ class BatchProcessor:
         documents = [item.document for item in items]
         try:
             outcome = await with_retries(
-                self._settings, route.writer.collection, lambda: route.writer.write(documents)
+                self._settings, route.writer.collection, route.writer.write, documents
             )
         except WorkerError as exc:
             return self._write_failed(route, items, exc)

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import structlog
+import structlog.tracebacks
 
 from worker.redact import redact_uri
 
@@ -40,7 +41,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
         factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
         shared.remove(structlog.processors.format_exc_info)
-        shared.append(structlog.processors.dict_tracebacks)
+        tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        shared.append(structlog.processors.ExceptionRenderer(tracebacks))
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

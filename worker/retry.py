@@ -25,6 +25,7 @@ from worker.settings import Settings
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:
@@ -48,8 +49,10 @@ def _log_retry(operation: str) -> Callable[[RetryCallState], None]:
     return before_sleep
 
 
-async def with_retries(settings: Settings, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-    """Run `call`, retrying TransientError per the settings; the last error is re-raised."""
+async def with_retries(
+    settings: Settings, operation: str, call: Callable[[A], Awaitable[T]], argument: A
+) -> T:
+    """Await `call(argument)`, retrying TransientError per the settings; the last error is re-raised."""
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.retry_max_attempts),
         wait=wait_exponential(
@@ -61,4 +64,5 @@ async def with_retries(settings: Settings, operation: str, call: Callable[[], Aw
         before_sleep=_log_retry(operation),
         reraise=True,
     )
-    return await retrying(call)
+    # A coroutine function, not a lambda: tenacity runs plain callables synchronously.
+    return await retrying(call, argument)
