@@ -1,0 +1,235 @@
+"""Shared fixtures: real Kafka-protocol and MongoDB-protocol servers, and per-test isolation.
+
+Each server is chosen in this order: the one named by KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI;
+else a testcontainers container when a Docker engine answers; else a local stand-in from
+`worker.demo.servers`. `server_kind` says which; a test marked `standin_deviation(reason)`
+is expected to fail (xfail, not strict) when either session server is a stand-in.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from worker.demo.servers import (
+    LocalKafka,
+    LocalMongo,
+    StandInError,
+    find_nx27017,
+    find_tansu,
+    free_port,
+)
+
+KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+MONGO_ENV = "MONGODB_URI"
+Kind = Literal["env", "container", "standin"]
+Document = dict[str, Any]
+CreateTopics = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServerKinds:
+    """Which kind of server backs `kafka_bootstrap` and `mongo_uri` in this session."""
+
+    kafka: Kind
+    mongo: Kind
+
+    @property
+    def any_standin(self) -> bool:
+        return "standin" in (self.kafka, self.mongo)
+
+
+class ControllableMongo(Protocol):
+    """A dedicated MongoDB server that a test may stop and start again, keeping its data."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+@functools.cache
+def docker_answers() -> bool:
+    """True when a Docker engine answers a ping within a few seconds."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:  # no SDK, no socket, no engine: all mean "no Docker here"
+        return False
+
+
+def _kind(env_var: str) -> Kind:
+    if os.environ.get(env_var):
+        return "env"
+    return "container" if docker_answers() else "standin"
+
+
+@functools.cache
+def current_kinds() -> ServerKinds:
+    return ServerKinds(kafka=_kind(KAFKA_ENV), mongo=_kind(MONGO_ENV))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Turn `standin_deviation(reason)` into a non-strict xfail when a stand-in is in use."""
+    for item in items:
+        marker = item.get_closest_marker("standin_deviation")
+        if marker is None or not current_kinds().any_standin:
+            continue
+        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
+        item.add_marker(pytest.mark.xfail(reason=f"stand-in deviation: {reason}", strict=False))
+
+
+@pytest.fixture(scope="session")
+def server_kind() -> ServerKinds:
+    """Which kind of server (env, container, standin) backs the session's Kafka and MongoDB."""
+    return current_kinds()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address (host:port) of a Kafka-protocol broker for the whole session."""
+    if server_kind.kafka == "env":
+        yield os.environ[KAFKA_ENV]
+    elif server_kind.kafka == "container":
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
+    else:
+        with LocalKafka(log_dir=tmp_path_factory.mktemp("kafka")) as kafka:
+            yield kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Connection URI of a MongoDB-protocol server for the whole session."""
+    if server_kind.mongo == "env":
+        yield os.environ[MONGO_ENV]
+    elif server_kind.mongo == "container":
+        from testcontainers.community.mongodb import MongoDbContainer
+
+        with MongoDbContainer() as container:
+            yield container.get_connection_url()
+    else:
+        with LocalMongo(log_dir=tmp_path_factory.mktemp("mongo")) as mongo:
+            yield mongo.uri
+
+
+class _MongoContainer:
+    """A MongoDB container bound to a fixed host port, so its URI survives a restart."""
+
+    def __init__(self) -> None:
+        from testcontainers.community.mongodb import MongoDbContainer
+
+        self._container = MongoDbContainer().with_bind_ports(27017, free_port())
+        self.uri = ""
+
+    def __enter__(self) -> _MongoContainer:
+        self._container.start()
+        self.uri = self._container.get_connection_url()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._container.stop()
+
+    def stop(self) -> None:
+        self._container.get_wrapped_container().stop()
+
+    def start(self) -> None:
+        self._container.get_wrapped_container().start()
+        client: MongoClient[Document] = MongoClient(self.uri, serverSelectionTimeoutMS=60_000)
+        try:
+            client.admin.command("ping")
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def controllable_mongo(tmp_path: Path) -> Iterator[ControllableMongo]:
+    """A dedicated durable MongoDB (container or nx-27017 with a db file) for outage tests."""
+    if docker_answers():
+        with _MongoContainer() as container:
+            yield container
+        return
+    try:
+        find_nx27017()
+    except StandInError as exc:
+        pytest.skip(f"no controllable MongoDB: no Docker engine answers and {exc}")
+    with LocalMongo(db_path=tmp_path / "mongo.db", log_dir=tmp_path) as mongo:
+        yield mongo
+
+
+@pytest.fixture
+def controllable_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
+    """A dedicated local tansu broker for outage tests; it loses all data when restarted."""
+    try:
+        find_tansu()
+    except StandInError as exc:
+        pytest.skip(f"no controllable Kafka: {exc}")
+    with LocalKafka(log_dir=tmp_path) as kafka:
+        yield kafka
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh name such as `t_1a2b3c4d`, for per-test topic prefixes and database names."""
+    return f"t_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def create_topics(kafka_bootstrap: str) -> AsyncIterator[CreateTopics]:
+    """`await create_topics(*names, partitions=N)` creates topics; they are deleted afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    created: list[str] = []
+
+    async def create(*names: str, partitions: int = 1) -> None:
+        topics = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+        response = await admin.create_topics(topics)
+        failures = [entry for entry in response.topic_errors if entry[1] != 0]
+        if failures:
+            raise RuntimeError(f"could not create topics: {failures}")
+        created.extend(names)
+
+    try:
+        yield create
+        if created:
+            await admin.delete_topics(created)
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def mongo_client(mongo_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+    """An async PyMongo client (tz-aware datetimes) on `mongo_uri`, shared by the session."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+    )
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def mongo_db(
+    mongo_client: AsyncMongoClient[Document], unique_name: str
+) -> AsyncIterator[AsyncDatabase[Document]]:
+    """A database of its own for one test, dropped afterwards."""
+    yield mongo_client[unique_name]
+    await mongo_client.drop_database(unique_name)

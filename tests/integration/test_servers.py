@@ -1,0 +1,107 @@
+"""The server fixtures give real Kafka-protocol and MongoDB-protocol servers."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+Document = dict[str, Any]
+
+
+async def test_kafka_round_trip_keeps_headers_and_commits_offsets(
+    kafka_bootstrap: str, create_topics: Any, unique_name: str
+) -> None:
+    """A record produced with headers is consumed intact and its manual commit is stored."""
+    topic, group = f"{unique_name}.events", f"{unique_name}.group"
+    await create_topics(topic, partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"payload", key=b"run-1", headers=[("kind", b"x")])
+    finally:
+        await producer.stop()
+
+    consumer = _consumer(kafka_bootstrap, group, topic)
+    await consumer.start()
+    try:
+        record = await asyncio.wait_for(consumer.getone(), timeout=20)
+        tp = TopicPartition(topic, record.partition)
+        await consumer.commit({tp: record.offset + 1})
+    finally:
+        await consumer.stop()
+
+    assert (record.key, record.value, list(record.headers)) == (
+        b"run-1",
+        b"payload",
+        [("kind", b"x")],
+    )
+    assert await _committed(kafka_bootstrap, group, tp) == record.offset + 1
+
+
+def _consumer(bootstrap: str, group: str, *topics: str) -> AIOKafkaConsumer:
+    # tansu holds a new group's first join for half the session timeout; 6 s is the
+    # smallest session timeout a real broker accepts by default.
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=2000,
+    )
+
+
+async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:
+    """Read a group's committed offset with a fresh consumer that joins no group."""
+    reader = _consumer(bootstrap, group)
+    await reader.start()
+    try:
+        return await reader.committed(tp)
+    finally:
+        await reader.stop()
+
+
+async def test_mongo_finds_an_inserted_document(mongo_db: AsyncDatabase[Document]) -> None:
+    """A document inserted into the per-test database is found again by a query."""
+    await mongo_db.runs.insert_one({"_id": "run-1", "status": "running"})
+
+    assert await mongo_db.runs.find_one({"status": "running"}) == {
+        "_id": "run-1",
+        "status": "running",
+    }
+
+
+async def test_mongo_unique_index_refuses_a_duplicate(mongo_db: AsyncDatabase[Document]) -> None:
+    """A second document with the same unique key raises DuplicateKeyError with code 11000."""
+    await mongo_db.steps.create_index([("run_id", 1), ("seq", 1)], unique=True)
+    await mongo_db.steps.insert_one({"run_id": "r", "seq": 1})
+
+    with pytest.raises(DuplicateKeyError) as raised:
+        await mongo_db.steps.insert_one({"run_id": "r", "seq": 1})
+
+    assert raised.value.code == 11000
+
+
+async def test_controllable_mongo_keeps_data_across_an_outage(
+    controllable_mongo: Any, unique_name: str
+) -> None:
+    """While the server is stopped PyMongo raises; once started, earlier writes are there."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        controllable_mongo.uri, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000
+    )
+    runs = client[unique_name].runs
+    try:
+        await runs.insert_one({"_id": "before-outage"})
+        controllable_mongo.stop()
+        with pytest.raises(PyMongoError):
+            await runs.find_one({"_id": "before-outage"})
+        controllable_mongo.start()
+
+        assert await runs.find_one({"_id": "before-outage"}) == {"_id": "before-outage"}
+    finally:
+        await client.close()
