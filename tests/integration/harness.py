@@ -1,0 +1,173 @@
+"""Helpers for end-to-end tests: settings per test, the worker in-process or as a process,
+publishing, reading topics, committed offsets, and waiting for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from worker.app import run_worker
+from worker.settings import RouteName, Settings
+
+FAST_RETRIES = {
+    "retry_max_attempts": 2,
+    "retry_backoff_coefficient": 0.05,
+    "retry_initial_interval_ms": 50,
+    "retry_max_interval_ms": 500,
+    "mongodb_server_selection_timeout_ms": 500,
+}
+
+
+def settings_for(*, name: str, bootstrap: str, mongo_uri: str, **overrides: Any) -> Settings:
+    """Settings with topics, group and database of this test's own, and quick retries."""
+    values: dict[str, Any] = {
+        "kafka_bootstrap_servers": bootstrap,
+        "mongodb_uri": mongo_uri,
+        "mongodb_database": name,
+        "kafka_consumer_group": f"{name}-group",
+        "kafka_topic_validation": f"{name}.validation",
+        "kafka_topic_results": f"{name}.results",
+        "kafka_topic_incidents": f"{name}.incidents",
+        "kafka_topic_telemetry": f"{name}.telemetry",
+        "kafka_session_timeout_ms": 6000,
+        "kafka_heartbeat_interval_ms": 500,
+        "kafka_poll_timeout_ms": 200,
+        "redelivery_enabled": False,
+        **FAST_RETRIES,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a worker process read exactly `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_", "RETRY_"))}
+    for field, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, frozenset):
+            value = ",".join(sorted(value))
+        env[field.upper()] = str(value)
+    env["LOG_FORMAT"] = "json"
+    return env
+
+
+def input_topics(settings: Settings) -> list[str]:
+    return [settings.topic_for(route) for route in RouteName]
+
+
+async def prepare_topics(
+    create_topics: Callable[..., Awaitable[None]], settings: Settings, partitions: int = 3
+) -> None:
+    """Create the four input topics and their dead-letter topics."""
+    topics = input_topics(settings)
+    await create_topics(*topics, partitions=partitions)
+    await create_topics(*(settings.dlq_topic(t) for t in topics), partitions=1)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """The worker's `run_worker` as a task in this event loop; drained on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def publish(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes],
+    *,
+    keys: Sequence[bytes | None] | None = None,
+    headers: Sequence[tuple[str, bytes]] = (),
+) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        for index, value in enumerate(values):
+            key = keys[index] if keys is not None else None
+            await producer.send(topic, value, key=key, headers=list(headers))
+            count += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return count
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 1500) -> list[Any]:
+    """Every record of `topic` from the start, read until nothing arrives for `idle_ms`."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=idle_ms):
+            records.extend(record for partition in batch.values() for record in partition)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int | None]:
+    """The consumer group's committed offset per partition of `topic` (None: nothing committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.kafka_consumer_group, enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
+    """Poll `condition` until true; fail with `what` after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+class WorkerProcess:
+    """`python -m worker run` as a real process, its JSON log lines kept in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self._env = settings_env(settings)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "run"], env=self._env, stderr=log
+            )
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self, timeout: float = 40) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
