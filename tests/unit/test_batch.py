@@ -1,0 +1,556 @@
+"""Specification of worker.batch.BatchProcessor: one polled batch in, writes, dead letters and commits out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.structs import TopicPartition
+from pymongo import AsyncMongoClient
+from structlog.testing import capture_logs
+
+from schemas.documents import (
+    incident_document,
+    telemetry_buffer_document,
+    validation_audit_document,
+    workflow_result_document,
+)
+from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
+from worker.batch import BatchProcessor, BatchResult
+from worker.demo.events import EventFactory
+from worker.dlq import DeadLetter
+from worker.errors import PermanentError, TransientError
+from worker.mongo.writers import InsertWriter, WriteOutcome
+from worker.routes import FailurePolicy, Route
+from worker.settings import RouteName, Settings
+
+Document = Mapping[str, Any]
+BUFFERED_AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+TOPICS = {
+    RouteName.VALIDATION: "orchestrator.validation",
+    RouteName.RESULTS: "orchestrator.results",
+    RouteName.INCIDENTS: "orchestrator.incidents",
+    RouteName.TELEMETRY: "orchestrator.telemetry",
+}
+ROUTE_PARTS: dict[RouteName, tuple[Any, Any, str, str]] = {
+    RouteName.VALIDATION: (
+        ValidationEvent,
+        validation_audit_document,
+        "validation_audit",
+        "validation_audit_saved",
+    ),
+    RouteName.RESULTS: (
+        WorkflowResultEvent,
+        workflow_result_document,
+        "workflow_results",
+        "workflow_result_saved",
+    ),
+    RouteName.INCIDENTS: (IncidentEvent, incident_document, "incidents", "incident_saved"),
+    RouteName.TELEMETRY: (
+        TelemetryEvent,
+        lambda event: telemetry_buffer_document(event, buffered_at=BUFFERED_AT),
+        "telemetry_buffer",
+        "telemetry_buffered",
+    ),
+}
+VAL, RES, INC, TEL = (TopicPartition(TOPICS[name], 0) for name in RouteName)
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """The parts of an aiokafka ConsumerRecord the processor reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class FakeWriter:
+    """Records each batch of documents; fails with `errors` in turn, then refuses/skips by position."""
+
+    collection: str
+    errors: list[Exception] = field(default_factory=list)
+    always_fail: Exception | None = None
+    refused: dict[int, str] = field(default_factory=dict)
+    skipped: frozenset[int] = frozenset()
+    calls: list[list[Document]] = field(default_factory=list)
+
+    async def write(self, documents: Sequence[Document]) -> WriteOutcome:
+        self.calls.append(list(documents))
+        if self.always_fail is not None:
+            raise self.always_fail
+        if self.errors:
+            raise self.errors.pop(0)
+        stored = len(documents) - len(self.refused) - len(self.skipped)
+        return WriteOutcome(stored=stored, skipped=self.skipped, refused=dict(self.refused))
+
+    @property
+    def documents(self) -> list[Document]:
+        return [document for call in self.calls for document in call]
+
+
+@dataclass
+class FakeDeadLetters:
+    """Collects published dead letters, or raises `error`."""
+
+    error: Exception | None = None
+    letters: list[DeadLetter] = field(default_factory=list)
+    calls: int = 0
+
+    async def publish(self, letters: Sequence[DeadLetter]) -> None:
+        self.calls += 1
+        if self.error is not None:
+            raise self.error
+        self.letters.extend(letters)
+
+
+@dataclass
+class Pipeline:
+    processor: BatchProcessor
+    writers: dict[RouteName, FakeWriter]
+    dead_letters: FakeDeadLetters
+    routes: dict[str, Route]
+
+    async def process(self, *records: FakeRecord) -> BatchResult:
+        batch: dict[TopicPartition, list[FakeRecord]] = {}
+        for record in records:
+            batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        return await self.processor.process(batch)
+
+
+@pytest.fixture
+def factory() -> EventFactory:
+    return EventFactory(seed=11)
+
+
+@pytest.fixture
+def pipeline(fast_settings: Settings) -> Pipeline:
+    return make_pipeline(fast_settings)
+
+
+def make_pipeline(
+    settings: Settings, *, fail_closed: frozenset[RouteName] = frozenset(), dlq_error: Exception | None = None
+) -> Pipeline:
+    writers = {name: FakeWriter(collection=ROUTE_PARTS[name][2]) for name in RouteName}
+    routes = {}
+    for name, topic in TOPICS.items():
+        model, to_document, _, saved_event = ROUTE_PARTS[name]
+        routes[topic] = Route(
+            name=name,
+            topic=topic,
+            dlq_topic=f"{topic}.dlq",
+            model=model,
+            to_document=to_document,
+            writer=writers[name],
+            saved_event=saved_event,
+            policy=FailurePolicy.FAIL_CLOSED if name in fail_closed else FailurePolicy.FAIL_OPEN,
+        )
+    dead_letters = FakeDeadLetters(error=dlq_error)
+    processor = BatchProcessor(routes=routes, dead_letters=dead_letters, settings=settings)  # type: ignore[arg-type]
+    return Pipeline(processor, writers, dead_letters, routes)
+
+
+def record(
+    name: RouteName, offset: int, value: bytes | dict[str, Any] | None, *, partition: int = 0, **extra: Any
+) -> FakeRecord:
+    raw = orjson.dumps(value) if isinstance(value, dict) else value
+    return FakeRecord(topic=TOPICS[name], partition=partition, offset=offset, value=raw, **extra)
+
+
+def good_record(factory: EventFactory, name: RouteName, offset: int, *, partition: int = 0) -> FakeRecord:
+    return record(name, offset, factory.good(name), partition=partition)
+
+
+def letters_summary(letters: Sequence[DeadLetter]) -> list[tuple[str, int, int, str, str, str]]:
+    return [
+        (dl.record.topic, dl.record.partition, dl.record.offset, dl.dlq_topic, dl.error_type, dl.reason)
+        for dl in letters
+    ]
+
+
+# Good records
+
+
+@pytest.mark.parametrize("name", list(RouteName))
+async def test_good_records_reach_their_writer_as_documents(
+    pipeline: Pipeline, factory: EventFactory, name: RouteName
+) -> None:
+    """Each valid record becomes its route's document, written in one call, and nothing is dead-lettered."""
+    events = [factory.good(name) for _ in range(3)]
+    result = await pipeline.process(*(record(name, 10 + i, event) for i, event in enumerate(events)))
+    model, to_document, _, _ = ROUTE_PARTS[name]
+    assert pipeline.writers[name].calls == [[to_document(model.model_validate(event)) for event in events]]
+    assert pipeline.dead_letters.letters == []
+    assert result == BatchResult(
+        commits={TopicPartition(TOPICS[name], 0): 13}, blocked={}, stored=3, dead_lettered=0
+    )
+
+
+async def test_commits_are_the_last_offset_plus_one_per_partition(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """Every partition of the batch commits its last record's offset + 1."""
+    result = await pipeline.process(
+        good_record(factory, RouteName.INCIDENTS, 5, partition=0),
+        good_record(factory, RouteName.INCIDENTS, 6, partition=0),
+        good_record(factory, RouteName.INCIDENTS, 40, partition=3),
+        good_record(factory, RouteName.RESULTS, 0, partition=1),
+    )
+    assert result.commits == {
+        TopicPartition(TOPICS[RouteName.INCIDENTS], 0): 7,
+        TopicPartition(TOPICS[RouteName.INCIDENTS], 3): 41,
+        TopicPartition(TOPICS[RouteName.RESULTS], 1): 1,
+    }
+    assert result.blocked == {}
+    assert len(pipeline.writers[RouteName.INCIDENTS].calls) == 1
+
+
+async def test_one_canonical_saved_line_per_partition(pipeline: Pipeline, factory: EventFactory) -> None:
+    """Each written partition logs one `<route saved event>` line with its offsets and counts."""
+    incidents = [factory.incident() for _ in range(2)]
+    with capture_logs() as logs:
+        await pipeline.process(
+            record(RouteName.INCIDENTS, 7, incidents[0], partition=2),
+            record(RouteName.INCIDENTS, 8, incidents[1], partition=2),
+            good_record(factory, RouteName.INCIDENTS, 3, partition=0),
+        )
+    saved = sorted((e for e in logs if e["event"] == "incident_saved"), key=lambda e: e["partition"])
+    assert [(e["partition"], e["offset"], e["last_offset"], e["stored"], e["skipped"]) for e in saved] == [
+        (0, 3, 3, 1, 0),
+        (2, 7, 8, 2, 0),
+    ]
+    assert saved[1]["event_id"] is None  # several records: no single event id
+    assert saved[0]["event_id"] is not None
+    assert all(e["topic"] == TOPICS[RouteName.INCIDENTS] and e["log_level"] == "info" for e in saved)
+
+
+# Rejected records
+
+MALFORMED = {
+    "empty_value": None,
+    "not_utf8": b'{"plan_id": "\xff\xfe"}',
+    "not_json": b"{not json",
+    "not_object": b"[1, 2, 3]",
+    "forbidden_key": b'{"plan_id": "p", "$where": "sleep(1000)"}',
+}
+
+
+@pytest.mark.parametrize(("reason", "value"), MALFORMED.items(), ids=MALFORMED.keys())
+async def test_unreadable_records_are_dead_lettered_as_validation(
+    pipeline: Pipeline, factory: EventFactory, reason: str, value: bytes | None
+) -> None:
+    """An unreadable record is dead-lettered (error_type validation, its reason), its neighbours are written."""
+    with capture_logs() as logs:
+        result = await pipeline.process(
+            good_record(factory, RouteName.VALIDATION, 0),
+            record(RouteName.VALIDATION, 1, value, key=b"wf-9", headers=(("event_id", b"val-99"),)),
+            good_record(factory, RouteName.VALIDATION, 2),
+        )
+    assert letters_summary(pipeline.dead_letters.letters) == [
+        (TOPICS[RouteName.VALIDATION], 0, 1, "orchestrator.validation.dlq", "validation", reason)
+    ]
+    assert len(pipeline.writers[RouteName.VALIDATION].documents) == 2
+    assert result.commits == {VAL: 3}
+    assert result.dead_lettered == 1
+    [rejected] = [e for e in logs if e["event"] == "event_rejected"]
+    assert dict(rejected) | {"detail": None} == {
+        "event": "event_rejected",
+        "log_level": "warning",
+        "topic": TOPICS[RouteName.VALIDATION],
+        "partition": 0,
+        "offset": 1,
+        "event_id": "val-99",  # from the record's `event_id` header
+        "reason": reason,
+        "detail": None,
+        "dlq_topic": "orchestrator.validation.dlq",
+    }
+    assert rejected["detail"] == pipeline.dead_letters.letters[0].message
+
+
+async def test_a_schema_violation_is_dead_lettered_naming_the_field(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """A record violating its contract is dead-lettered as schema_violation, logged with its payload's event_id."""
+    event = factory.result() | {"sla_status": {"violations_count": "3"}}
+    with capture_logs() as logs:
+        result = await pipeline.process(record(RouteName.RESULTS, 4, event))
+    [letter] = pipeline.dead_letters.letters
+    assert (letter.error_type, letter.reason) == ("validation", "schema_violation")
+    assert "sla_status.violations_count" in letter.message
+    assert pipeline.writers[RouteName.RESULTS].documents == []
+    assert result.commits == {RES: 5}
+    [rejected] = [e for e in logs if e["event"] == "event_rejected"]
+    assert rejected["event_id"] == event["event_id"]
+    assert rejected["offset"] == 4
+
+
+async def test_too_large_and_too_deep_records_are_rejected(make_settings: Any, factory: EventFactory) -> None:
+    """Records over MAX_EVENT_BYTES or nested deeper than MAX_NESTING_DEPTH are dead-lettered with that reason."""
+    pipeline = make_pipeline(make_settings(max_event_bytes=2048, max_nesting_depth=4))
+    deep = factory.telemetry() | {"metrics": {"a": {"b": {"c": {"d": 1}}}}}
+    large = factory.telemetry() | {"source": "x" * 3000}
+    await pipeline.process(record(RouteName.TELEMETRY, 0, deep), record(RouteName.TELEMETRY, 1, large))
+    assert [(dl.record.offset, dl.reason) for dl in pipeline.dead_letters.letters] == [
+        (0, "too_deep"),
+        (1, "too_large"),
+    ]
+
+
+# Fail-open routes whose writes fail
+
+
+async def test_fail_open_route_dead_letters_its_records_when_mongodb_stays_down(
+    pipeline: Pipeline, factory: EventFactory, fast_settings: Settings
+) -> None:
+    """After RETRY_MAX_ATTEMPTS transient failures, every record of the route is dead-lettered as persist_failed."""
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.always_fail = TransientError("AutoReconnect: connection refused")
+    with capture_logs() as logs:
+        result = await pipeline.process(
+            good_record(factory, RouteName.INCIDENTS, 0),
+            good_record(factory, RouteName.INCIDENTS, 1),
+            good_record(factory, RouteName.INCIDENTS, 9, partition=1),
+            good_record(factory, RouteName.RESULTS, 3),
+        )
+    assert len(writer.calls) == fast_settings.retry_max_attempts
+    assert letters_summary(pipeline.dead_letters.letters) == [
+        (
+            TOPICS[RouteName.INCIDENTS],
+            0,
+            0,
+            "orchestrator.incidents.dlq",
+            "persist_failed",
+            "retries_exhausted",
+        ),
+        (
+            TOPICS[RouteName.INCIDENTS],
+            0,
+            1,
+            "orchestrator.incidents.dlq",
+            "persist_failed",
+            "retries_exhausted",
+        ),
+        (
+            TOPICS[RouteName.INCIDENTS],
+            1,
+            9,
+            "orchestrator.incidents.dlq",
+            "persist_failed",
+            "retries_exhausted",
+        ),
+    ]
+    assert all("connection refused" in letter.message for letter in pipeline.dead_letters.letters)
+    assert result.commits == {INC: 2, TopicPartition(TOPICS[RouteName.INCIDENTS], 1): 10, RES: 4}
+    assert result.blocked == {}
+    assert (result.stored, result.dead_lettered) == (1, 3)
+    [failed] = [e for e in logs if e["event"] == "incidents_persist_failed"]
+    assert failed["log_level"] == "error"
+    assert (failed["topic"], failed["partitions"], failed["records"]) == (
+        TOPICS[RouteName.INCIDENTS],
+        [0, 1],
+        3,
+    )
+    assert (failed["transient"], failed["dlq_topic"]) == (True, "orchestrator.incidents.dlq")
+    assert [e["attempt"] for e in logs if e["event"] == "mongodb_write_retry"] == [1, 2]
+
+
+async def test_a_permanent_write_failure_is_not_retried(pipeline: Pipeline, factory: EventFactory) -> None:
+    """A PermanentError from the writer dead-letters the route's records at once, reason write_error."""
+    writer = pipeline.writers[RouteName.VALIDATION]
+    writer.always_fail = PermanentError("OperationFailure: not authorized")
+    with capture_logs() as logs:
+        result = await pipeline.process(good_record(factory, RouteName.VALIDATION, 0))
+    assert len(writer.calls) == 1
+    assert letters_summary(pipeline.dead_letters.letters) == [
+        (TOPICS[RouteName.VALIDATION], 0, 0, "orchestrator.validation.dlq", "persist_failed", "write_error")
+    ]
+    assert result.commits == {VAL: 1}
+    assert [e["transient"] for e in logs if e["event"] == "validation_audit_persist_failed"] == [False]
+
+
+async def test_a_transient_failure_that_clears_within_the_retries_stores_the_batch(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """A write that fails transiently and then succeeds stores everything and dead-letters nothing."""
+    writer = pipeline.writers[RouteName.TELEMETRY]
+    writer.errors = [TransientError("NotPrimaryError")]
+    result = await pipeline.process(good_record(factory, RouteName.TELEMETRY, 0))
+    assert len(writer.calls) == 2
+    assert writer.calls[0] == writer.calls[1]
+    assert pipeline.dead_letters.letters == []
+    assert result.commits == {TEL: 1}
+
+
+# Fail-closed routes
+
+
+async def test_fail_closed_route_blocks_its_partitions_without_dead_letters_or_commits(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """A failing fail-closed route reports its partitions blocked at their first offset; other routes commit."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.RESULTS}))
+    pipeline.writers[RouteName.RESULTS].always_fail = TransientError("ServerSelectionTimeoutError")
+    results_p1 = TopicPartition(TOPICS[RouteName.RESULTS], 1)
+    with capture_logs() as logs:
+        result = await pipeline.process(
+            good_record(factory, RouteName.RESULTS, 20),
+            record(RouteName.RESULTS, 21, b"{not json"),
+            good_record(factory, RouteName.RESULTS, 22),
+            good_record(factory, RouteName.RESULTS, 5, partition=1),
+            good_record(factory, RouteName.INCIDENTS, 8),
+            record(RouteName.INCIDENTS, 9, b"[]"),
+        )
+    assert result.blocked == {RES: 20, results_p1: 5}
+    assert result.commits == {INC: 10}
+    assert letters_summary(pipeline.dead_letters.letters) == [
+        (TOPICS[RouteName.INCIDENTS], 0, 9, "orchestrator.incidents.dlq", "validation", "not_object")
+    ]
+    assert [e["offset"] for e in logs if e["event"] == "event_rejected"] == [9]
+    [blocked] = [e for e in logs if e["event"] == "workflow_results_persist_blocked"]
+    assert (blocked["partitions"], blocked["records"], blocked["log_level"]) == ([0, 1], 3, "warning")
+    assert not [e for e in logs if e["event"] == "workflow_results_persist_failed"]
+    assert len(pipeline.writers[RouteName.INCIDENTS].documents) == 1
+
+
+async def test_fail_closed_route_that_writes_commits_normally(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """When MongoDB answers, a fail-closed route behaves like any other: written, rejected records dead-lettered."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.RESULTS}))
+    result = await pipeline.process(
+        good_record(factory, RouteName.RESULTS, 0), record(RouteName.RESULTS, 1, b"x")
+    )
+    assert result.commits == {RES: 2}
+    assert result.blocked == {}
+    assert [dl.reason for dl in pipeline.dead_letters.letters] == ["not_json"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: BatchResult.stored is computed as prepared records minus dead letters, so the "
+    "records of a blocked (fail-closed, unwritten) route are counted as stored",
+)
+async def test_blocked_records_are_not_counted_as_stored(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """Records held back by a blocked fail-closed route do not count as stored."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.RESULTS}))
+    pipeline.writers[RouteName.RESULTS].always_fail = TransientError("down")
+    result = await pipeline.process(good_record(factory, RouteName.RESULTS, 0))
+    assert result.stored == 0
+
+
+# Refusals and duplicates
+
+
+async def test_refused_documents_are_dead_lettered_as_persist_refused(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """A document MongoDB refuses is dead-lettered (persist_refused); skipped duplicates are not."""
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.refused = {1: "121: Document failed validation"}
+    writer.skipped = frozenset({2})
+    with capture_logs() as logs:
+        result = await pipeline.process(*(good_record(factory, RouteName.INCIDENTS, n) for n in range(3)))
+    [letter] = pipeline.dead_letters.letters
+    assert (letter.record.offset, letter.error_type, letter.reason, letter.message) == (
+        1,
+        "persist_refused",
+        "refused",
+        "121: Document failed validation",
+    )
+    assert result.commits == {INC: 3}
+    assert result.dead_lettered == 1
+    [refusal] = [e for e in logs if e["event"] == "event_refused_by_mongodb"]
+    assert (refusal["topic"], refusal["partition"], refusal["offset"]) == (TOPICS[RouteName.INCIDENTS], 0, 1)
+    [saved] = [e for e in logs if e["event"] == "incident_saved"]
+    assert (saved["stored"], saved["skipped"], saved["refused"]) == (1, 1, 1)
+
+
+# The dead-letter topic
+
+
+async def test_a_dead_letter_publish_failure_propagates(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """If the dead-letter topic cannot be written, process raises TransientError so the batch is re-read."""
+    pipeline = make_pipeline(fast_settings, dlq_error=TransientError("dead-letter publish failed"))
+    with pytest.raises(TransientError, match="dead-letter"):
+        await pipeline.process(
+            good_record(factory, RouteName.VALIDATION, 0), record(RouteName.VALIDATION, 1, b"x")
+        )
+
+
+async def test_dead_letters_are_published_once_per_batch(pipeline: Pipeline, factory: EventFactory) -> None:
+    """All of a batch's dead letters, from every route, go to the publisher in a single call."""
+    pipeline.writers[RouteName.TELEMETRY].always_fail = PermanentError("bad")
+    await pipeline.process(
+        record(RouteName.VALIDATION, 0, b"x"),
+        good_record(factory, RouteName.TELEMETRY, 0),
+        record(RouteName.INCIDENTS, 0, None),
+    )
+    assert pipeline.dead_letters.calls == 1
+    assert sorted((dl.dlq_topic, dl.error_type) for dl in pipeline.dead_letters.letters) == [
+        ("orchestrator.incidents.dlq", "validation"),
+        ("orchestrator.telemetry.dlq", "persist_failed"),
+        ("orchestrator.validation.dlq", "validation"),
+    ]
+
+
+EMPTY_WRITE_BUG = (
+    "BUG: BatchProcessor.process fills `prepared[tp.topic]` (a defaultdict) before _prepare raises, "
+    "so a route whose records were all rejected is still written with an empty batch; PyMongo's "
+    "insert_many([]) raises TypeError (not a PyMongoError), which escapes process(): the batch is "
+    "retried forever and the malformed record is never dead-lettered (bulk_write([]) raises "
+    "InvalidOperation, logged as a spurious `workflow_results_persist_failed`, records=0)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=EMPTY_WRITE_BUG)
+async def test_a_route_with_only_rejected_records_is_not_written(pipeline: Pipeline) -> None:
+    """When no record of a route is valid its writer is not called at all."""
+    result = await pipeline.process(
+        record(RouteName.INCIDENTS, 0, b"x"), record(RouteName.INCIDENTS, 1, b"y")
+    )
+    assert result == BatchResult(commits={INC: 2}, blocked={}, stored=0, dead_lettered=2)
+    assert pipeline.writers[RouteName.INCIDENTS].calls == []
+
+
+class UnconnectedGateway:
+    """Hands out a database of a real client that never contacts a server."""
+
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]]) -> None:
+        self.client = client
+
+    def database(self) -> Any:
+        return self.client["orchestrator"]
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=EMPTY_WRITE_BUG)
+async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_writer(
+    fast_settings: Settings,
+) -> None:
+    """With the real InsertWriter, a batch holding one malformed incident dead-letters it and commits."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient("mongodb://localhost:1", connect=False)
+    try:
+        pipeline = make_pipeline(fast_settings)
+        writer = InsertWriter(gateway=UnconnectedGateway(client), collection="incidents")  # type: ignore[arg-type]
+        routes = dict(pipeline.routes)
+        routes[TOPICS[RouteName.INCIDENTS]] = dataclasses.replace(
+            routes[TOPICS[RouteName.INCIDENTS]], writer=writer
+        )
+        processor = BatchProcessor(routes=routes, dead_letters=pipeline.dead_letters, settings=fast_settings)  # type: ignore[arg-type]
+        result = await processor.process({INC: [record(RouteName.INCIDENTS, 0, b"{not json")]})
+    finally:
+        await client.close()
+    assert result.commits == {INC: 1}
+    assert [letter.reason for letter in pipeline.dead_letters.letters] == ["not_json"]

@@ -1,0 +1,101 @@
+"""Specification of worker.mongo.gateway: the database is handed out only once MongoDB answered."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
+from structlog.testing import capture_logs
+
+from worker.errors import PermanentError, TransientError
+from worker.mongo.gateway import MongoGateway, create_client
+from worker.settings import Settings
+
+Document = dict[str, Any]
+
+
+class FakeAdmin:
+    def __init__(self, error: PyMongoError | None) -> None:
+        self.error = error
+        self.commands: list[str] = []
+
+    async def command(self, name: str) -> Document:
+        self.commands.append(name)
+        if self.error:
+            raise self.error
+        return {"ok": 1}
+
+
+class FakeClient:
+    """Answers `admin.command("ping")` (or raises `error`) and hands out named databases."""
+
+    def __init__(self, error: PyMongoError | None = None) -> None:
+        self.admin = FakeAdmin(error)
+
+    def __getitem__(self, name: str) -> str:
+        return f"database:{name}"
+
+
+@pytest.fixture
+async def lazy_client() -> AsyncIterator[AsyncMongoClient[Document]]:
+    """A real client that has not contacted any server (connect=False)."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient("mongodb://localhost:1", connect=False)
+    yield client
+    await client.close()
+
+
+def test_database_before_connect_logs_and_raises_transient(lazy_client: AsyncMongoClient[Document]) -> None:
+    """Before `connect()`, `database()` logs `mongodb_client_not_initialized` and raises TransientError."""
+    gateway = MongoGateway(client=lazy_client, database_name="orchestrator")
+    with capture_logs() as logs, pytest.raises(TransientError):
+        gateway.database()
+    assert logs == [
+        {"event": "mongodb_client_not_initialized", "database": "orchestrator", "log_level": "error"}
+    ]
+    assert not gateway.connected
+
+
+async def test_connect_pings_then_hands_out_the_database() -> None:
+    """After a successful ping the gateway is connected and `database()` answers the named database."""
+    client = FakeClient()
+    gateway = MongoGateway(client=client, database_name="orchestrator")  # type: ignore[arg-type]
+    assert await gateway.connect() == "database:orchestrator"
+    assert client.admin.commands == ["ping"]
+    assert gateway.connected
+    with capture_logs() as logs:
+        assert gateway.database() == "database:orchestrator"
+    assert logs == []
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (ServerSelectionTimeoutError("localhost:27017: connection refused"), TransientError),
+        (OperationFailure("Authentication failed.", code=18), PermanentError),
+    ],
+)
+async def test_a_failed_ping_leaves_the_gateway_unconnected(
+    error: PyMongoError, expected: type[Exception]
+) -> None:
+    """A failed ping raises the converted error and `database()` keeps refusing."""
+    gateway = MongoGateway(client=FakeClient(error), database_name="orchestrator")  # type: ignore[arg-type]
+    with pytest.raises(expected):
+        await gateway.connect()
+    assert not gateway.connected
+    with capture_logs(), pytest.raises(TransientError):
+        gateway.database()
+
+
+async def test_create_client_returns_utc_aware_dates_and_uses_the_settings() -> None:
+    """The client decodes dates zone-aware and uses the configured server selection timeout."""
+    settings = Settings(mongodb_server_selection_timeout_ms=1500, kafka_client_id="pw-test")
+    client = create_client(settings)
+    try:
+        assert client.codec_options.tz_aware is True
+        assert client.options.server_selection_timeout == 1.5
+        assert client.options.pool_options.metadata["application"] == {"name": "pw-test"}
+    finally:
+        await client.close()
