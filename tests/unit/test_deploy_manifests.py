@@ -1,0 +1,539 @@
+"""The files under deploy/: valid for the tools that read them, and consistent with the worker.
+
+Kubernetes core objects are checked against the API's own JSON schemas (kubernetes-validate,
+strict: unknown fields fail); the compose file against the Compose Specification's schema
+(vendored by check-jsonschema); the KEDA ScaledObject, whose CRD schema no Python package
+ships, against the hand-written subset below.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from check_jsonschema.builtin_schemas import get_builtin_schema
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+DOCKERFILE = DEPLOY / "Dockerfile"
+COMPOSE = DEPLOY / "compose.yaml"
+
+# The oldest Kubernetes minor version the manifests must be valid for.
+KUBERNETES_VERSION = "1.33"
+
+# The settings deploy/ may name. The worker ignores a variable it does not know, so a typo
+# would go unnoticed at run time: here it fails.
+SETTINGS = frozenset({
+    "MONGODB_URI", "MONGODB_DATABASE",
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONSUMER_GROUP",
+    "KAFKA_TOPIC_VALIDATION", "KAFKA_TOPIC_RESULTS", "KAFKA_TOPIC_INCIDENTS", "KAFKA_TOPIC_TELEMETRY",
+    "KAFKA_DLQ_SUFFIX", "KAFKA_TELEMETRY_DELIVERY_TOPIC",
+    "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+    "RETRY_MAX_ATTEMPTS", "RETRY_BACKOFF_COEFFICIENT", "RETRY_INITIAL_INTERVAL_MS", "RETRY_MAX_INTERVAL_MS",
+    "FAIL_CLOSED_ROUTES", "REDELIVERY_ENABLED", "HTTP_PORT", "LOG_LEVEL", "LOG_FORMAT",
+})  # fmt: skip
+SECRET_SETTINGS = frozenset({"MONGODB_URI", "KAFKA_SASL_PASSWORD"})
+# Words in deploy/ shaped like a setting's name (the broker's own KAFKA_* in compose excepted).
+SETTING_LIKE = re.compile(r"\b(?:MONGODB|KAFKA|RETRY|FAIL_CLOSED|REDELIVERY|HTTP|LOG)_[A-Z0-9_]+\b")
+# Variables for the interpreter and uv, allowed in the Dockerfile besides the settings.
+IMAGE_VARIABLES = frozenset({
+    "PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED",
+    "UV_COMPILE_BYTECODE", "UV_LINK_MODE", "UV_PYTHON_DOWNLOADS",
+})  # fmt: skip
+
+DRAIN_SECONDS = 30  # the worker's shutdown timeout: finish and commit the batch in hand
+PARTITIONS_ANNOTATION = "persistence-worker/input-topic-partitions"
+INPUT_TOPICS = ("orchestrator.validation", "orchestrator.results", "orchestrator.incidents",
+                "orchestrator.telemetry")  # fmt: skip
+DELIVERY_TOPIC = "observability.telemetry"
+
+# The documented parameters of KEDA's `kafka` scaler that these manifests may use.
+KAFKA_TRIGGER_PARAMETERS = frozenset({
+    "bootstrapServers", "bootstrapServersFromEnv", "consumerGroup", "consumerGroupFromEnv",
+    "topic", "topicFromEnv", "lagThreshold", "activationLagThreshold", "offsetResetPolicy",
+    "allowIdleConsumers", "scaleToZeroOnInvalidOffset", "excludePersistentLag",
+    "limitToPartitionsWithLag", "version", "partitionLimitation", "sasl", "tls",
+})  # fmt: skip
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer", "minimum": 0}
+# A subset of KEDA 2.x's ScaledObject CRD: every field it names, no others (typos fail).
+KEDA_SCALED_OBJECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "keda.sh/v1alpha1"},
+        "kind": {"const": "ScaledObject"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": _STRING,
+                        "kind": _STRING,
+                        "apiVersion": _STRING,
+                        "envSourceContainerName": _STRING,
+                    },
+                },
+                "pollingInterval": _INTEGER,
+                "cooldownPeriod": _INTEGER,
+                "initialCooldownPeriod": _INTEGER,
+                "idleReplicaCount": _INTEGER,
+                "minReplicaCount": _INTEGER,
+                "maxReplicaCount": _INTEGER,
+                "fallback": {"type": "object", "required": ["failureThreshold", "replicas"]},
+                "advanced": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "restoreToOriginalReplicaCount": {"type": "boolean"},
+                        "horizontalPodAutoscalerConfig": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"name": _STRING, "behavior": {"type": "object"}},
+                        },
+                        "scalingModifiers": {"type": "object"},
+                    },
+                },
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": _STRING,
+                            "name": _STRING,
+                            "metadata": {"type": "object", "additionalProperties": _STRING},
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": _STRING,
+                                    "kind": {
+                                        "enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]
+                                    },
+                                },
+                            },
+                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                            "useCachedMetrics": {"type": "boolean"},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+# ---- loading ---------------------------------------------------------------------------
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(path for path in DEPLOY.rglob("*") if path.suffix in (".yaml", ".yml"))
+
+
+def _manifest_files() -> list[Path]:
+    return sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
+
+
+def _load_all(path: Path) -> list[Any]:
+    return [document for document in yaml.safe_load_all(path.read_text()) if document is not None]
+
+
+def _manifests() -> list[dict[str, Any]]:
+    return [document for path in _manifest_files() for document in _load_all(path)]
+
+
+def _manifest_id(manifest: dict[str, Any]) -> str:
+    return f"{manifest['kind']}/{manifest['metadata']['name']}"
+
+
+def _one(kind: str) -> dict[str, Any]:
+    found = [manifest for manifest in _manifests() if manifest["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind} under deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind, pod spec) of every workload that runs the worker image."""
+    yield "Deployment", _one("Deployment")["spec"]["template"]["spec"]
+    yield "CronJob", _one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _worker_container() -> dict[str, Any]:
+    containers = _one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def _config() -> dict[str, str]:
+    return dict(_one("ConfigMap")["data"])
+
+
+def _partitions() -> int:
+    return int(_one("ConfigMap")["metadata"]["annotations"][PARTITIONS_ANNOTATION])
+
+
+def _compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text()))
+
+
+def _worker_image_services() -> dict[str, dict[str, Any]]:
+    """The compose services that run the image built from deploy/Dockerfile."""
+    services = _compose()["services"]
+    return {name: service for name, service in services.items() if "build" in service}
+
+
+def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's instructions as (INSTRUCTION, arguments), one list per stage."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        instruction, _, arguments = line.partition(" ")
+        if instruction.upper() == "FROM" or not stages:
+            stages.append([])
+        stages[-1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def _env_keys(arguments: str) -> list[str]:
+    words = shlex.split(arguments)
+    if "=" not in words[0]:
+        return [words[0]]  # the legacy `ENV KEY value` form
+    return [word.partition("=")[0] for word in words]
+
+
+def _compose_environment(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        return dict(item.partition("=")[::2] for item in environment)
+    return {key: str(value) for key, value in environment.items()}
+
+
+def _duration_seconds(duration: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
+    assert parts and "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
+
+
+# ---- every file ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", _yaml_files(), ids=lambda path: str(path.relative_to(DEPLOY)))
+def test_every_yaml_file_parses_into_mappings(path: Path) -> None:
+    """Every YAML file under deploy/ parses, and each of its documents is a mapping."""
+    documents = _load_all(path)
+    assert documents
+    assert all(isinstance(document, dict) for document in documents)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    """kustomization.yaml lists each manifest under deploy/k8s exactly once, and no other file."""
+    resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(resources) == sorted(path.name for path in _manifest_files())
+    assert len(resources) == len(set(resources))
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [manifest for manifest in _manifests() if not manifest["apiVersion"].startswith("keda.sh/")],
+    ids=_manifest_id,
+)
+def test_kubernetes_objects_match_the_api_schema(manifest: dict[str, Any]) -> None:
+    """Each core Kubernetes object is valid for its API version, unknown fields included."""
+    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+
+
+def test_scaled_object_matches_the_keda_schema() -> None:
+    """The ScaledObject uses only fields of KEDA's ScaledObject and kafka scaler."""
+    scaled_object = _one("ScaledObject")
+    jsonschema.validate(scaled_object, KEDA_SCALED_OBJECT_SCHEMA)
+    for trigger in scaled_object["spec"]["triggers"]:
+        assert trigger["type"] == "kafka"
+        assert set(trigger["metadata"]) <= KAFKA_TRIGGER_PARAMETERS
+
+
+def test_scaled_object_autoscaler_settings_are_a_valid_autoscaler() -> None:
+    """The replica bounds and scaling behaviour KEDA hands to its HPA are a valid autoscaling/v2 HPA."""
+    spec = _one("ScaledObject")["spec"]
+    autoscaler = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "keda-hpa-persistence-worker"},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": spec["scaleTargetRef"]["name"],
+            },
+            "minReplicas": max(spec.get("minReplicaCount", 1), 1),
+            "maxReplicas": spec["maxReplicaCount"],
+            "behavior": spec.get("advanced", {}).get("horizontalPodAutoscalerConfig", {}).get("behavior", {}),
+        },
+    }
+    kubernetes_validate.validate(autoscaler, KUBERNETES_VERSION, strict=True)
+
+
+# ---- settings and secrets --------------------------------------------------------------
+
+
+def _setting_names_in_use() -> Iterator[tuple[str, str]]:
+    """(where, name) of every environment variable deploy/ gives the worker."""
+    for key in _config():
+        yield "ConfigMap", key
+    secret = _one("Secret")
+    for key in {**secret.get("data", {}), **secret.get("stringData", {})}:
+        yield "Secret", key
+    for kind, pod in _pod_specs():
+        for container in pod["containers"]:
+            for variable in container.get("env", []):
+                yield kind, variable["name"]
+    for trigger in _one("ScaledObject")["spec"]["triggers"]:
+        for parameter, value in trigger["metadata"].items():
+            if parameter.endswith("FromEnv"):
+                yield "ScaledObject", value
+    for name, service in _worker_image_services().items():
+        for key in _compose_environment(service):
+            yield f"compose {name}", key
+    for path in [*_manifest_files(), K8S / "kustomization.yaml", DOCKERFILE, DEPLOY / "README.md"]:
+        for word in SETTING_LIKE.findall(path.read_text()):
+            yield path.name, word
+
+
+def test_every_variable_given_to_the_worker_is_a_setting() -> None:
+    """Every environment variable name deploy/ sets or mentions for the worker is a real setting."""
+    unknown = sorted({f"{where}: {name}" for where, name in _setting_names_in_use() if name not in SETTINGS})
+    assert not unknown, f"not a setting of the worker (typo?): {unknown}"
+
+
+def test_dockerfile_sets_only_settings_and_interpreter_variables() -> None:
+    """The Dockerfile's ENV names only settings or Python and uv variables."""
+    names = {name for stage in _dockerfile_stages() for instruction, arguments in stage
+             if instruction == "ENV" for name in _env_keys(arguments)}  # fmt: skip
+    assert names <= SETTINGS | IMAGE_VARIABLES, names - SETTINGS - IMAGE_VARIABLES
+
+
+def test_secret_holds_the_credentials_and_the_configmap_none() -> None:
+    """MONGODB_URI and KAFKA_SASL_PASSWORD are in the Secret, and no secret setting is in the ConfigMap."""
+    secret = _one("Secret")
+    assert set(secret["stringData"]) == SECRET_SETTINGS
+    assert not set(_config()) & SECRET_SETTINGS
+
+
+def test_workloads_load_the_configmap_and_the_secret() -> None:
+    """The Deployment and the replay CronJob take their environment from the ConfigMap and the Secret."""
+    expected = {("configMapRef", _one("ConfigMap")["metadata"]["name"]),
+                ("secretRef", _one("Secret")["metadata"]["name"])}  # fmt: skip
+    for kind, pod in _pod_specs():
+        for container in pod["containers"]:
+            sources = {(ref, source[ref]["name"]) for source in container["envFrom"] for ref in source}
+            assert sources == expected, kind
+
+
+# ---- the Deployment --------------------------------------------------------------------
+
+
+def test_probes_check_healthz_and_readyz_on_the_http_port() -> None:
+    """Liveness asks GET /healthz and readiness GET /readyz, both on the port named http."""
+    container = _worker_container()
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+def test_http_port_is_the_configured_one_everywhere() -> None:
+    """The container port named http, HTTP_PORT, the scrape annotation and the Service agree."""
+    ports = {port["name"]: port["containerPort"] for port in _worker_container()["ports"]}
+    assert ports["http"] == int(_config()["HTTP_PORT"])
+    annotations = _one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
+    service_ports = _one("Service")["spec"]["ports"]
+    assert [port["targetPort"] for port in service_ports] == ["http"]
+
+
+def test_service_and_disruption_budget_select_the_worker_pods() -> None:
+    """The Service and the PodDisruptionBudget select exactly the Deployment's pods."""
+    deployment = _one("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == pod_labels
+    assert _one("Service")["spec"]["selector"] == pod_labels
+    assert _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pod_labels
+
+
+def test_termination_grace_period_outlasts_the_drain() -> None:
+    """Kubernetes waits longer than the worker's 30 s drain before it kills the pod."""
+    assert _one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > DRAIN_SECONDS
+
+
+def test_workloads_run_as_non_root_on_a_read_only_root() -> None:
+    """Every worker pod runs as the image's non-root uid, read-only, without privilege escalation."""
+    for kind, pod in _pod_specs():
+        assert pod["securityContext"]["runAsNonRoot"] is True, kind
+        assert str(pod["securityContext"]["runAsUser"]) == _dockerfile_user().partition(":")[0], kind
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, kind
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, kind
+
+
+def test_workloads_request_and_limit_cpu_and_memory() -> None:
+    """Every worker container states CPU and memory requests and limits."""
+    for kind, pod in _pod_specs():
+        for container in pod["containers"]:
+            for bound in ("requests", "limits"):
+                assert set(container["resources"][bound]) == {"cpu", "memory"}, (kind, bound)
+
+
+def test_deployment_leaves_the_replica_count_to_keda() -> None:
+    """The Deployment sets no replica count, so applying it never overrides the autoscaler."""
+    assert "replicas" not in _one("Deployment")["spec"]
+
+
+# ---- autoscaling -----------------------------------------------------------------------
+
+
+def test_scaled_object_never_exceeds_the_partition_count() -> None:
+    """The ScaledObject scales the Deployment between 1 and the input topics' partition count."""
+    spec = _one("ScaledObject")["spec"]
+    assert spec["scaleTargetRef"]["name"] == _one("Deployment")["metadata"]["name"]
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= _partitions()
+
+
+def test_scaled_object_measures_the_worker_group_on_every_input_topic() -> None:
+    """One kafka trigger per input topic, each with the worker's group, brokers and a lag threshold."""
+    config = _config()
+    topics = set()
+    for trigger in _one("ScaledObject")["spec"]["triggers"]:
+        metadata = trigger["metadata"]
+        assert int(metadata["lagThreshold"]) > 0
+        assert metadata["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS"
+        assert metadata["consumerGroupFromEnv"] == "KAFKA_CONSUMER_GROUP"
+        topics.add(config[metadata["topicFromEnv"]])
+    assert topics == set(INPUT_TOPICS)
+
+
+# ---- the replay job --------------------------------------------------------------------
+
+
+def test_replay_template_never_runs_by_itself() -> None:
+    """The replay CronJob is suspended, runs `persistence-worker replay` once and is not retried."""
+    cronjob = _one("CronJob")
+    assert cronjob["spec"]["suspend"] is True
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    (container,) = job["template"]["spec"]["containers"]
+    assert container["args"][0] == "replay"
+    assert container["image"] == _worker_container()["image"]
+
+
+# ---- the Dockerfile --------------------------------------------------------------------
+
+
+def _dockerfile_user() -> str:
+    users = [arguments for instruction, arguments in _dockerfile_stages()[-1] if instruction == "USER"]
+    assert users, "the runtime stage sets no USER"
+    return users[-1]
+
+
+def _final(instruction: str) -> str:
+    found = [arguments for name, arguments in _dockerfile_stages()[-1] if name == instruction]
+    assert found, f"the runtime stage has no {instruction}"
+    return found[-1]
+
+
+def test_dockerfile_runs_as_a_non_root_user() -> None:
+    """The runtime stage's USER is a numeric uid other than root's."""
+    uid = _dockerfile_user().partition(":")[0]
+    assert uid.isdigit() and int(uid) != 0
+
+
+def test_dockerfile_is_multi_stage_on_python_slim() -> None:
+    """The image is built in stages and runs on python:3.11-slim."""
+    stages = _dockerfile_stages()
+    assert len(stages) >= 2
+    assert stages[-1][0][1].split()[0] == "python:3.11-slim"
+
+
+def test_dockerfile_installs_the_lock_with_the_locked_uv() -> None:
+    """uv, pinned as in the Makefile, installs exactly uv.lock without the dev group."""
+    uv_version = re.search(r"^UV_VERSION\s*:?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert uv_version
+    runs = [arguments for stage in _dockerfile_stages() for name, arguments in stage if name == "RUN"]
+    assert any(f"uv=={uv_version[1]}" in run.split() for run in runs)
+    syncs = [run for run in runs if "uv sync" in run]
+    assert syncs
+    assert all("--frozen" in run.split() and "--no-dev" in run.split() for run in syncs)
+
+
+def test_dockerfile_checks_health_and_runs_the_worker() -> None:
+    """The image's healthcheck is `persistence-worker check`; it starts `persistence-worker run`."""
+    assert re.search(r'CMD \["persistence-worker", "check"\]$', _final("HEALTHCHECK"))
+    assert _final("ENTRYPOINT") == '["persistence-worker"]'
+    assert _final("CMD") == '["run"]'
+
+
+# ---- the compose file ------------------------------------------------------------------
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    """compose.yaml is valid for the Compose Specification's schema."""
+    jsonschema.validate(_compose(), get_builtin_schema("vendor.compose-spec"))
+
+
+def test_compose_dependencies_exist_and_can_be_waited_for() -> None:
+    """Every depends_on names a service, and a service waited on as healthy has a healthcheck."""
+    services = _compose()["services"]
+    for name, service in services.items():
+        depends_on = service.get("depends_on", {})
+        if isinstance(depends_on, list):
+            depends_on = {dependency: {} for dependency in depends_on}
+        unknown = set(depends_on) - set(services)
+        assert not unknown, f"{name} depends on unknown services {sorted(unknown)}"
+        for dependency, options in depends_on.items():
+            if options.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency}'s health"
+
+
+def test_compose_builds_the_worker_from_deploy_dockerfile() -> None:
+    """The worker services build deploy/Dockerfile with the repository root as context."""
+    services = _worker_image_services()
+    assert {"worker", "demo-publisher"} <= set(services)
+    for service in services.values():
+        context = (COMPOSE.parent / service["build"]["context"]).resolve()
+        assert context == ROOT
+        assert (context / service["build"]["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_compose_worker_stops_after_its_drain() -> None:
+    """compose gives the worker longer than its 30 s drain before it kills the container."""
+    assert _duration_seconds(_compose()["services"]["worker"]["stop_grace_period"]) > DRAIN_SECONDS
+
+
+def test_compose_creates_every_topic_with_the_production_partition_count() -> None:
+    """kafka-init creates the input, dead-letter and delivery topics with the ConfigMap's partitions."""
+    script = " ".join(_compose()["services"]["kafka-init"]["command"])
+    listed = re.search(r"for topic in (.*?);", script.replace("\\\n", " "), re.DOTALL)
+    assert listed
+    expected = {*INPUT_TOPICS, *(topic + _config()["KAFKA_DLQ_SUFFIX"] for topic in INPUT_TOPICS)}
+    assert set(listed[1].split()) == expected | {DELIVERY_TOPIC}
+    assert re.findall(r"--partitions (\d+)", script) == [str(_partitions())]
