@@ -8,6 +8,7 @@ are ignored so that producers can add fields before consumers know them.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -35,9 +36,12 @@ __all__ = [
 ]
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
 def _require_iso_string(value: object) -> object:
     """Accept ISO-8601 strings (and datetimes built in Python); refuse epoch numbers."""
-    if isinstance(value, str | datetime):
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
         return value
     raise ValueError("must be an ISO-8601 string with a time zone, e.g. 2026-11-25T10:00:00Z")
 

@@ -24,7 +24,7 @@ from worker.dlq import (
     DeadLetter,
     DeadLetterPublisher,
 )
-from worker.errors import EventRejected, TransientError, WorkerError
+from worker.errors import EventRejected, PermanentError, TransientError, WorkerError
 from worker.mongo.writers import WriteOutcome
 from worker.retry import with_retries
 from worker.routes import FailurePolicy, Route
@@ -107,12 +107,14 @@ class BatchProcessor:
             route = self._routes[tp.topic]
             for record in records:
                 try:
-                    prepared[tp.topic].append(self._prepare(route, tp, record))
+                    item = self._prepare(route, tp, record)
                 except EventRejected as exc:
                     letter = DeadLetter(
                         record, route.dlq_topic, ERROR_TYPE_VALIDATION, exc.reason, exc.detail
                     )
                     rejected.append((letter, exc.event_id or _event_id_hint(record)))
+                else:
+                    prepared[tp.topic].append(item)
         results = await asyncio.gather(
             *(self._write_route(self._routes[topic], items) for topic, items in prepared.items())
         )
@@ -123,7 +125,8 @@ class BatchProcessor:
                 letters.append(letter)
                 _log_rejection(letter, event_id)
         await self._dead_letters.publish(letters)
-        stored = sum(len(items) for items in prepared.values()) - sum(len(r.dead) for r in results)
+        written = [item for items in prepared.values() for item in items if item.tp not in blocked]
+        stored = len(written) - sum(len(r.dead) for r in results)
         return BatchResult(
             commits={tp: records[-1].offset + 1 for tp, records in batch.items() if tp not in blocked},
             blocked={tp: records[0].offset for tp, records in batch.items() if tp in blocked},
@@ -137,6 +140,11 @@ class BatchProcessor:
             outcome = await with_retries(
                 self._settings, route.writer.collection, route.writer.write, documents
             )
+        except PermanentError as exc:
+            if len(items) == 1:
+                return self._write_failed(route, items, exc)
+            # One document may spoil the whole bulk write (e.g. BSON cannot encode it): isolate it.
+            outcome = await self._write_one_by_one(route, items)
         except WorkerError as exc:
             return self._write_failed(route, items, exc)
         refused = [
@@ -147,6 +155,24 @@ class BatchProcessor:
             log.error("event_refused_by_mongodb", **_coordinates(letter.record), error=letter.message)
         _log_saved(route, items, outcome)
         return RouteResult(dead=refused)
+
+    async def _write_one_by_one(self, route: Route, items: list[Prepared]) -> WriteOutcome:
+        """Write each document alone; those the server or BSON refuse become `refused`."""
+        stored, skipped, refused = 0, set[int](), dict[int, str]()
+        for index, item in enumerate(items):
+            try:
+                alone = await with_retries(
+                    self._settings, route.writer.collection, route.writer.write, [item.document]
+                )
+            except PermanentError as exc:
+                refused[index] = str(exc)
+                continue
+            stored += alone.stored
+            if alone.skipped:
+                skipped.add(index)
+            if alone.refused:
+                refused[index] = next(iter(alone.refused.values()))
+        return WriteOutcome(stored=stored, skipped=frozenset(skipped), refused=refused)
 
     def _write_failed(self, route: Route, items: list[Prepared], exc: WorkerError) -> RouteResult:
         partitions = sorted({item.tp.partition for item in items})

@@ -124,6 +124,8 @@ class ConsumerLoop:
         now = time.monotonic()
         assigned = self._consumer.assignment()
         due = [tp for tp, (at, _) in self._paused.items() if at <= now and tp in assigned]
+        for tp in due:
+            self._paused[tp] = (float("inf"), self._paused[tp][1])  # resumed; keep the attempt count
         if due:
             self._consumer.resume(*due)
             log.info("partitions_resumed", partitions=_names(due))

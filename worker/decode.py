@@ -59,10 +59,23 @@ def check_storable(value: dict[str, Any], *, max_depth: int) -> None:
                     )
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, child_path))
+                else:
+                    _check_number(child, child_path)
         elif isinstance(node, list):
             for index, child in enumerate(node):
                 if isinstance(child, dict | list):
                     stack.append((child, depth + 1, f"{path}/{index}"))
+                else:
+                    _check_number(child, f"{path}/{index}")
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def _check_number(value: object, path: str) -> None:
+    """BSON stores integers in 64 bits; a larger JSON integer cannot be kept as it is."""
+    if type(value) is int and value not in _INT64:
+        raise EventRejected(reason="unstorable_number", detail=f"integer at {path} does not fit in 64 bits")
 
 
 def validate_event(model: type[ModelT], value: dict[str, Any]) -> ModelT:

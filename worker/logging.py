@@ -21,7 +21,19 @@ def scrub_credentials(
     for key, value in event_dict.items():
         if isinstance(value, str) and "@" in value:
             event_dict[key] = redact_uri(value)
+        elif isinstance(value, list | dict) and "@" in repr(value):
+            event_dict[key] = _scrub_nested(value)
     return event_dict
+
+
+def _scrub_nested(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, list):
+        return [_scrub_nested(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _scrub_nested(item) for key, item in value.items()}
+    return value
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
@@ -32,7 +44,6 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        scrub_credentials,
     ]
     if use_console:
         renderer: Any = structlog.dev.ConsoleRenderer()
@@ -44,7 +55,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         shared.append(structlog.processors.ExceptionRenderer(tracebacks))
     structlog.configure(
-        processors=[*shared, renderer],
+        # Scrubbing comes last, so rendered tracebacks are scrubbed too.
+        processors=[*shared, scrub_credentials, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=factory,
         cache_logger_on_first_use=True,

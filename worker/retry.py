@@ -30,9 +30,10 @@ A = TypeVar("A")
 
 def backoff_seconds(settings: Settings, attempt: int) -> float:
     """The wait after failed attempt number `attempt` (1-based), as tenacity computes it."""
-    exponential = settings.retry_backoff_coefficient * 2 ** (attempt - 1)
+    exponential = settings.retry_backoff_coefficient * 2.0 ** min(attempt - 1, 64)
     initial = settings.retry_initial_interval_ms / 1000
-    return float(min(settings.retry_max_interval_ms / 1000, max(initial, exponential)))
+    # As tenacity's wait_exponential: clamp to max, then the initial interval (min) wins.
+    return float(max(initial, min(exponential, settings.retry_max_interval_ms / 1000)))
 
 
 def _log_retry(operation: str) -> Callable[[RetryCallState], None]:

@@ -434,11 +434,6 @@ async def test_fail_closed_route_that_writes_commits_normally(
     assert [dl.reason for dl in pipeline.dead_letters.letters] == ["not_json"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: BatchResult.stored is computed as prepared records minus dead letters, so the "
-    "records of a blocked (fail-closed, unwritten) route are counted as stored",
-)
 async def test_blocked_records_are_not_counted_as_stored(
     fast_settings: Settings, factory: EventFactory
 ) -> None:
@@ -506,16 +501,6 @@ async def test_dead_letters_are_published_once_per_batch(pipeline: Pipeline, fac
     ]
 
 
-EMPTY_WRITE_BUG = (
-    "BUG: BatchProcessor.process fills `prepared[tp.topic]` (a defaultdict) before _prepare raises, "
-    "so a route whose records were all rejected is still written with an empty batch; PyMongo's "
-    "insert_many([]) raises TypeError (not a PyMongoError), which escapes process(): the batch is "
-    "retried forever and the malformed record is never dead-lettered (bulk_write([]) raises "
-    "InvalidOperation, logged as a spurious `workflow_results_persist_failed`, records=0)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EMPTY_WRITE_BUG)
 async def test_a_route_with_only_rejected_records_is_not_written(pipeline: Pipeline) -> None:
     """When no record of a route is valid its writer is not called at all."""
     result = await pipeline.process(
@@ -535,7 +520,6 @@ class UnconnectedGateway:
         return self.client["orchestrator"]
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=EMPTY_WRITE_BUG)
 async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_writer(
     fast_settings: Settings,
 ) -> None:

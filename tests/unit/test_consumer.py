@@ -145,12 +145,6 @@ async def test_a_paused_partition_is_resumed_when_its_backoff_is_over(fast_setti
     assert next(e["partitions"] for e in logs if e["event"] == "partitions_resumed") == ["a:0"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): _resume_due_partitions does not mark a partition resumed; it stays in "
-    "`_paused` until committed or re-blocked, so every poll that brings none of its records "
-    "resumes it again and logs another `partitions_resumed`",
-)
 async def test_a_paused_partition_is_resumed_once(fast_settings: Settings) -> None:
     """A partition whose backoff is over is resumed once, even if the following polls bring nothing."""
     with capture_logs() as logs:

@@ -181,13 +181,6 @@ async def test_listing_errors_are_converted() -> None:
         await inspect_collection(database, "incidents", EXPECTED_INDEXES["incidents"])  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: _spec_of does int(direction), so any text/hashed/2dsphere index on the collection "
-    "makes inspect_collection raise ValueError (not a WorkerError): `indexes check` crashes and "
-    "connect_mongodb's ensure_indexes task dies",
-)
 async def test_other_kinds_of_index_do_not_prevent_inspection() -> None:
     """A text or hashed index added by an operator is tolerated; the expected ones are still checked."""
     database = FakeDatabase(

@@ -72,12 +72,6 @@ def test_the_converted_message_names_the_pymongo_error() -> None:
     assert str(converted) == "AutoReconnect: db:27017: connection closed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="BUG: pymongo's DocumentTooLarge derives from bson.errors.InvalidDocument, not PyMongoError; "
-    "is_transient calls exc.has_error_label on it and raises AttributeError",
-)
 def test_an_oversized_document_is_permanent() -> None:
     """DocumentTooLarge (a document over the server's BSON limit) converts to PermanentError."""
     error = DocumentTooLarge("BSON document too large (17000000 bytes)")

@@ -65,24 +65,12 @@ def test_backoff_equals_the_wait_tenacity_computes(
         assert backoff_seconds(settings, attempt) == pytest.approx(tenacity_wait(settings, attempt))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when RETRY_INITIAL_INTERVAL_MS > RETRY_MAX_INTERVAL_MS (not refused by Settings), "
-    "backoff_seconds caps at the max (1 s) while tenacity waits the initial interval (5 s)",
-)
 def test_backoff_equals_tenacity_when_initial_exceeds_max(make_settings: MakeSettings) -> None:
     """`backoff_seconds` agrees with tenacity even when the initial interval is above the maximum."""
     settings = make_settings(retry_initial_interval_ms=5000, retry_max_interval_ms=1000)
     assert backoff_seconds(settings, 1) == pytest.approx(tenacity_wait(settings, 1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: backoff_seconds computes coefficient * 2**(attempt-1) as a float, which overflows "
-    "from attempt 1025; the consumer (paused partitions, failed batches) and connect_mongodb pass "
-    "ever-growing attempt counts, so a long MongoDB outage (~17 h at 60 s) crashes them",
-)
 def test_backoff_stays_capped_for_very_many_attempts() -> None:
     """However many attempts have failed, the wait is the maximum interval."""
     assert backoff_seconds(Settings(), 1100) == 60.0

@@ -141,13 +141,6 @@ async def test_insert_writer_converts_pymongo_errors(error: PyMongoError, expect
     assert caught.value.__cause__ is error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: InsertWriter/LatestWinsWriter catch only PyMongoError, but BSON encoding failures "
-    "raised by insert_many/bulk_write are not PyMongoErrors (DocumentTooLarge derives from "
-    "bson InvalidDocument; an int >= 2**63 raises OverflowError); they escape the writer, "
-    "BatchProcessor.process re-raises them and the consumer re-reads the same batch forever",
-)
 @pytest.mark.parametrize(
     "error",
     [DocumentTooLarge("BSON document too large"), OverflowError("MongoDB can only handle up to 8-byte ints")],

@@ -21,6 +21,8 @@ RETRYABLE_CODES = frozenset(
 
 def is_transient(exc: PyMongoError) -> bool:
     """Whether retrying `exc` can succeed: network, selection, timeouts, elections."""
+    if not isinstance(exc, PyMongoError):  # e.g. DocumentTooLarge, a bson InvalidDocument
+        return False
     if isinstance(exc, ConnectionFailure | ExecutionTimeout | WriteConcernError):
         return True
     if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):

@@ -19,7 +19,7 @@ from worker.mongo.errors import convert
 
 log = structlog.get_logger(__name__)
 
-Keys = tuple[tuple[str, int], ...]
+Keys = tuple[tuple[str, int | str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,13 @@ class CollectionIndexReport:
         return not self.missing and not self.conflicts
 
 
+def _direction(value: object) -> int | str:
+    """1 / -1 (servers may answer 1.0), or the kind of a special index ("text", "hashed")."""
+    return int(value) if isinstance(value, int | float) else str(value)
+
+
 def _spec_of(info: Mapping[str, Any]) -> IndexSpec:
-    keys = tuple((str(name), int(direction)) for name, direction in info["key"].items())
+    keys = tuple((str(name), _direction(direction)) for name, direction in info["key"].items())
     ttl = info.get("expireAfterSeconds")
     return IndexSpec(
         keys=keys,

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from bson.errors import InvalidDocument
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from worker.errors import TransientError
+from worker.errors import PermanentError, TransientError
 from worker.mongo.errors import RETRYABLE_CODES, convert
 from worker.mongo.gateway import MongoGateway
 
@@ -69,6 +70,8 @@ class InsertWriter:
             return _outcome_of_bulk_error(exc, total=len(documents))
         except PyMongoError as exc:
             raise convert(exc) from exc
+        except (InvalidDocument, OverflowError) as exc:
+            raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
         return WriteOutcome(stored=len(documents))
 
 
@@ -97,4 +100,6 @@ class LatestWinsWriter:
             return _outcome_of_bulk_error(exc, total=len(documents))
         except PyMongoError as exc:
             raise convert(exc) from exc
+        except (InvalidDocument, OverflowError) as exc:
+            raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
         return WriteOutcome(stored=len(documents))
