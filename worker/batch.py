@@ -8,6 +8,7 @@ or dead-lettered, and the loop re-reads it from its first offset later.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka.structs import TopicPartition
 
+from worker import observability as metrics
 from worker.decode import decode_json_object, validate_event
 from worker.dlq import (
     ERROR_TYPE_PERSIST_FAILED,
@@ -125,6 +127,7 @@ class BatchProcessor:
                 letters.append(letter)
                 _log_rejection(letter, event_id)
         await self._dead_letters.publish(letters)
+        _count(batch, letters, blocked, self._routes)
         written = [item for items in prepared.values() for item in items if item.tp not in blocked]
         stored = len(written) - sum(len(r.dead) for r in results)
         return BatchResult(
@@ -136,6 +139,8 @@ class BatchProcessor:
 
     async def _write_route(self, route: Route, items: list[Prepared]) -> RouteResult:
         documents = [item.document for item in items]
+        metrics.BATCH_SIZE.labels(route.name.value).observe(len(documents))
+        started = time.perf_counter()
         try:
             outcome = await with_retries(
                 self._settings, route.writer.collection, route.writer.write, documents
@@ -147,6 +152,7 @@ class BatchProcessor:
             outcome = await self._write_one_by_one(route, items)
         except WorkerError as exc:
             return self._write_failed(route, items, exc)
+        metrics.WRITE_LATENCY.labels(route.name.value).observe(time.perf_counter() - started)
         refused = [
             DeadLetter(items[index].record, route.dlq_topic, ERROR_TYPE_PERSIST_REFUSED, "refused", reason)
             for index, reason in outcome.refused.items()
@@ -176,6 +182,7 @@ class BatchProcessor:
 
     def _write_failed(self, route: Route, items: list[Prepared], exc: WorkerError) -> RouteResult:
         partitions = sorted({item.tp.partition for item in items})
+        metrics.PERSIST_FAILURES.labels(route.name.value, route.policy.value).inc()
         if route.policy is FailurePolicy.FAIL_CLOSED:
             log.warning(
                 f"{route.writer.collection}_persist_blocked",
@@ -194,6 +201,22 @@ class BatchProcessor:
                 for item in items
             ]
         )
+
+
+def _count(
+    batch: Batch, letters: list[DeadLetter], blocked: set[TopicPartition], routes: Mapping[str, Route]
+) -> None:
+    """Per route: records consumed, stored (not blocked, not dead-lettered), and dead-lettered by type."""
+    dead_per_tp: dict[TopicPartition, int] = defaultdict(int)
+    for letter in letters:
+        route = routes[letter.record.topic].name.value
+        metrics.RECORDS_DEAD_LETTERED.labels(route, letter.error_type).inc()
+        dead_per_tp[_tp(letter)] += 1
+    for tp, records in batch.items():
+        route = routes[tp.topic].name.value
+        metrics.RECORDS_CONSUMED.labels(route).inc(len(records))
+        if tp not in blocked:
+            metrics.RECORDS_STORED.labels(route).inc(len(records) - dead_per_tp[tp])
 
 
 def _tp(letter: DeadLetter) -> TopicPartition:

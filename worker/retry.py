@@ -20,6 +20,7 @@ from tenacity import (
 )
 
 from worker.errors import TransientError
+from worker.observability import WRITE_RETRIES
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -39,6 +40,7 @@ def backoff_seconds(settings: Settings, attempt: int) -> float:
 def _log_retry(operation: str) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
+        WRITE_RETRIES.labels(operation).inc()
         log.warning(
             "mongodb_write_retry",
             operation=operation,
