@@ -1,0 +1,79 @@
+"""`persistence-worker query ...`: the guide's queries as tables on a terminal, JSON for scripts."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from worker import queries
+from worker.errors import WorkerError
+from worker.mongo.gateway import MongoGateway, create_client
+from worker.settings import Settings
+
+Document = dict[str, Any]
+Query = Callable[[Any], Awaitable[list[Document]]]
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "validations": ("_id", "total"),
+    "plan-history": ("timestamp", "workflow_id", "validation_result.valid", "hash"),
+    "sla-violations": ("_id", "status", "sla_status.violations_count", "consolidated_at"),
+    "workflows": ("_id", "plan_id", "status", "consolidated_at"),
+    "incidents": ("timestamp", "severity", "type", "workflow_id"),
+    "incident-types": ("_id", "total"),
+    "telemetry-retries": ("_id", "correlation.workflow_id", "retry_count", "buffered_at"),
+}
+
+
+def build_query(name: str, *, plan_id: str | None, status: str, severity: str, limit: int) -> Query:
+    """The query function for a subcommand, with its arguments bound."""
+    table: dict[str, Query] = {
+        "validations": queries.validations_by_outcome,
+        "plan-history": lambda db: queries.plan_validation_history(db, plan_id or "", limit),
+        "sla-violations": lambda db: queries.workflows_with_sla_violations(db, limit),
+        "workflows": lambda db: queries.workflows_by_status(db, status, limit),
+        "incidents": lambda db: queries.recent_incidents(db, severity, limit),
+        "incident-types": queries.incidents_by_type,
+        "telemetry-retries": lambda db: queries.telemetry_with_retries(db, limit),
+    }
+    return table[name]
+
+
+async def query_command(settings: Settings, name: str, query: Query, *, as_json: bool) -> int:
+    """Run one query and print it; 0 on success, 3 if MongoDB cannot be reached."""
+    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    try:
+        rows = await query(await gateway.connect())
+    except WorkerError as exc:
+        print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        await gateway.close()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str) + b"\n")
+    else:
+        print_table(name, rows)
+    return 0
+
+
+def cell(document: Document, dotted: str) -> str:
+    value: Any = document
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return "" if value is None else str(value)
+
+
+def print_table(name: str, rows: list[Document]) -> None:
+    table = Table(title=f"{name} ({len(rows)} rows)")
+    for column in COLUMNS[name]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(cell(row, column) for column in COLUMNS[name]))
+    Console().print(table)
