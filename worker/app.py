@@ -17,6 +17,7 @@ from worker.errors import WorkerError
 from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.mongo.indexes import ensure_indexes
+from worker.observability import Health, serve_http
 from worker.retry import backoff_seconds
 from worker.routes import build_routes
 from worker.settings import Settings
@@ -56,7 +57,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     consumer = create_consumer(settings)
     producer = create_producer(settings)
     routes = build_routes(settings, gateway)
-    mongo_task = asyncio.create_task(connect_mongodb(gateway, settings, stop))
+    background = [asyncio.create_task(connect_mongodb(gateway, settings, stop))]
     try:
         try:
             await producer.start()
@@ -70,6 +71,14 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
         loop.subscribe(list(routes))
+        if settings.http_port:
+            health = Health(
+                last_poll=lambda: loop.last_progress,
+                mongodb_ready=lambda: gateway.connected,
+                has_assignment=lambda: bool(consumer.assignment()),
+                stuck_after_s=settings.health_stuck_after_s,
+            )
+            background.append(asyncio.create_task(serve_http(settings.http_port, health, stop)))
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
         log.info(
             "worker_started",
@@ -79,7 +88,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         await loop.run()
     finally:
-        mongo_task.cancel()
+        for task in background:
+            task.cancel()
         await _close_all(consumer.stop, producer.stop, gateway.close)
         log.info("worker_stopped")
 

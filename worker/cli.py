@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -59,7 +60,47 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_parser("check", help="compare expected and present indexes").set_defaults(
         handler=_indexes_check
     )
+    commands.add_parser(
+        "check", help="exit 0 if MongoDB and Kafka answer, 1 if not (an exec probe)",
+        description="Ping MongoDB and describe the Kafka cluster; exit 0 if both answer, 1 if not.",
+    ).set_defaults(handler=_check)  # fmt: skip
+    _add_query_parser(commands)
     return parser
+
+
+def _add_query_parser(commands: Any) -> None:
+    from worker.query_commands import COLUMNS
+
+    query = commands.add_parser(
+        "query", help="the persistence guide's example queries",
+        description="The guide's queries: a table on a terminal, or --json for scripts. Exit 3 if MongoDB "
+        "cannot be reached.",
+    )  # fmt: skip
+    query.add_argument("name", choices=sorted(COLUMNS), help="which query")
+    query.add_argument("--plan-id", help="plan for plan-history")
+    query.add_argument("--status", default="FAILED", help="status for workflows (default FAILED)")
+    query.add_argument("--severity", default="CRITICAL", help="severity for incidents (default CRITICAL)")
+    query.add_argument("--limit", type=int, default=20, help="rows at most (default 20)")
+    query.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    query.set_defaults(handler=_query)
+
+
+def _check(settings: Settings, _args: argparse.Namespace) -> int:
+    from worker.check import check_command
+
+    return asyncio.run(check_command(settings))
+
+
+def _query(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.query_commands import build_query, query_command
+
+    if args.name == "plan-history" and not args.plan_id:
+        print("error: plan-history needs --plan-id", file=sys.stderr)
+        return EXIT_USAGE
+    query = build_query(
+        args.name, plan_id=args.plan_id, status=args.status, severity=args.severity, limit=args.limit
+    )
+    return asyncio.run(query_command(settings, args.name, query, as_json=args.json))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

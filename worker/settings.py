@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)
     # Process
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."""
+    health_stuck_after_s: float = Field(default=120.0, gt=0)
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -44,6 +44,7 @@ def settings_for(*, name: str, bootstrap: str, mongo_uri: str, **overrides: Any)
         "kafka_heartbeat_interval_ms": 500,
         "kafka_poll_timeout_ms": 200,
         "redelivery_enabled": False,
+        "http_port": 0,
         **FAST_RETRIES,
         **overrides,
     }
