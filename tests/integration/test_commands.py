@@ -119,3 +119,63 @@ async def _all_stored(db: Any) -> bool:
     return all(
         [await db[c].count_documents({}) == 30 for c in ("workflow_results", "incidents", "validation_audit")]
     )
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)  # fmt: skip
+
+
+async def test_check_exits_zero_when_both_servers_answer_and_one_otherwise(
+    kafka_bootstrap: str, mongo_uri: str
+) -> None:
+    """`check` is a usable exec probe: 0 with both servers up, 1 naming the one that does not answer."""
+    good = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": mongo_uri})
+    assert good.returncode == 0, good.stderr
+    bad_uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
+    bad = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": bad_uri})
+    assert bad.returncode == 1
+    assert "MongoDB" in bad.stderr and "Kafka" not in bad.stderr
+
+
+async def test_running_worker_serves_readiness_and_metrics(
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
+) -> None:
+    """While running, /readyz answers 200 and /metrics counts the stored records of each route."""
+    from worker.demo.servers import free_port
+
+    port = free_port()
+    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, http_port=port)
+    await prepare_topics(create_topics, settings)
+    factory = EventFactory(seed=33)
+    await publish(
+        kafka_bootstrap,
+        settings.topic_for(RouteName.INCIDENTS),
+        [orjson.dumps(factory.incident()) for _ in range(7)],
+    )
+    async with running_worker(settings):
+        await wait_until(lambda: _incidents(mongo_db, 7), within=60, what="incidents stored")
+        ready = await _get(port, "/readyz")
+        metrics = await _get(port, "/metrics")
+        query = cli("query", "incidents", "--severity", "high", "--json",
+                    env={"MONGODB_URI": mongo_uri, "MONGODB_DATABASE": mongo_db.name})  # fmt: skip
+    assert ready.startswith(b"HTTP/1.1 200")
+    assert b'persistence_records_stored_total{route="incidents"}' in metrics
+    assert query.returncode == 0
+    rows = orjson.loads(query.stdout)
+    assert all(row["severity"] == "HIGH" for row in rows)
+    assert len(rows) == await mongo_db.incidents.count_documents({"severity": "HIGH"})
+
+
+async def _incidents(db: Any, count: int) -> bool:
+    return await db.incidents.count_documents({}) == count
+
+
+async def _get(port: int, path: str) -> bytes:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    body = await reader.read()
+    writer.close()
+    return body
