@@ -24,7 +24,7 @@ from pymongo import AsyncMongoClient
 from worker import queries
 from worker.demo.events import DemoEvent, EventFactory
 from worker.demo.publish import ensure_topics, publish, read_dead_letters
-from worker.demo.servers import LocalKafka, LocalMongo
+from worker.demo.servers import LocalKafka, LocalMongo, free_port
 from worker.settings import RouteName, Settings
 
 EVENTS = 600
@@ -111,6 +111,17 @@ async def show_queries(db: Any) -> None:
     print(f"\nTelemetry with retries: {len(retried)} (redelivery has not run yet)")
 
 
+async def show_metrics(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: demo\r\n\r\n")
+    body = (await reader.read()).decode()
+    writer.close()
+    lines = [line for line in body.splitlines() if line.startswith("persistence_") and "_total{" in line]
+    print(f"\nGET http://127.0.0.1:{port}/metrics (counters):")
+    for line in lines:
+        print(f"  {line}")
+
+
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log_file = log_path.open("wb")
     return subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env, stderr=log_file)
@@ -129,6 +140,7 @@ def show_log_samples(log_path: Path) -> None:
 async def main() -> int:
     WORK_DIR.mkdir(exist_ok=True)  # noqa: ASYNC240 - once, before anything runs
     events, expected, malformed = demo_events()
+    http_port = free_port()
     with servers() as (bootstrap, mongo_uri):
         env = {
             **os.environ,
@@ -136,6 +148,7 @@ async def main() -> int:
             "MONGODB_URI": mongo_uri,
             "LOG_FORMAT": "json",
             "KAFKA_CONSUMER_GROUP": f"demo-{os.getpid()}",
+            "HTTP_PORT": str(http_port),
         }
         os.environ.update(env)
         settings = Settings()
@@ -159,6 +172,7 @@ async def main() -> int:
         )
         print(f"\nDead-lettered: {dead} (expected {malformed}); {sent / elapsed:.0f} events/s end to end")
         await show_queries(db)
+        await show_metrics(http_port)
         await client.close()
         worker.send_signal(signal.SIGTERM)
         code = worker.wait(timeout=60)
