@@ -16,7 +16,7 @@ from worker.dlq import DeadLetterPublisher
 from worker.errors import WorkerError
 from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
-from worker.mongo.indexes import ensure_indexes
+from worker.mongo.indexes import ensure_indexes, with_retention
 from worker.observability import Health, serve_http
 from worker.retry import backoff_seconds
 from worker.routes import build_routes
@@ -39,7 +39,7 @@ async def connect_mongodb(gateway: MongoGateway, settings: Settings, stop: async
         attempt += 1
         try:
             database = await gateway.connect()
-            await ensure_indexes(database)
+            await ensure_indexes(database, with_retention(settings.ttl_days()))
         except WorkerError as exc:
             delay = backoff_seconds(settings, attempt)
             log.warning("mongodb_unavailable", uri=settings.mongodb_uri_for_logs(), error=str(exc),

@@ -6,21 +6,20 @@ import sys
 
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway, create_client
-from worker.mongo.indexes import EXPECTED_INDEXES, CollectionIndexReport, ensure_indexes, inspect_collection
+from worker.mongo.indexes import CollectionIndexReport, ensure_indexes, inspect_collection, with_retention
 from worker.settings import Settings
 
 
 async def indexes_command(settings: Settings, *, create: bool) -> int:
     """Print one line per expected index; 0 if all are right, 1 on a conflict or gap, 3 if unreachable."""
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    expected = with_retention(settings.ttl_days())
     try:
         database = await gateway.connect()
         if create:
-            reports = await ensure_indexes(database)
+            reports = await ensure_indexes(database, expected)
         else:
-            reports = [
-                await inspect_collection(database, name, specs) for name, specs in EXPECTED_INDEXES.items()
-            ]
+            reports = [await inspect_collection(database, name, specs) for name, specs in expected.items()]
     except WorkerError as exc:
         print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
         return 3
@@ -34,6 +33,8 @@ async def indexes_command(settings: Settings, *, create: bool) -> int:
 def _print_report(report: CollectionIndexReport) -> None:
     for spec in report.present:
         print(f"{report.collection:<18} ok        {spec.describe()}")
+    for spec in report.updated:
+        print(f"{report.collection:<18} updated   {spec.describe()}")
     for spec in report.created:
         print(f"{report.collection:<18} created   {spec.describe()}")
     for spec in report.missing:

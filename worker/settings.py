@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     retry_initial_interval_ms: int = Field(default=1000, ge=0)
     retry_max_interval_ms: int = Field(default=60_000, ge=1)
     fail_closed_routes: Annotated[frozenset[RouteName], NoDecode] = frozenset()
+    # Retention (TTL indexes), off by default as the guide says
+    ttl_validation_audit_days: int | None = Field(default=None, ge=1)
+    ttl_workflow_results_days: int | None = Field(default=None, ge=1)
+    ttl_incidents_days: int | None = Field(default=None, ge=1)
+    ttl_telemetry_buffer_days: int | None = Field(default=None, ge=1)
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)
@@ -99,6 +104,15 @@ class Settings(BaseSettings):
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.kafka_dlq_suffix}"
+
+    def ttl_days(self) -> dict[str, int | None]:
+        """Retention per collection, in days (None: kept for ever)."""
+        return {
+            "validation_audit": self.ttl_validation_audit_days,
+            "workflow_results": self.ttl_workflow_results_days,
+            "incidents": self.ttl_incidents_days,
+            "telemetry_buffer": self.ttl_telemetry_buffer_days,
+        }
 
     def mongodb_uri_for_logs(self) -> str:
         return redact_uri(self.mongodb_uri.get_secret_value())

@@ -179,3 +179,31 @@ async def _get(port: int, path: str) -> bytes:
     body = await reader.read()
     writer.close()
     return body
+
+
+async def _ttl_of(db: Any, collection: str, field: str) -> Any:
+    cursor = await db[collection].list_indexes()
+    for info in await cursor.to_list():
+        if list(info["key"].items()) == [(field, 1)]:
+            return info.get("expireAfterSeconds")
+    raise AssertionError(f"no index on {collection}.{field}")
+
+
+@pytest.mark.standin_deviation(reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed")
+async def test_ttl_retention_is_off_by_default_then_set_and_changed_in_place(
+    mongo_uri: str, mongo_db: Any
+) -> None:
+    """No TTL by default; TTL_VALIDATION_AUDIT_DAYS makes the timestamp index expire; a new value updates it."""
+    base = {"MONGODB_URI": mongo_uri, "MONGODB_DATABASE": mongo_db.name}
+    assert cli("indexes", "ensure", env=base).returncode == 0
+    assert await _ttl_of(mongo_db, "validation_audit", "timestamp") is None
+    thirty = cli("indexes", "ensure", env={**base, "TTL_VALIDATION_AUDIT_DAYS": "30"})
+    assert thirty.returncode == 0, thirty.stdout + thirty.stderr
+    assert await _ttl_of(mongo_db, "validation_audit", "timestamp") == 30 * 86_400
+    ten = cli("indexes", "ensure", env={**base, "TTL_VALIDATION_AUDIT_DAYS": "10"})
+    assert ten.returncode == 0 and "updated" in ten.stdout
+    assert await _ttl_of(mongo_db, "validation_audit", "timestamp") == 10 * 86_400
+    assert cli("indexes", "check", env={**base, "TTL_VALIDATION_AUDIT_DAYS": "10"}).returncode == 0
+    assert cli("indexes", "check", env=base).returncode == 1, (
+        "a TTL left in place after turning it off is reported"
+    )

@@ -70,12 +70,38 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
 }
 
 
+# The date field each collection's retention (TTL) applies to.
+TTL_FIELDS: Mapping[str, str] = {
+    "validation_audit": "timestamp",
+    "workflow_results": "consolidated_at",
+    "incidents": "timestamp",
+    "telemetry_buffer": "buffered_at",
+}
+
+
+def with_retention(ttl_days: Mapping[str, int | None]) -> dict[str, tuple[IndexSpec, ...]]:
+    """EXPECTED_INDEXES where the date index of each collection with a TTL expires documents."""
+    expected = {}
+    for collection, specs in EXPECTED_INDEXES.items():
+        days = ttl_days.get(collection)
+        date_keys = ((TTL_FIELDS[collection], 1),)
+        expected[collection] = tuple(
+            IndexSpec(keys=spec.keys, unique=spec.unique, expire_after_seconds=days * 86_400)
+            if days is not None and spec.keys == date_keys
+            else spec
+            for spec in specs
+        )
+    return expected
+
+
 @dataclass(slots=True)
 class CollectionIndexReport:
     collection: str
     present: list[IndexSpec] = field(default_factory=list)
     missing: list[IndexSpec] = field(default_factory=list)
     created: list[IndexSpec] = field(default_factory=list)
+    updated: list[IndexSpec] = field(default_factory=list)
+    """TTL changed in place with collMod."""
     conflicts: list[tuple[IndexSpec, IndexSpec]] = field(default_factory=list)
     """(expected, found): same keys, other options."""
 
@@ -132,6 +158,11 @@ async def ensure_indexes(
             await _create(database, collection, spec)
             report.created.append(spec)
         report.missing.clear()
+        for wanted, found in list(report.conflicts):
+            if _ttl_only_differs(wanted, found):
+                await _set_ttl(database, collection, wanted)
+                report.conflicts.remove((wanted, found))
+                report.updated.append(wanted)
         for wanted, found in report.conflicts:
             log.error(
                 "index_conflict",
@@ -144,6 +175,21 @@ async def ensure_indexes(
             log.info("indexes_created", collection=collection, indexes=[s.describe() for s in report.created])
         reports.append(report)
     return reports
+
+
+def _ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
+    """A TTL to set or change (collMod can); removing a TTL is left to an operator."""
+    same_otherwise = wanted.keys == found.keys and wanted.unique == found.unique
+    return same_otherwise and wanted.expire_after_seconds is not None
+
+
+async def _set_ttl(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
+    index = {"keyPattern": dict(spec.keys), "expireAfterSeconds": spec.expire_after_seconds}
+    try:
+        await database.command("collMod", collection, index=index)
+    except PyMongoError as exc:
+        raise convert(exc) from exc
+    log.info("index_ttl_updated", collection=collection, index=spec.describe())
 
 
 async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:

@@ -1,0 +1,63 @@
+"""Retention: TTL indexes are off by default, set on demand, and changed in place with collMod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.unit.test_indexes import FakeDatabase
+from worker.mongo.indexes import EXPECTED_INDEXES, ensure_indexes, with_retention
+
+
+class CollModDatabase(FakeDatabase):
+    """A fake database that applies collMod's expireAfterSeconds like MongoDB 5.1+ does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def command(self, name: str, collection: str, **options: Any) -> dict[str, Any]:
+        self.commands.append((name, collection, options))
+        for info in self[collection].indexes:
+            if info["key"] == options["index"]["keyPattern"]:
+                info["expireAfterSeconds"] = options["index"]["expireAfterSeconds"]
+        return {"ok": 1}
+
+
+def test_no_retention_means_exactly_the_guides_indexes() -> None:
+    """With every TTL unset, the expected indexes are the guide's, none expiring."""
+    assert with_retention({}) == dict(EXPECTED_INDEXES)
+
+
+def test_a_ttl_applies_to_the_collections_date_index_only() -> None:
+    """TTL days turn the date field's single index into a TTL index of days x 86400 seconds."""
+    expected = with_retention({"telemetry_buffer": 7})
+    ttl = [spec for spec in expected["telemetry_buffer"] if spec.expire_after_seconds is not None]
+    assert [(spec.keys, spec.expire_after_seconds) for spec in ttl] == [((("buffered_at", 1),), 7 * 86_400)]
+    assert expected["incidents"] == EXPECTED_INDEXES["incidents"]
+
+
+async def test_changing_a_ttl_uses_collmod_instead_of_failing() -> None:
+    """An existing date index gets its TTL through collMod, and a second value replaces the first."""
+    db = CollModDatabase()
+    await ensure_indexes(db, with_retention({}))  # type: ignore[arg-type]
+    reports = await ensure_indexes(db, with_retention({"validation_audit": 30}))  # type: ignore[arg-type]
+    audit = next(r for r in reports if r.collection == "validation_audit")
+    assert [spec.expire_after_seconds for spec in audit.updated] == [30 * 86_400]
+    assert audit.healthy
+    await ensure_indexes(db, with_retention({"validation_audit": 10}))  # type: ignore[arg-type]
+    assert db.commands[-1] == (
+        "collMod",
+        "validation_audit",
+        {"index": {"keyPattern": {"timestamp": 1}, "expireAfterSeconds": 864_000}},
+    )
+
+
+async def test_turning_a_ttl_off_is_reported_not_silently_dropped() -> None:
+    """A TTL index present while retention is off stays, and is reported as a conflict."""
+    db = CollModDatabase()
+    await ensure_indexes(db, with_retention({"incidents": 5}))  # type: ignore[arg-type]
+    await ensure_indexes(db, with_retention({"incidents": 5}))  # type: ignore[arg-type]
+    reports = await ensure_indexes(db, with_retention({}))  # type: ignore[arg-type]
+    incidents = next(r for r in reports if r.collection == "incidents")
+    assert not incidents.healthy
+    assert [found.expire_after_seconds for _, found in incidents.conflicts] == [5 * 86_400]
