@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from worker.app import run_worker
+from worker.demo.publish import read_until_idle
 from worker.settings import RouteName, Settings
 
 FAST_RETRIES = {
@@ -115,15 +116,7 @@ async def publish(
 
 async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 1500) -> list[Any]:
     """Every record of `topic` from the start, read until nothing arrives for `idle_ms`."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=idle_ms):
-            records.extend(record for partition in batch.values() for record in partition)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_until_idle([topic], idle_ms=idle_ms, bootstrap_servers=bootstrap)
 
 
 async def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[int, int | None]:

@@ -189,7 +189,9 @@ async def _ttl_of(db: Any, collection: str, field: str) -> Any:
     raise AssertionError(f"no index on {collection}.{field}")
 
 
-@pytest.mark.standin_deviation(reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed")
+@pytest.mark.standin_deviation(
+    reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed"
+)
 async def test_ttl_retention_is_off_by_default_then_set_and_changed_in_place(
     mongo_uri: str, mongo_db: Any
 ) -> None:

@@ -54,14 +54,13 @@ async def publish(settings: Settings, events: Iterable[DemoEvent]) -> int:
     return sent
 
 
-async def read_dead_letters(settings: Settings, *, idle_ms: int = 1500) -> list[Any]:
-    """Every record in the four dead-letter topics, read from the start until idle.
+async def read_until_idle(topics: list[str], *, idle_ms: int = 1500, **options: Any) -> list[Any]:
+    """Every record of `topics` from the start, read until nothing arrives for `idle_ms`.
 
     Read rather than counted with end offsets: tansu's ListOffsets(latest) answers the last
     batch's base offset + 1, not the high watermark (a stand-in deviation).
     """
-    topics = all_topics(settings)[len(RouteName) :]
-    consumer = AIOKafkaConsumer(*topics, **connection_options(settings), auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(*topics, **options, auto_offset_reset="earliest")
     await consumer.start()
     records: list[Any] = []
     try:
@@ -70,6 +69,12 @@ async def read_dead_letters(settings: Settings, *, idle_ms: int = 1500) -> list[
     finally:
         await consumer.stop()
     return records
+
+
+async def read_dead_letters(settings: Settings, *, idle_ms: int = 1500) -> list[Any]:
+    """Every record in the four dead-letter topics."""
+    topics = all_topics(settings)[len(RouteName) :]
+    return await read_until_idle(topics, idle_ms=idle_ms, **connection_options(settings))
 
 
 async def _main(count: int) -> None:

@@ -7,7 +7,7 @@ stored": redelivery is harmless. Workflow results are upserts guarded on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +55,19 @@ def _outcome_of_bulk_error(exc: BulkWriteError, *, total: int) -> WriteOutcome:
     return WriteOutcome(stored=total - len(skipped) - len(refused), skipped=skipped, refused=refused)
 
 
+async def _bulk(write: Awaitable[object], *, total: int) -> WriteOutcome:
+    """Await one bulk write and convert its outcome or error at this adapter boundary."""
+    try:
+        await write
+    except BulkWriteError as exc:
+        return _outcome_of_bulk_error(exc, total=total)
+    except PyMongoError as exc:
+        raise convert(exc) from exc
+    except (InvalidDocument, OverflowError) as exc:
+        raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
+    return WriteOutcome(stored=total)
+
+
 class InsertWriter:
     """Unordered `insert_many`; an `_id` already present counts as skipped, not failed."""
 
@@ -64,15 +77,7 @@ class InsertWriter:
 
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
         target = self._gateway.database()[self.collection]
-        try:
-            await target.insert_many(documents, ordered=False)  # type: ignore[arg-type]
-        except BulkWriteError as exc:
-            return _outcome_of_bulk_error(exc, total=len(documents))
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        except (InvalidDocument, OverflowError) as exc:
-            raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
-        return WriteOutcome(stored=len(documents))
+        return await _bulk(target.insert_many(documents, ordered=False), total=len(documents))  # type: ignore[arg-type]
 
 
 class LatestWinsWriter:
@@ -94,12 +99,5 @@ class LatestWinsWriter:
 
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
         target = self._gateway.database()[self.collection]
-        try:
-            await target.bulk_write([self._operation(doc) for doc in documents], ordered=False)
-        except BulkWriteError as exc:
-            return _outcome_of_bulk_error(exc, total=len(documents))
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        except (InvalidDocument, OverflowError) as exc:
-            raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
-        return WriteOutcome(stored=len(documents))
+        operations = [self._operation(doc) for doc in documents]
+        return await _bulk(target.bulk_write(operations, ordered=False), total=len(documents))
