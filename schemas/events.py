@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
 )
 
 __all__ = [
@@ -84,7 +85,8 @@ class ValidationEvent(EventModel):
     plan_id: NonEmptyStr
     workflow_id: NonEmptyStr | None = None
     validation_result: Annotated[JsonObject, AfterValidator(_require_boolean_valid)] = Field(
-        description="The validator's full result, stored as received; must hold boolean `valid`."
+        description="The validator's full result, stored as received; must hold boolean `valid`.",
+        json_schema_extra={"required": ["valid"], "properties": {"valid": {"type": "boolean"}}},
     )
     timestamp: Timestamp
 
@@ -121,6 +123,13 @@ class Severity(StrEnum):
     CRITICAL = "CRITICAL"
 
 
+_SEVERITY_ANY_CASE = {
+    "type": "string",
+    "pattern": "^([Ll][Oo][Ww]|[Mm][Ee][Dd][Ii][Uu][Mm]|[Hh][Ii][Gg][Hh]|[Cc][Rr][Ii][Tt][Ii][Cc][Aa][Ll])$",
+    "description": "LOW, MEDIUM, HIGH or CRITICAL in any case; stored upper-case.",
+}
+
+
 class IncidentEvent(EventModel):
     """A self-healing incident (flow E), stored in `incidents`."""
 
@@ -128,7 +137,9 @@ class IncidentEvent(EventModel):
     type: NonEmptyStr
     details: JsonObject
     timestamp: Timestamp
-    severity: Annotated[Severity, BeforeValidator(_upper)]
+    severity: Annotated[
+        Severity, BeforeValidator(_upper), WithJsonSchema(_SEVERITY_ANY_CASE, mode="validation")
+    ]
 
 
 class Correlation(BaseModel):
