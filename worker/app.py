@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -18,6 +19,7 @@ from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.mongo.indexes import ensure_indexes, with_retention
 from worker.observability import Health, serve_http
+from worker.redelivery import redeliver_until_stopped
 from worker.retry import backoff_seconds
 from worker.routes import build_routes
 from worker.settings import Settings
@@ -58,6 +60,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     producer = create_producer(settings)
     routes = build_routes(settings, gateway)
     background = [asyncio.create_task(connect_mongodb(gateway, settings, stop))]
+    redelivery: asyncio.Task[None] | None = None
     try:
         try:
             await producer.start()
@@ -79,6 +82,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 stuck_after_s=settings.health_stuck_after_s,
             )
             background.append(asyncio.create_task(serve_http(settings.http_port, health, stop)))
+        if settings.redelivery_enabled:
+            redelivery = asyncio.create_task(redeliver_until_stopped(settings, gateway, stop))
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
         log.info(
             "worker_started",
@@ -90,7 +95,40 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         for task in background:
             task.cancel()
+        if redelivery is not None:
+            await finish_task(redelivery, stop, settings.shutdown_timeout_s)
         await _close_all(consumer.stop, producer.stop, gateway.close)
+        log.info("worker_stopped")
+
+
+async def finish_task(task: asyncio.Task[None], stop: asyncio.Event, timeout_s: float) -> None:
+    """After `stop`, let `task` finish its work in hand (at most `timeout_s`); else cancel it.
+
+    A cancelled redelivery batch leaves its claims to lapse with their leases.
+    """
+    try:
+        if stop.is_set():
+            await asyncio.wait({task}, timeout=timeout_s)
+    finally:
+        task.cancel()  # a no-op once it has finished
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not task.cancelled():  # we are the ones being cancelled
+            raise
+    except Exception as exc:
+        log.error("background_task_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+
+
+async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
+    """`redeliver`: the telemetry redelivery loop alone, until `stop` is set."""
+    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    connecting = asyncio.create_task(connect_mongodb(gateway, settings, stop))
+    try:
+        await redeliver_until_stopped(settings, gateway, stop)
+    finally:
+        connecting.cancel()
+        await _close_all(gateway.close)
         log.info("worker_stopped")
 
 
@@ -102,13 +140,15 @@ async def _close_all(*closers: Callable[[], Awaitable[None]]) -> None:
             log.warning("close_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-async def serve(settings: Settings) -> None:
-    """Run the worker until SIGTERM/SIGINT; then drain within `shutdown_timeout_s`."""
+async def serve(
+    settings: Settings, runner: Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]] = run_worker
+) -> None:
+    """Run the worker (or `runner`) until SIGTERM/SIGINT; then drain within `shutdown_timeout_s`."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
-    task = asyncio.create_task(run_worker(settings, stop))
+    task = asyncio.create_task(runner(settings, stop))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not task.done():

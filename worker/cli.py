@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Ping MongoDB and describe the Kafka cluster; exit 0 if both answer, 1 if not.",
     ).set_defaults(handler=_check)  # fmt: skip
     _add_query_parser(commands)
+    _add_redelivery_parsers(commands)
     return parser
 
 
@@ -83,6 +84,168 @@ def _add_query_parser(commands: Any) -> None:
     query.add_argument("--limit", type=int, default=20, help="rows at most (default 20)")
     query.add_argument("--json", action="store_true", help="print JSON instead of a table")
     query.set_defaults(handler=_query)
+
+
+REDELIVER_HELP = """\
+Run the telemetry redelivery loop alone (`run` also runs it unless REDELIVERY_ENABLED=false):
+deliver telemetry_buffer documents to KAFKA_TELEMETRY_DELIVERY_TOPIC, oldest first, each
+claimed with a lease so that several replicas never send one document at the same time. A
+document leaves the buffer once Kafka acknowledges it (acks=all); a failure reschedules it
+with exponential backoff; after TELEMETRY_MAX_DELIVERY_ATTEMPTS it is parked. Logs:
+telemetry_redelivered, telemetry_redelivery_failed, telemetry_parked. Without --once it runs
+until SIGTERM/SIGINT."""
+
+REPLAY_HELP = """\
+Re-send buffered telemetry chosen by the filters to KAFKA_TELEMETRY_DELIVERY_TOPIC (or
+--to-topic), with the loop's own claims: a document the loop or another replay holds is
+skipped, never sent twice at once. A sent document leaves the buffer as a redelivered one
+does (--keep: it stays). Parked documents are left out unless --include-parked or
+--parked-only; backoff schedules are ignored. --dry-run prints the count and the first rows
+and sends nothing. Ctrl-C finishes the batch in hand and stops; nothing is lost, nothing
+stays claimed. Exit 0 if every chosen document was sent, 1 if some were not (failed,
+or skipped: held by another worker or gone), 3 if a server is unreachable, 130 if interrupted."""
+
+DLQ_REPLAY_HELP = """\
+Read dead-letter topics (<input topic>KAFKA_DLQ_SUFFIX, all four unless --route) up to their
+end at the start, keep the records whose x-error-type is chosen (--error-type, all if not
+given) and re-publish each one's key, value and headers to its source topic, without our
+x-error-*/x-source-*/x-failed-at headers and with x-replayed-from; or, with --direct,
+validate and write them straight to MongoDB through the worker's writers. Stored records
+are stored once however often they are replayed. A record that fails validation again
+stays dead-lettered and is counted. Offsets are committed per batch under the run's own
+consumer group (default <KAFKA_CONSUMER_GROUP>-dlq-replay[-<error types>]), so the next
+run continues where this one stopped. Exit 0 if every chosen record was replayed, 1 if
+not, 3 if a server is unreachable, 130 if interrupted."""
+
+
+def _add_redelivery_parsers(commands: Any) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    redeliver = commands.add_parser("redeliver", help="deliver buffered telemetry to Kafka (the loop alone)",
+                                    description=REDELIVER_HELP, formatter_class=raw)  # fmt: skip
+    redeliver.add_argument(
+        "--once", action="store_true", help="deliver what is due now, print a summary, exit (0: all went)"
+    )
+    redeliver.set_defaults(handler=_redeliver)
+    replay = commands.add_parser("replay", help="re-send chosen buffered telemetry",
+                                 description=REPLAY_HELP, formatter_class=raw)  # fmt: skip
+    _add_replay_arguments(replay)
+    dlq = commands.add_parser("dlq", help="dead-letter topics", description="Dead-letter topic tools.")
+    dlq_action = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_replay = dlq_action.add_parser("replay", help="replay dead-lettered records",
+                                       description=DLQ_REPLAY_HELP, formatter_class=raw)  # fmt: skip
+    _add_dlq_replay_arguments(dlq_replay)
+
+
+def _instant(text: str) -> Any:
+    from worker.replay import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}")
+        return int(text)
+
+    return parse
+
+
+def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
+    add = replay.add_argument
+    add("--workflow-id", help="only this workflow (correlation.workflow_id)")
+    add("--plan-id", help="only this plan (correlation.plan_id)")
+    add("--since", type=_instant, help="from this instant (ISO-8601; UTC if no zone), inclusive")
+    add("--until", type=_instant, help="up to this instant, exclusive")
+    add("--time-field", choices=("timestamp", "buffered_at"), default="timestamp",
+        help="what --since/--until compare: the event's timestamp (default) or buffered_at")  # fmt: skip
+    add("--min-retry-count", type=_count(0), metavar="N", help="only documents tried at least N times")
+    parked = replay.add_mutually_exclusive_group()
+    parked.add_argument("--include-parked", action="store_true", help="parked documents too")
+    parked.add_argument("--parked-only", action="store_true", help="parked documents only")
+    add("--limit", type=_count(1), metavar="N", help="at most N documents (the oldest buffered)")
+    add("--to-topic", help="send there instead of KAFKA_TELEMETRY_DELIVERY_TOPIC")
+    add("--keep", action="store_true", help="leave sent documents in the buffer")
+    add("--dry-run", action="store_true", help="print the count and the first rows; send nothing")
+    replay.set_defaults(handler=_replay)
+
+
+def _add_dlq_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    from worker.settings import RouteName
+
+    add = parser.add_argument
+    add("--route", action="append", choices=[route.value for route in RouteName],
+        help="the dead-letter topic of this route (repeatable; default: all four)")  # fmt: skip
+    add("--error-type", action="append", metavar="TYPE", help="only records with this x-error-type: "
+        "validation, persist_failed, persist_refused (repeatable)")  # fmt: skip
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--from-offset", type=_count(0), metavar="N",
+                       help="start every partition at offset N instead of the group's position")  # fmt: skip
+    start.add_argument("--from-time", type=_instant, metavar="ISO",
+                       help="start at the first record at or after this instant")  # fmt: skip
+    add("--direct", action="store_true", help="validate and write to MongoDB instead of re-publishing")
+    add("--dry-run", action="store_true", help="counts per error type, a sample; nothing sent or committed")
+    add("--group", help="consumer group keeping this replay's position")
+    parser.set_defaults(handler=_dlq_replay)
+
+
+def _redeliver(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.app import StartupError, run_redelivery, serve
+
+    if args.once:
+        from worker.redelivery import redeliver_once
+
+        return asyncio.run(_with_stop(redeliver_once, settings))
+    try:
+        asyncio.run(serve(settings, runner=run_redelivery))
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+async def _with_stop(command: Callable[[Settings, asyncio.Event], Any], settings: Settings) -> int:
+    from worker.replay import StopOnSignals
+
+    stop = asyncio.Event()
+    with StopOnSignals(stop):
+        code: int = await command(settings, stop)
+    return code
+
+
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.claims import ParkedScope
+    from worker.replay import ReplayOptions, Selection, replay_command
+
+    parked = ParkedScope.ONLY if args.parked_only else ParkedScope.INCLUDE if args.include_parked else None
+    selection = Selection(
+        workflow_id=args.workflow_id, plan_id=args.plan_id, since=args.since, until=args.until,
+        time_field=args.time_field, min_retry_count=args.min_retry_count,
+        parked=parked or ParkedScope.EXCLUDE, limit=args.limit,
+    )  # fmt: skip
+    options = ReplayOptions(selection=selection, to_topic=args.to_topic, dry_run=args.dry_run, keep=args.keep)
+    return asyncio.run(replay_command(settings, options))
+
+
+def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.dlq import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED, ERROR_TYPE_VALIDATION
+    from worker.dlq_replay import DlqReplayOptions, dlq_replay_command
+    from worker.settings import RouteName
+
+    known = {ERROR_TYPE_VALIDATION, ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED, "unknown"}
+    unknown = set(args.error_type or ()) - known
+    if unknown:
+        print(f"error: unknown --error-type {sorted(unknown)}; known: {sorted(known)}", file=sys.stderr)
+        return EXIT_USAGE
+    options = DlqReplayOptions(
+        routes=tuple(RouteName(r) for r in args.route) if args.route else tuple(RouteName),
+        error_types=frozenset(args.error_type or ()), from_offset=args.from_offset,
+        from_time=args.from_time, direct=args.direct, dry_run=args.dry_run, group=args.group,
+    )  # fmt: skip
+    return asyncio.run(dlq_replay_command(settings, options))
 
 
 def _check(settings: Settings, _args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.redact import redact_uri
@@ -71,6 +71,20 @@ class Settings(BaseSettings):
     ttl_workflow_results_days: int | None = Field(default=None, ge=1)
     ttl_incidents_days: int | None = Field(default=None, ge=1)
     ttl_telemetry_buffer_days: int | None = Field(default=None, ge=1)
+    # Telemetry redelivery (telemetry_buffer -> KAFKA_TELEMETRY_DELIVERY_TOPIC)
+    redelivery_enabled: bool = True
+    """Run the redelivery loop inside `run`; `redeliver` runs it alone whatever this says."""
+    kafka_telemetry_delivery_topic: str = Field(default="observability.telemetry", min_length=1)
+    telemetry_max_delivery_attempts: int = Field(default=10, ge=1, le=1000)
+    """Delivery attempts (claims) before a buffered document is parked."""
+    redelivery_lease_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    """How long a claim holds a document; a crashed claimant's documents return after it."""
+    redelivery_backoff_base_s: float = Field(default=1.0, gt=0, le=3600.0)
+    redelivery_backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    redelivery_backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400.0)
+    redelivery_batch_size: int = Field(default=100, ge=1, le=5000)
+    redelivery_idle_poll_s: float = Field(default=5.0, gt=0, le=3600.0)
+    """Wait before looking again when nothing in the buffer is due."""
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)
@@ -93,6 +107,12 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _backoff_cap_not_below_base(self) -> Settings:
+        if self.redelivery_backoff_cap_s < self.redelivery_backoff_base_s:
+            raise ValueError("REDELIVERY_BACKOFF_CAP_S must be at least REDELIVERY_BACKOFF_BASE_S")
+        return self
 
     def topic_for(self, route: RouteName) -> str:
         return {

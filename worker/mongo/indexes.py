@@ -66,6 +66,8 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
         _asc("buffered_at"),
         _asc("retry_count"),
         _asc("retry_count", "buffered_at"),
+        # The redelivery claim: not parked (`parked` absent), oldest `buffered_at` first.
+        _asc("parked", "buffered_at"),
     ),
 }
 
