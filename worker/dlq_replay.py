@@ -180,7 +180,8 @@ class DeadLetterReader:
         if self._options.from_time is not None:
             millis = int(self._options.from_time.timestamp() * 1000)
             found = (await self._consumer.offsets_for_times({tp: millis}))[tp]
-            if found is None:
+            # No record at or after the instant: None, or (tansu) offset 0 with timestamp -1.
+            if found is None or found.timestamp < 0:
                 await self._consumer.seek_to_end(tp)
             else:
                 self._consumer.seek(tp, found.offset)
@@ -356,7 +357,7 @@ async def _replay(
     summary = Summary()
     stop = asyncio.Event()
     total = await reader.measure()
-    with StopOnSignals(stop), reporting("dlq replay", total) as reporter:
+    with StopOnSignals(stop), reporting("dlq replay", total, silent=options.dry_run) as reporter:
         async for chunk in reader.batches():
             await _handle(chunk, consumer, target, options, summary)
             reporter.update(summary.tally())

@@ -70,10 +70,20 @@ class RichReporter:
         self._progress.update(self._task, completed=tally.done, tally=tally.describe())
 
 
+class SilentReporter:
+    def update(self, tally: Tally) -> None:
+        pass
+
+
 @contextmanager
-def reporting(label: str, total: int, *, stream: TextIO | None = None) -> Iterator[Reporter]:
+def reporting(
+    label: str, total: int, *, stream: TextIO | None = None, silent: bool = False
+) -> Iterator[Reporter]:
     """A reporter for `total` items; the final state is shown when the block ends."""
     out = stream if stream is not None else sys.stderr
+    if silent:
+        yield SilentReporter()
+        return
     if not out.isatty():
         plain = PlainReporter(label=label, total=total, stream=out)
         try:
