@@ -1,0 +1,186 @@
+"""Redelivery policy without servers: backoff, settings, the telemetry message, send outcomes, the loop's backoff."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import MessageSizeTooLargeError, NodeNotReadyError
+from bson.tz_util import FixedOffset
+from pydantic import ValidationError
+
+from worker.claims import Attempt, Settled, backoff_s
+from worker.delivery import MalformedDocument, _outcome, telemetry_message
+from worker.redelivery import RedeliveryLoop
+from worker.settings import Settings
+
+MOMENT = datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
+
+
+def buffered(**changes: Any) -> dict[str, Any]:
+    document = {
+        "_id": "tel-1",
+        "correlation": {"workflow_id": "wf-1", "plan_id": "plan-1"},
+        "metrics": {"cpu.usage": 0.5},
+        "timestamp": MOMENT,
+        "source": "executor",
+        "buffered_at": MOMENT,
+        "retry_count": 3,
+    }
+    return {**document, **changes}
+
+
+def test_defaults_match_the_documented_table() -> None:
+    """The redelivery settings default to the values the README documents."""
+    settings = Settings()
+    assert settings.redelivery_enabled is True
+    assert settings.kafka_telemetry_delivery_topic == "observability.telemetry"
+    assert settings.telemetry_max_delivery_attempts == 10
+    assert (settings.redelivery_lease_s, settings.redelivery_batch_size, settings.redelivery_idle_poll_s) == (
+        60,
+        100,
+        5,
+    )
+    assert (
+        settings.redelivery_backoff_base_s,
+        settings.redelivery_backoff_factor,
+        settings.redelivery_backoff_cap_s,
+    ) == (1, 2, 300)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("telemetry_max_delivery_attempts", 0), ("redelivery_lease_s", 0.5), ("redelivery_backoff_factor", 0.5),
+     ("redelivery_batch_size", 0), ("redelivery_idle_poll_s", 0), ("redelivery_backoff_base_s", 0)],
+)  # fmt: skip
+def test_out_of_range_redelivery_settings_are_refused(field: str, value: float) -> None:
+    """Each redelivery setting refuses a value outside its range."""
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})
+
+
+def test_a_cap_below_the_base_is_refused() -> None:
+    """REDELIVERY_BACKOFF_CAP_S below REDELIVERY_BACKOFF_BASE_S is a configuration error naming both."""
+    with pytest.raises(
+        ValidationError, match="REDELIVERY_BACKOFF_CAP_S must be at least REDELIVERY_BACKOFF_BASE_S"
+    ):
+        Settings(redelivery_backoff_base_s=10, redelivery_backoff_cap_s=5)
+
+
+def test_backoff_grows_by_the_factor_up_to_the_cap() -> None:
+    """The wait after attempt n is base * factor**(n-1), capped, and never overflows."""
+    settings = Settings(
+        redelivery_backoff_base_s=0.5, redelivery_backoff_factor=3, redelivery_backoff_cap_s=10
+    )
+    assert [backoff_s(settings, n) for n in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10]
+    assert backoff_s(settings, 10_000) == 10
+    assert backoff_s(settings, 0) == 0.5
+
+
+def test_the_message_is_the_telemetry_event_keyed_by_workflow() -> None:
+    """Key = workflow id; value = correlation, metrics, UTC timestamp with Z, source; headers retry_count and buffer_id."""
+    message = telemetry_message(buffered())
+    assert message.key == b"wf-1"
+    assert orjson.loads(message.value) == {
+        "correlation": {"workflow_id": "wf-1", "plan_id": "plan-1"},
+        "metrics": {"cpu.usage": 0.5},
+        "timestamp": "2026-11-25T10:00:01.250000Z",
+        "source": "executor",
+    }
+    assert message.headers == [("retry_count", b"3"), ("buffer_id", b"tel-1")]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [MOMENT.astimezone(timezone(timedelta(hours=2))), MOMENT.replace(tzinfo=None),
+     MOMENT.astimezone(FixedOffset(0, "UTC"))],
+)  # fmt: skip
+def test_timestamps_of_any_zone_are_sent_in_utc(stamp: datetime) -> None:
+    """A zoned, a naive (UTC by convention) or a driver FixedOffset timestamp is sent as the same UTC instant."""
+    assert (
+        orjson.loads(telemetry_message(buffered(timestamp=stamp)).value)["timestamp"]
+        == "2026-11-25T10:00:01.250000Z"
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"correlation": {}},
+        {"metrics": None, "correlation": None},
+        {"timestamp": 5},
+        {"metrics": {1: 2}},
+    ],
+)
+def test_a_document_that_cannot_become_a_message_is_malformed(broken: dict[str, Any]) -> None:
+    """Missing or mistyped fields raise MalformedDocument (parked at once), not a crash of the loop."""
+    with pytest.raises(MalformedDocument):
+        telemetry_message(buffered(**broken))
+
+
+async def test_send_outcomes_are_classified() -> None:
+    """An acknowledgement delivers; too large is permanent; an unreachable broker is not; no answer in time is unknown."""
+    loop = asyncio.get_running_loop()
+    futures = [loop.create_future() for _ in range(4)]
+    futures[0].set_result(object())
+    futures[1].set_exception(MessageSizeTooLargeError())
+    futures[2].set_exception(NodeNotReadyError())
+    outcomes = [_outcome(buffered(), future) for future in futures]
+    assert outcomes[0].delivered
+    assert outcomes[1].permanent and not outcomes[1].delivered
+    assert not outcomes[2].permanent and not outcomes[2].unknown and outcomes[2].error
+    assert outcomes[3].unknown and futures[3].cancelled()
+
+
+class FailingBuffer:
+    """A tiny fake of TelemetryBuffer: always has a due document; settles nothing."""
+
+    def __init__(self) -> None:
+        self.claims = 0
+
+    def new_lease_owner(self) -> str:
+        return "fake/1"
+
+    async def claim_next_due(self, owner: str) -> dict[str, Any]:
+        self.claims += 1
+        return buffered(_id=f"tel-{self.claims}", retry_count=1)
+
+    def exhausted(self, document: dict[str, Any]) -> bool:
+        return False
+
+    async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
+        return Settled(rescheduled=len(attempts))
+
+
+class DownPublisher:
+    """A fake publisher whose broker is down: every send fails."""
+
+    topic = "out"
+
+    async def send(self, document: dict[str, Any]) -> Any:
+        return document, Attempt(document, error="NodeNotReadyError: down")
+
+    async def outcomes(self, pending: list[Any], *, within_s: float) -> list[Attempt]:
+        return [item for _, item in pending]
+
+
+async def test_while_kafka_is_down_the_loop_backs_off_and_probes_one_document_at_a_time() -> None:
+    """After a batch fails as a whole the loop waits base*factor**(n-1) (capped) and claims one document per try."""
+    settings = Settings(redelivery_batch_size=50, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=4)
+    stop = asyncio.Event()
+    buffer = FailingBuffer()
+    loop = RedeliveryLoop(buffer=buffer, publisher=DownPublisher(), settings=settings, stop=stop)  # type: ignore[arg-type]
+    waits: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 5:
+            stop.set()
+
+    loop._pause = pause  # type: ignore[method-assign]
+    await loop.run()
+    assert waits == [1, 2, 4, 4, 4]
+    assert buffer.claims == 50 + 4, "a full batch, then one probe per try"
