@@ -49,7 +49,7 @@ class BatchReport:
     attempts: list[Attempt] = field(default_factory=list)
     settled: Settled | None = None
     error: str | None = None
-    """A MongoDB failure that cut the batch short (claiming or settling)."""
+    """What cut the batch short: "claim: ..." or "settle: ..." (MongoDB), or "crash: ..." (a bug)."""
 
     @property
     def broker_down(self) -> bool:
@@ -86,7 +86,7 @@ class RedeliveryLoop:
             if not self._ready():
                 await self._pause(self._settings.redelivery_idle_poll_s)
                 continue
-            report = await self.deliver_batch(1 if self.failures else self._settings.redelivery_batch_size)
+            report = await self._guarded_batch()
             if report.failed:
                 self.failures += 1
                 await self._pause(self.log_failure(report))
@@ -94,6 +94,13 @@ class RedeliveryLoop:
                 self.failures = 0
                 if report.claimed == 0:
                     await self._pause(self._settings.redelivery_idle_poll_s)
+
+    async def _guarded_batch(self) -> BatchReport:
+        try:
+            return await self.deliver_batch(1 if self.failures else self._settings.redelivery_batch_size)
+        except Exception as exc:  # a bug must not end delivery for good: report it, back off, go on
+            log.exception("telemetry_redelivery_crashed", error=f"{type(exc).__name__}: {exc}")
+            return BatchReport(error=f"crash: {type(exc).__name__}: {exc}")
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -144,7 +151,7 @@ class RedeliveryLoop:
         log.warning(
             "telemetry_redelivery_failed",
             topic=self._publisher.topic,
-            stage="mongodb" if report.error else "kafka",
+            stage=report.error.split(":", 1)[0] if report.error else "kafka",
             error=report.error or (errors[0] if errors else None),
             claimed=report.claimed,
             failed=len(errors),

@@ -11,9 +11,11 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError, NodeNotReadyError
 from bson.tz_util import FixedOffset
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from worker.claims import Attempt, Settled, backoff_s
 from worker.delivery import MalformedDocument, _outcome, telemetry_message
+from worker.errors import TransientError
 from worker.redelivery import RedeliveryLoop
 from worker.settings import Settings
 
@@ -184,3 +186,39 @@ async def test_while_kafka_is_down_the_loop_backs_off_and_probes_one_document_at
     await loop.run()
     assert waits == [1, 2, 4, 4, 4]
     assert buffer.claims == 50 + 4, "a full batch, then one probe per try"
+
+
+class BrokenBuffer(FailingBuffer):
+    """A fake whose claims fail: MongoDB unreachable, or a bug."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def claim_next_due(self, owner: str) -> dict[str, Any]:
+        self.claims += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "stage"), [(TransientError("MongoDB is down"), "claim"), (RuntimeError("a bug"), "crash")]
+)
+async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Exception, stage: str) -> None:
+    """A claim that fails (MongoDB down) or crashes (a bug) is logged with its stage, and the loop backs off and tries again."""
+    settings = Settings(redelivery_backoff_base_s=1, redelivery_backoff_cap_s=2)
+    stop = asyncio.Event()
+    buffer = BrokenBuffer(error)
+    loop = RedeliveryLoop(buffer=buffer, publisher=DownPublisher(), settings=settings, stop=stop)  # type: ignore[arg-type]
+    waits: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            stop.set()
+
+    loop._pause = pause  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        await loop.run()
+    assert waits == [1, 2, 2] and buffer.claims == 3
+    failures = [line for line in logs if line["event"] == "telemetry_redelivery_failed"]
+    assert [line["stage"] for line in failures] == [stage] * 3
