@@ -426,6 +426,8 @@ def print_dry_run(summary: Summary, total: int) -> None:
     chosen = sum(summary.per_type.values())
     print(f"dry run: {total} dead-lettered record(s) to read, {chosen} chosen, "
           f"{summary.not_chosen} not chosen; nothing sent, nothing committed")  # fmt: skip
+    if not chosen:
+        return
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     counts = Table("dead-letter topic", "error type", "records", title="chosen per error type",
                    title_justify="left")  # fmt: skip

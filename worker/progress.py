@@ -46,6 +46,7 @@ class PlainReporter:
         self._next_at = self._step
         self._last_line = time.monotonic()
         self.last = Tally()
+        self._shown: Tally | None = None
 
     def update(self, tally: Tally) -> None:
         self.last = Tally(tally.sent, tally.failed, tally.skipped)
@@ -55,6 +56,9 @@ class PlainReporter:
         self._next_at = (tally.done // self._step + 1) * self._step
 
     def line(self) -> None:
+        if self.last == self._shown:
+            return
+        self._shown = Tally(self.last.sent, self.last.failed, self.last.skipped)
         done = self.last.done
         percent = 100 * done // self._total if self._total else 100
         print(f"{self._label}: {done}/{self._total} ({percent}%) {self.last.describe()}",
