@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-stamp
 
-.PHONY: setup demo test unit integration lint clean
+.PHONY: setup demo test unit integration lint bench chaos clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,6 +29,12 @@ unit: setup
 
 integration: setup
 	$(VENV)/bin/pytest tests/integration
+
+bench: setup  ## ceilings, naive baseline and the worker, as ratios; rewrites docs/benchmarks.md and its chart
+	$(VENV)/bin/python -m tests.benchmarks
+
+chaos: setup  ## the fault-injection suite at full scale; rewrites docs/reliability.md
+	CHAOS_SCALE=full CHAOS_REPORT=docs/reliability.md $(VENV)/bin/pytest tests/chaos
 
 lint: setup
 	$(VENV)/bin/ruff check worker schemas tests
