@@ -21,6 +21,7 @@ from aiokafka.structs import TopicPartition
 
 from worker.batch import Batch, BatchProcessor, BatchResult
 from worker.errors import WorkerError
+from worker.observability import CommitLag
 from worker.retry import backoff_seconds
 from worker.settings import Settings
 
@@ -59,13 +60,16 @@ class ConsumerLoop:
         self._paused: dict[TopicPartition, tuple[float, int]] = {}  # tp -> (resume at, attempts)
         self._batch_failures = 0
         self.last_progress = time.monotonic()
+        self.lag = CommitLag()
 
     def subscribe(self, topics: list[str]) -> None:
         self._consumer.subscribe(topics=topics, listener=_FinishInFlightBatch(self))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        partitions = list(partitions)
         for tp in partitions:
             self._paused.pop(tp, None)
+        self.lag.forget(partitions)
 
     async def run(self) -> None:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
@@ -76,9 +80,11 @@ class ConsumerLoop:
                 max_records=self._settings.kafka_max_batch_records,
             )
             self.last_progress = time.monotonic()
+            self.lag.saw(batch)
             if batch:
                 async with self.processing:
                     await self._handle(batch)
+            await self.lag.publish(self._consumer)
 
     async def _handle(self, batch: Batch) -> None:
         assigned = self._consumer.assignment()
@@ -105,6 +111,7 @@ class ConsumerLoop:
             return
         for tp in offsets:
             self._paused.pop(tp, None)
+        self.lag.committed(offsets)
         log.debug("offsets_committed", offsets={f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()})
 
     def _hold_back(self, blocked: Mapping[TopicPartition, int]) -> None:

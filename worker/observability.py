@@ -1,7 +1,8 @@
 """Prometheus metrics, and the HTTP endpoints ops probe: /metrics, /healthz, /readyz.
 
-/healthz answers 200 while the consumer loop has polled within `stuck_after_s`;
-/readyz answers 200 when MongoDB has answered and the consumer holds an assignment.
+/healthz answers 200 while every loop of the process (the consumer loop, the redelivery
+loop) has made progress recently; /readyz answers 200 when MongoDB has answered and the
+consumer holds an assignment.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 log = structlog.get_logger(__name__)
 
@@ -37,19 +41,117 @@ BATCH_SIZE = Histogram(
 WRITE_LATENCY = Histogram(
     "persistence_write_duration_seconds", "Bulk write duration, retries included", ["route"]
 )
+CONSUMER_LAG = Gauge(
+    "persistence_consumer_lag_records",
+    "Records of a partition not yet committed: log end offset (high watermark) minus committed offset",
+    ["topic", "partition"],
+)
+BUFFER_PENDING = Gauge(
+    "persistence_telemetry_buffer_pending", "telemetry_buffer documents still to deliver (not parked)"
+)
+BUFFER_PARKED = Gauge(
+    "persistence_telemetry_buffer_parked", "telemetry_buffer documents parked (no more delivery attempts)"
+)
+BUFFER_OLDEST_PENDING_AGE = Gauge(
+    "persistence_telemetry_buffer_oldest_pending_age_seconds",
+    "Age (from buffered_at) of the oldest telemetry_buffer document still to deliver; 0 when none",
+)
+
+
+class _Record(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+class _LagSource(Protocol):
+    """The part of AIOKafkaConsumer the lag gauge reads."""
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    async def position(self, partition: TopicPartition) -> int: ...
+
+
+class CommitLag:
+    """`persistence_consumer_lag_records` per assigned partition: high watermark minus committed offset.
+
+    The committed offset is the one this consumer last committed; before its first commit on a
+    partition, the offset it started reading from (the group's commit, or the reset position).
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[TopicPartition, int] = {}
+
+    def saw(self, batch: Mapping[TopicPartition, Sequence[_Record]]) -> None:
+        """A polled batch: a partition's first records start where its committed offset is."""
+        for tp, records in batch.items():
+            if records:
+                self._committed.setdefault(tp, records[0].offset)
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Revoked partitions: their lag is another member's now."""
+        for tp in partitions:
+            self._committed.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+
+    async def publish(self, consumer: _LagSource) -> None:
+        """Set the gauge of every assigned partition whose high watermark is known."""
+        for tp in consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # not fetched yet
+                    continue
+                if tp not in self._committed:
+                    # Fetched, but no record handed out yet: the position is still the committed offset.
+                    self._committed[tp] = await consumer.position(tp)
+            except (AssertionError, KafkaError):  # revoked meanwhile: the rebalance listener forgets it
+                continue
+            lag = max(highwater - self._committed[tp], 0)
+            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+
+class Liveness:
+    """A loop's heartbeat: `beat(expect_next_within_s)` before any wait or bounded piece of work.
+
+    The loop counts as stuck once `stuck_after_s` have passed beyond the time it said it would
+    beat again, so a long planned backoff is never mistaken for a hang.
+    """
+
+    def __init__(self) -> None:
+        self._due = time.monotonic()
+
+    def beat(self, expect_next_within_s: float = 0.0) -> None:
+        self._due = time.monotonic() + max(expect_next_within_s, 0.0)
+
+    def overdue_s(self) -> float:
+        return time.monotonic() - self._due
 
 
 @dataclass
 class Health:
     """What the probes read; the app updates it."""
 
-    last_poll: Callable[[], float]
+    last_poll: Callable[[], float] | None
+    """The consumer loop's last poll (monotonic); None where the process runs no consumer."""
     mongodb_ready: Callable[[], bool]
     has_assignment: Callable[[], bool]
     stuck_after_s: float = 120.0
+    loops: Mapping[str, Liveness] = field(default_factory=dict)
+    """Other loops of the process by name (e.g. "redelivery")."""
+
+    def stuck_loops(self) -> list[str]:
+        stuck = [name for name, loop in self.loops.items() if loop.overdue_s() >= self.stuck_after_s]
+        if self.last_poll is not None and time.monotonic() - self.last_poll() >= self.stuck_after_s:
+            stuck.insert(0, "consumer")
+        return stuck
 
     def alive(self) -> bool:
-        return time.monotonic() - self.last_poll() < self.stuck_after_s
+        return not self.stuck_loops()
 
     def ready(self) -> bool:
         return self.mongodb_ready() and self.has_assignment()
@@ -69,8 +171,10 @@ def respond(path: str, health: Health) -> bytes:
     if path == "/metrics":
         return _response(200, generate_latest(), CONTENT_TYPE_LATEST)
     if path == "/healthz":
-        alive = health.alive()
-        return _response(200 if alive else 503, b"ok\n" if alive else b"consumer loop stuck\n")
+        stuck = health.stuck_loops()
+        if stuck:
+            return _response(503, "".join(f"{name} loop stuck\n" for name in stuck).encode())
+        return _response(200, b"ok\n")
     if path == "/readyz":
         ready = health.ready()
         return _response(200 if ready else 503, b"ready\n" if ready else b"not ready\n")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from worker.batch import BatchResult
@@ -18,6 +19,7 @@ from worker.errors import TransientError
 from worker.settings import Settings
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
+C0, C1 = TopicPartition("lag-test", 0), TopicPartition("lag-test", 1)  # their own gauge labels
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class FakeConsumer:
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
     paused: set[TopicPartition] = field(default_factory=set)
     resumed: list[TopicPartition] = field(default_factory=list)
+    highwaters: dict[TopicPartition, int] = field(default_factory=dict)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
         if not self.batches:
@@ -61,6 +65,12 @@ class FakeConsumer:
     def resume(self, *tps: TopicPartition) -> None:
         self.paused.difference_update(tps)
         self.resumed.extend(tps)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.highwaters.get(tp)
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions.get(tp, 0)
 
 
 @dataclass
@@ -218,3 +228,42 @@ async def test_repeated_blocking_grows_the_attempt_count(fast_settings: Settings
     with capture_logs() as logs:
         await run(fast_settings, batches, *(result({}, {A0: 20}) for _ in range(attempts)))
     assert [e["attempt"] for e in logs if e["event"] == "partition_paused"] == list(range(1, attempts + 1))
+
+
+def lag_of(tp: TopicPartition) -> float | None:
+    labels = {"topic": tp.topic, "partition": str(tp.partition)}
+    return REGISTRY.get_sample_value("persistence_consumer_lag_records", labels)
+
+
+async def test_commit_lag_is_the_high_watermark_minus_the_committed_offset(fast_settings: Settings) -> None:
+    """After each poll and commit, the lag gauge of a partition is its high watermark minus the offset committed."""
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{C0: records(3, 4)}, {}], assigned={C0, C1}, highwaters={C0: 10, C1: 7},
+                            positions={C1: 7})  # fmt: skip
+    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({C0: 5})]),  # type: ignore[arg-type]
+                        settings=fast_settings, stop=stop)  # fmt: skip
+    await asyncio.wait_for(loop.run(), timeout=5)
+    assert lag_of(C0) == 10 - 5
+    assert lag_of(C1) == 0  # fetched, nothing handed out: its position is its committed offset
+
+
+async def test_a_partition_not_committed_yet_lags_from_where_it_started(fast_settings: Settings) -> None:
+    """Before its first commit (a fail-closed route blocked), a partition lags from its first polled record."""
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{C0: records(3, 4)}], assigned={C0}, highwaters={C0: 12})
+    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({}, {C0: 3})]),  # type: ignore[arg-type]
+                        settings=fast_settings, stop=stop)  # fmt: skip
+    await asyncio.wait_for(loop.run(), timeout=5)
+    assert lag_of(C0) == 12 - 3
+
+
+async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) -> None:
+    """A revoked partition's lag is another member's: its labels leave /metrics."""
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{C0: records(0)}], assigned={C0}, highwaters={C0: 4})
+    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({C0: 1})]),  # type: ignore[arg-type]
+                        settings=fast_settings, stop=stop)  # fmt: skip
+    await asyncio.wait_for(loop.run(), timeout=5)
+    assert lag_of(C0) == 3
+    await _FinishInFlightBatch(loop).on_partitions_revoked([C0])
+    assert lag_of(C0) is None
