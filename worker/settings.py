@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     redelivery_batch_size: int = Field(default=100, ge=1, le=5000)
     redelivery_idle_poll_s: float = Field(default=5.0, gt=0, le=3600.0)
     """Wait before looking again when nothing in the buffer is due."""
+    telemetry_buffer_stats_interval_s: float = Field(default=15.0, gt=0, le=3600.0)
+    """How often the telemetry_buffer gauges (pending, parked, oldest pending age) are sampled."""
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)
