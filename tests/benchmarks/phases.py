@@ -1,0 +1,151 @@
+"""The measured phases. Each returns events per second over the records it handled.
+
+1. consume ceiling: aiokafka alone, no validation, no writes;
+2. write ceiling: the same documents, bulk-inserted (unordered insert_many) into MongoDB alone;
+   also the worker's own write path (its writers: upserts for results) as an explanation;
+3. naive baseline: validate each record, insert_one it, commit per record.
+The worker itself runs as a process: see tests.benchmarks.worker_run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from pymongo import AsyncMongoClient
+from pymongo.errors import DuplicateKeyError
+
+from tests.benchmarks.backlog import Backlog, events
+from worker.decode import decode_json_object, validate_event
+from worker.kafka import connection_options
+from worker.mongo.gateway import MongoGateway
+from worker.mongo.indexes import ensure_indexes
+from worker.routes import Route, build_routes
+from worker.settings import Settings
+
+Document = dict[str, Any]
+
+
+def consumer_options(settings: Settings) -> dict[str, Any]:
+    """The worker's own consumer options (fetch sizes, batch size), without the group."""
+    return {
+        **connection_options(settings),
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": settings.kafka_max_batch_records,
+    }
+
+
+async def consume_ceiling(backlog: Backlog) -> float:
+    """Drain every partition from the start with aiokafka alone (assigned, no group)."""
+    consumer = AIOKafkaConsumer(**consumer_options(backlog.settings))
+    await consumer.start()
+    try:
+        consumer.assign(list(backlog.ends))
+        await consumer.seek_to_beginning(*backlog.ends)
+        remaining = dict(backlog.ends)
+        count = 0
+        started = time.perf_counter()
+        while remaining:
+            batch = await consumer.getmany(
+                timeout_ms=1000, max_records=backlog.settings.kafka_max_batch_records
+            )
+            for tp, records in batch.items():
+                count += len(records)
+                if records and records[-1].offset + 1 >= remaining.get(tp, 0):
+                    remaining.pop(tp, None)
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+    if count != backlog.count:
+        raise RuntimeError(f"consume ceiling read {count} records, expected {backlog.count}")
+    return count / elapsed
+
+
+def prepared_documents(backlog: Backlog, routes: Mapping[str, Route]) -> list[tuple[Route, Document]]:
+    """The documents the worker would write for the backlog, in publishing order."""
+    settings = backlog.settings
+    prepared = []
+    for event in events(backlog.count):
+        route = routes[settings.topic_for(event.route)]
+        value = decode_json_object(
+            event.value, max_bytes=settings.max_event_bytes, max_depth=settings.max_nesting_depth
+        )
+        prepared.append((route, dict(route.to_document(validate_event(route.model, value)))))
+    return prepared
+
+
+async def write_ceiling(
+    settings: Settings, database: str, prepared: Sequence[tuple[Route, Document]], *, worker_ops: bool
+) -> float:
+    """Bulk-write `prepared` in batches of the worker's size, the routes of a batch concurrently.
+
+    `worker_ops=False`: unordered insert_many for every collection (the ceiling);
+    `worker_ops=True`: the worker's writers (results as guarded upserts).
+    """
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
+    gateway = MongoGateway(client=client, database_name=database)
+    try:
+        db = await gateway.connect()
+        await ensure_indexes(db)
+        routes = build_routes(settings, gateway)
+        size = settings.kafka_max_batch_records
+        started = time.perf_counter()
+        for start in range(0, len(prepared), size):
+            per_route: dict[str, list[Document]] = defaultdict(list)
+            for route, document in prepared[start : start + size]:
+                per_route[route.topic].append(document)
+            writes: list[Awaitable[object]] = []
+            for topic, documents in per_route.items():
+                writer = routes[topic].writer
+                if worker_ops:
+                    writes.append(writer.write(documents))
+                else:
+                    writes.append(db[writer.collection].insert_many(documents, ordered=False))
+            await asyncio.gather(*writes)
+        elapsed = time.perf_counter() - started
+        await client.drop_database(database)
+    finally:
+        await client.close()
+    return len(prepared) / elapsed
+
+
+async def naive_baseline(backlog: Backlog, database: str, group: str, limit: int) -> float:
+    """One record at a time: decode, validate, insert_one, commit. Timed from the first record."""
+    settings = backlog.settings
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
+    gateway = MongoGateway(client=client, database_name=database)
+    db = await gateway.connect()
+    routes = build_routes(settings, gateway)
+    consumer = AIOKafkaConsumer(*backlog.topics, **consumer_options(settings), group_id=group)
+    await consumer.start()
+    count = 0
+    started = 0.0
+    try:
+        while count < limit:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=1)
+            for tp, records in batch.items():
+                for record in records:
+                    if count == 0:
+                        started = time.perf_counter()
+                    route = routes[record.topic]
+                    value = decode_json_object(
+                        record.value, max_bytes=settings.max_event_bytes, max_depth=settings.max_nesting_depth
+                    )
+                    document = route.to_document(validate_event(route.model, value))
+                    with contextlib.suppress(DuplicateKeyError):
+                        await db[route.writer.collection].insert_one(dict(document))
+                    await consumer.commit({TopicPartition(tp.topic, tp.partition): record.offset + 1})
+                    count += 1
+        elapsed = time.perf_counter() - started
+    finally:
+        await consumer.stop()
+        await client.drop_database(database)
+        await client.close()
+    return count / elapsed

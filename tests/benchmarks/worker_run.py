@@ -1,0 +1,146 @@
+"""The worker as a real process (`python -m worker run`): drain time, RSS, and its log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from tests.integration.harness import WorkerProcess
+from worker.settings import Settings
+
+SAVED_EVENTS = frozenset(
+    {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered"}
+)
+POLL_S = 0.25
+
+
+@dataclass
+class RssSample:
+    elapsed_s: float
+    done: int
+    rss_mib: float
+
+
+@dataclass
+class Drain:
+    events: int
+    seconds: float
+    peak_rss_mib: float = 0.0
+    samples: list[RssSample] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def read_status(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a process in MiB, from /proc."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0]) / 1024
+    return values
+
+
+def log_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as log:
+        for line in log:
+            if line.startswith(b"{"):
+                yield orjson.loads(line)
+
+
+def log_time(path: Path, event: str) -> float | None:
+    for line in log_lines(path):
+        if line.get("event") == event:
+            return datetime.fromisoformat(line["timestamp"]).timestamp()
+    return None
+
+
+class CommitWatcher:
+    """Reads the group's committed offsets (without joining the group)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            group_id=settings.kafka_consumer_group,
+            enable_auto_commit=False,
+        )
+
+    async def __aenter__(self) -> CommitWatcher:
+        await self._consumer.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._consumer.stop()
+
+    async def progress(self, ends: Mapping[TopicPartition, int]) -> int:
+        """Records committed so far over the partitions of `ends`."""
+        total = 0
+        for tp, end in ends.items():
+            total += min(await self._consumer.committed(tp) or 0, end)
+        return total
+
+
+async def wait_for_log(worker: WorkerProcess, event: str, *, within: float) -> float:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited early; log: {worker.log_path}")
+        moment = log_time(worker.log_path, event) if worker.log_path.exists() else None
+        if moment is not None:
+            return moment
+        await asyncio.sleep(POLL_S)
+    raise RuntimeError(f"no {event} in {worker.log_path} within {within:g} s")
+
+
+async def drain(
+    settings: Settings, ends: Mapping[TopicPartition, int], log_path: Path, *, timeout_s: float
+) -> Drain:
+    """Start the worker on a backlog; time from partitions assigned to every offset committed."""
+    worker = WorkerProcess(settings, log_path)
+    worker.start()
+    assert worker.process is not None
+    pid = worker.process.pid
+    total = sum(ends.values())
+    try:
+        assigned_at = await wait_for_log(worker, "partitions_assigned", within=120)
+        samples: list[RssSample] = []
+        async with CommitWatcher(settings) as watcher:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                done = await watcher.progress(ends)
+                now = time.time()
+                samples.append(RssSample(now - assigned_at, done, read_status(pid)["VmRSS"]))
+                if done >= total:
+                    break
+                if time.monotonic() > deadline or worker.process.poll() is not None:
+                    raise RuntimeError(f"worker drained {done}/{total} only; log: {log_path}")
+                await asyncio.sleep(POLL_S)
+        peak = read_status(pid)["VmHWM"]
+        return Drain(events=total, seconds=now - assigned_at, peak_rss_mib=peak, samples=samples)
+    finally:
+        code = worker.terminate(timeout=60)
+        if code != 0:
+            raise RuntimeError(f"worker exited with {code}; log: {log_path}")
+
+
+def stored_times(log_path: Path) -> dict[tuple[str, int, int], float]:
+    """When each record was stored: the time of the `*_saved` line covering its offset."""
+    stored: dict[tuple[str, int, int], float] = {}
+    for line in log_lines(log_path):
+        if line.get("event") not in SAVED_EVENTS:
+            continue
+        moment = datetime.fromisoformat(line["timestamp"]).timestamp()
+        for offset in range(line["offset"], line["last_offset"] + 1):
+            stored[(line["topic"], line["partition"], offset)] = moment
+    return stored
