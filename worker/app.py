@@ -12,13 +12,14 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from worker.batch import BatchProcessor
+from worker.buffer_stats import sample_until_stopped
 from worker.consumer import ConsumerLoop
 from worker.dlq import DeadLetterPublisher
 from worker.errors import WorkerError
 from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.observability import Health, serve_http
+from worker.observability import Health, Liveness, serve_http
 from worker.redelivery import redeliver_until_stopped
 from worker.retry import backoff_seconds
 from worker.routes import build_routes
@@ -74,16 +75,21 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         )
         loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
         loop.subscribe(list(routes))
+        redelivery_liveness = Liveness()
         if settings.http_port:
             health = Health(
                 last_poll=lambda: loop.last_progress,
                 mongodb_ready=lambda: gateway.connected,
                 has_assignment=lambda: bool(consumer.assignment()),
                 stuck_after_s=settings.health_stuck_after_s,
+                loops={"redelivery": redelivery_liveness} if settings.redelivery_enabled else {},
             )
-            background.append(asyncio.create_task(serve_http(settings.http_port, health, stop)))
+            background.append(_background(serve_http(settings.http_port, health, stop), "http"))
+            background.append(_background(sample_until_stopped(gateway, settings, stop), "buffer_stats"))
         if settings.redelivery_enabled:
-            redelivery = asyncio.create_task(redeliver_until_stopped(settings, gateway, stop))
+            redelivery = asyncio.create_task(
+                redeliver_until_stopped(settings, gateway, stop, redelivery_liveness)
+            )
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
         log.info(
             "worker_started",
@@ -121,15 +127,44 @@ async def finish_task(task: asyncio.Task[None], stop: asyncio.Event, timeout_s: 
 
 
 async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
-    """`redeliver`: the telemetry redelivery loop alone, until `stop` is set."""
+    """`redeliver`: the telemetry redelivery loop alone, until `stop` is set.
+
+    With HTTP_PORT set it serves /metrics, /healthz (the loop's liveness) and /readyz (MongoDB).
+    """
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
-    connecting = asyncio.create_task(connect_mongodb(gateway, settings, stop))
+    liveness = Liveness()
+    background = [
+        asyncio.create_task(connect_mongodb(gateway, settings, stop)),
+        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
+    ]
+    if settings.http_port:
+        health = Health(
+            last_poll=None,
+            mongodb_ready=lambda: gateway.connected,
+            has_assignment=lambda: True,
+            stuck_after_s=settings.health_stuck_after_s,
+            loops={"redelivery": liveness},
+        )
+        background.append(_background(serve_http(settings.http_port, health, stop), "http"))
     try:
-        await redeliver_until_stopped(settings, gateway, stop)
+        await redeliver_until_stopped(settings, gateway, stop, liveness)
     finally:
-        connecting.cancel()
+        for task in background:
+            task.cancel()
         await _close_all(gateway.close)
         log.info("worker_stopped")
+
+
+def _background(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A helper task whose unexpected end is logged (`background_task_failed`) instead of lost."""
+    task = asyncio.create_task(work, name=name)
+
+    def report(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            log.error("background_task_failed", task=name, error=f"{type(exc).__name__}: {exc}")
+
+    task.add_done_callback(report)
+    return task
 
 
 async def _close_all(*closers: Callable[[], Awaitable[None]]) -> None:

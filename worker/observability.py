@@ -122,14 +122,15 @@ class Liveness:
     beat again, so a long planned backoff is never mistaken for a hang.
     """
 
-    def __init__(self) -> None:
-        self._due = time.monotonic()
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._due = clock()
 
     def beat(self, expect_next_within_s: float = 0.0) -> None:
-        self._due = time.monotonic() + max(expect_next_within_s, 0.0)
+        self._due = self._clock() + max(expect_next_within_s, 0.0)
 
     def overdue_s(self) -> float:
-        return time.monotonic() - self._due
+        return self._clock() - self._due
 
 
 @dataclass

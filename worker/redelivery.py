@@ -28,6 +28,7 @@ from worker.claims import Attempt, Settled, TelemetryBuffer, backoff_s
 from worker.delivery import Pending, TelemetryPublisher, create_delivery_producer
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway, create_client
+from worker.observability import Liveness
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -72,6 +73,7 @@ class RedeliveryLoop:
         settings: Settings,
         stop: asyncio.Event,
         ready: Callable[[], bool] = lambda: True,
+        liveness: Liveness | None = None,
     ) -> None:
         self._buffer = buffer
         self._publisher = publisher
@@ -80,12 +82,15 @@ class RedeliveryLoop:
         self._ready = ready
         self.failures = 0
         """Consecutive failed batches; while non-zero the loop probes with one document."""
+        self.liveness = liveness or Liveness()
+        """Beats before each batch (bounded by the lease) and each pause: /healthz reads it."""
 
     async def run(self) -> None:
         while not self._stop.is_set():
             if not self._ready():
                 await self._pause(self._settings.redelivery_idle_poll_s)
                 continue
+            self.liveness.beat(self._settings.redelivery_lease_s)  # a batch is settled within its lease
             report = await self._guarded_batch()
             if report.failed:
                 self.failures += 1
@@ -103,6 +108,7 @@ class RedeliveryLoop:
             return BatchReport(error=f"crash: {type(exc).__name__}: {exc}")
 
     async def _pause(self, seconds: float) -> None:
+        self.liveness.beat(seconds)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
@@ -200,11 +206,15 @@ def _log_batch(report: BatchReport, topic: str, elapsed_s: float, settings: Sett
                     hint="a batch outlived its lease; another claimant may deliver these again")  # fmt: skip
 
 
-async def start_producer(producer: AIOKafkaProducer, settings: Settings, stop: asyncio.Event) -> bool:
+async def start_producer(
+    producer: AIOKafkaProducer, settings: Settings, stop: asyncio.Event, liveness: Liveness | None = None
+) -> bool:
     """Start `producer`, retrying with the redelivery backoff; False if `stop` came first."""
+    liveness = liveness or Liveness()
     attempt = 0
     while not stop.is_set():
         attempt += 1
+        liveness.beat(settings.redelivery_lease_s)
         try:
             await producer.start()
             return True
@@ -212,16 +222,23 @@ async def start_producer(producer: AIOKafkaProducer, settings: Settings, stop: a
             delay = backoff_s(settings, attempt)
             log.warning("telemetry_redelivery_failed", stage="kafka_connect", attempt=attempt,
                         error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3))  # fmt: skip
+            liveness.beat(delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
     return False
 
 
-async def redeliver_until_stopped(settings: Settings, gateway: MongoGateway, stop: asyncio.Event) -> None:
-    """The loop with a producer of its own; waits for MongoDB via `gateway.connected`."""
+async def redeliver_until_stopped(
+    settings: Settings, gateway: MongoGateway, stop: asyncio.Event, liveness: Liveness | None = None
+) -> None:
+    """The loop with a producer of its own; waits for MongoDB via `gateway.connected`.
+
+    `liveness` beats while the loop (or its producer's start) makes progress: /healthz reads it.
+    """
     producer = create_delivery_producer(settings)
+    liveness = liveness or Liveness()
     try:
-        if not await start_producer(producer, settings, stop):
+        if not await start_producer(producer, settings, stop, liveness):
             return
         loop = RedeliveryLoop(
             buffer=TelemetryBuffer(database=gateway.database, settings=settings),
@@ -229,6 +246,7 @@ async def redeliver_until_stopped(settings: Settings, gateway: MongoGateway, sto
             settings=settings,
             stop=stop,
             ready=lambda: gateway.connected,
+            liveness=liveness,
         )
         log.info("telemetry_redelivery_started", topic=settings.kafka_telemetry_delivery_topic,
                  batch_size=settings.redelivery_batch_size, lease_s=settings.redelivery_lease_s)  # fmt: skip

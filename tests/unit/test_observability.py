@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 from prometheus_client import REGISTRY
 
+from worker.claims import Attempt, Settled
 from worker.errors import TransientError
-from worker.observability import Health, respond, serve_http
+from worker.observability import Health, Liveness, respond, serve_http
+from worker.redelivery import RedeliveryLoop
 from worker.retry import with_retries
 from worker.settings import Settings
 
@@ -76,3 +80,128 @@ async def test_metrics_endpoint_serves_prometheus_text_over_http() -> None:
     await server
     assert body.startswith(b"HTTP/1.1 200 OK")
     assert b"# TYPE persistence_records_consumed_total counter" in body
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_healthz_names_the_redelivery_loop_when_it_is_stuck() -> None:
+    """/healthz covers every loop: a redelivery loop that has not beaten for too long fails the probe."""
+    clock = Clock()
+    redelivery = Liveness(clock)
+    probe = Health(last_poll=time.monotonic, mongodb_ready=lambda: True, has_assignment=lambda: True,
+                   stuck_after_s=60, loops={"redelivery": redelivery})  # fmt: skip
+    redelivery.beat(5)
+    clock.now += 64
+    assert status_of(respond("/healthz", probe)) == 200
+    clock.now += 2  # 66 s after a beat that promised the next within 5 s
+    response = respond("/healthz", probe)
+    assert status_of(response) == 503
+    assert response.endswith(b"redelivery loop stuck\n")
+
+
+def test_a_planned_long_backoff_is_not_mistaken_for_a_hang() -> None:
+    """A loop that said it waits 300 s is alive for 300 s plus the stuck threshold."""
+    clock = Clock()
+    redelivery = Liveness(clock)
+    probe = Health(last_poll=None, mongodb_ready=lambda: True, has_assignment=lambda: True, stuck_after_s=60,
+                   loops={"redelivery": redelivery})  # fmt: skip
+    redelivery.beat(300)
+    clock.now += 359
+    assert probe.alive()
+    clock.now += 2
+    assert probe.stuck_loops() == ["redelivery"]
+
+
+def test_both_stuck_loops_are_named() -> None:
+    """With the consumer loop and the redelivery loop both stuck, the probe names both."""
+    clock = Clock()
+    redelivery = Liveness(clock)
+    clock.now += 500
+    probe = Health(last_poll=lambda: time.monotonic() - 600, mongodb_ready=lambda: True,
+                   has_assignment=lambda: True, stuck_after_s=60, loops={"redelivery": redelivery})  # fmt: skip
+    assert respond("/healthz", probe).endswith(b"consumer loop stuck\nredelivery loop stuck\n")
+
+
+class DeliveringPublisher:
+    """A fake publisher whose broker acknowledges every send."""
+
+    topic = "out"
+
+    async def send(self, document: dict[str, Any]) -> Any:
+        return document, Attempt(document)
+
+    async def outcomes(self, pending: list[Any], *, within_s: float) -> list[Attempt]:
+        return [item for _, item in pending]
+
+
+class ScriptedBuffer:
+    """A fake TelemetryBuffer with `due` documents, settling each batch as `settled` says."""
+
+    def __init__(self, due: int, settled: Settled | None = None, when_empty: Any = None) -> None:
+        self.due = due
+        self.settled = settled
+        self.when_empty = when_empty
+
+    def new_lease_owner(self) -> str:
+        return "fake/1"
+
+    async def claim_next_due(self, owner: str) -> dict[str, Any] | None:
+        if self.due == 0:
+            if self.when_empty:
+                self.when_empty()
+            return None
+        self.due -= 1
+        return {"_id": f"tel-{self.due}", "retry_count": 1, "correlation": {"workflow_id": "wf-1"}}
+
+    def exhausted(self, document: dict[str, Any]) -> bool:
+        return False
+
+    async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
+        return self.settled or Settled(removed=len(attempts))
+
+
+def outcome_count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("persistence_telemetry_redelivery_total", {"outcome": outcome}) or 0.0
+
+
+async def test_redelivery_outcomes_are_counted_per_document() -> None:
+    """persistence_telemetry_redelivery_total{outcome} rises by the documents delivered, rescheduled, parked, lost."""
+    parked = [{"_id": "tel-p", "retry_count": 10}]
+    buffer = ScriptedBuffer(5, Settled(removed=2, rescheduled=1, parked=parked, lost=1))
+    loop = RedeliveryLoop(buffer=buffer, publisher=DeliveringPublisher(), settings=Settings(),  # type: ignore[arg-type]
+                          stop=asyncio.Event())  # fmt: skip
+    before = {o: outcome_count(o) for o in ("delivered", "rescheduled", "parked", "lost")}
+    await loop.deliver_batch(5)
+    after = {o: outcome_count(o) - before[o] for o in before}
+    assert after == {"delivered": 2, "rescheduled": 1, "parked": 1, "lost": 1}
+
+
+class RecordingLiveness(Liveness):
+    def __init__(self) -> None:
+        super().__init__()
+        self.beats: list[float] = []
+
+    def beat(self, expect_next_within_s: float = 0.0) -> None:
+        self.beats.append(expect_next_within_s)
+        super().beat(expect_next_within_s)
+
+
+async def test_the_redelivery_loop_beats_before_each_batch_and_each_wait() -> None:
+    """The loop promises its next beat within the lease (a batch) or the wait it is about to take."""
+    settings = Settings(redelivery_lease_s=30, redelivery_idle_poll_s=7, redelivery_batch_size=3)
+    stop = asyncio.Event()
+    liveness = RecordingLiveness()
+    buffer = ScriptedBuffer(3, when_empty=stop.set)  # the stop comes with the empty batch: one idle wait
+    loop = RedeliveryLoop(buffer=buffer, publisher=DeliveringPublisher(), settings=settings,  # type: ignore[arg-type]
+                          stop=stop, liveness=liveness)  # fmt: skip
+    await asyncio.wait_for(loop.run(), timeout=5)
+    # a batch of 3 documents, an empty one, then the idle wait
+    assert liveness.beats == [30, 30, 7]

@@ -1,0 +1,115 @@
+"""Specification of the telemetry_buffer gauges (worker.buffer_stats) without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from pymongo.errors import AutoReconnect
+from structlog.testing import capture_logs
+
+from worker.buffer_stats import BufferStats, age_s, publish, sample, sample_and_publish
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
+
+class FakeCollection:
+    """Answers count_documents and find_one from a list of documents, or raises `error`."""
+
+    def __init__(self, documents: list[dict[str, Any]], error: Exception | None = None) -> None:
+        self.documents = documents
+        self.error = error
+        self.queries: list[tuple[str, dict[str, Any], Any]] = []
+
+    def _matching(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        return [d for d in self.documents if d.get("parked") == query["parked"]]
+
+    async def count_documents(self, query: dict[str, Any]) -> int:
+        if self.error:
+            raise self.error
+        self.queries.append(("count", dict(query), None))
+        return len(self._matching(query))
+
+    async def find_one(self, query: dict[str, Any], projection: Any, *, sort: Any) -> dict[str, Any] | None:
+        self.queries.append(("find_one", dict(query), sort))
+        found = sorted(self._matching(query), key=lambda d: d["buffered_at"])
+        return found[0] if found else None
+
+
+class FakeDatabase(dict[str, FakeCollection]):
+    pass
+
+
+def gauges() -> tuple[float | None, ...]:
+    names = ("pending", "parked", "oldest_pending_age_seconds")
+    return tuple(REGISTRY.get_sample_value(f"persistence_telemetry_buffer_{name}") for name in names)
+
+
+async def test_pending_parked_and_the_oldest_pending_age_are_counted() -> None:
+    """Pending is every unparked document; the age is that of the oldest unparked `buffered_at`."""
+    collection = FakeCollection([
+        {"buffered_at": NOW - timedelta(seconds=90)},
+        {"buffered_at": NOW - timedelta(seconds=30), "next_attempt_at": NOW},
+        {"buffered_at": NOW - timedelta(seconds=500), "parked": True},
+    ])  # fmt: skip
+    stats = await sample(FakeDatabase(telemetry_buffer=collection), now=NOW)  # type: ignore[arg-type]
+    assert stats == BufferStats(pending=2, parked=1, oldest_pending_age_s=90.0)
+
+
+async def test_every_query_selects_on_parked_and_orders_by_buffered_at() -> None:
+    """The queries have the claim index's shape: equality on `parked`, then `buffered_at` ascending."""
+    collection = FakeCollection([])
+    await sample(FakeDatabase(telemetry_buffer=collection), now=NOW)  # type: ignore[arg-type]
+    assert collection.queries == [
+        ("count", {"parked": None}, None),
+        ("count", {"parked": True}, None),
+        ("find_one", {"parked": None}, [("buffered_at", 1)]),
+    ]
+
+
+async def test_an_empty_buffer_has_no_age() -> None:
+    """With nothing pending the oldest-pending age is 0."""
+    stats = await sample(FakeDatabase(telemetry_buffer=FakeCollection([])), now=NOW)  # type: ignore[arg-type]
+    assert stats == BufferStats(pending=0, parked=0, oldest_pending_age_s=0.0)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        NOW - timedelta(seconds=42),
+        (NOW - timedelta(seconds=42)).replace(tzinfo=None),
+        (NOW - timedelta(seconds=42)).isoformat(),
+    ],
+    ids=["aware", "naive UTC", "ISO text"],
+)
+def test_ages_of_any_stored_date_form(stored: object) -> None:
+    """Dates come back aware, naive (UTC) or, from some servers, as text: all give the same age."""
+    assert age_s(stored, NOW) == 42.0
+
+
+def test_a_date_in_the_future_is_no_age() -> None:
+    """Clock skew between replicas never makes a negative age."""
+    assert age_s(NOW + timedelta(seconds=5), NOW) == 0.0
+
+
+async def test_a_failed_sample_logs_one_warning_and_keeps_the_last_values() -> None:
+    """MongoDB unreachable: one `telemetry_buffer_stats_failed` line; the gauges stay as they were."""
+    publish(BufferStats(pending=7, parked=2, oldest_pending_age_s=12.5))
+    broken = FakeDatabase(telemetry_buffer=FakeCollection([], error=AutoReconnect("connection refused")))
+    with capture_logs() as logs:
+        assert await sample_and_publish(broken) is None  # type: ignore[arg-type]
+    assert [line["event"] for line in logs] == ["telemetry_buffer_stats_failed"]
+    assert "connection refused" in logs[0]["error"]
+    assert gauges() == (7.0, 2.0, 12.5)
+
+
+async def test_a_sample_sets_the_gauges() -> None:
+    """A successful sample replaces the three values."""
+    collection = FakeCollection([{"buffered_at": datetime.now(UTC) - timedelta(hours=1)}])
+    stats = await sample_and_publish(FakeDatabase(telemetry_buffer=collection))  # type: ignore[arg-type]
+    assert stats is not None
+    pending, parked, age = gauges()
+    assert (pending, parked) == (1.0, 0.0)
+    assert age is not None and 3600 <= age < 3600 + 60
