@@ -8,6 +8,7 @@ Keys with dots are legal in MongoDB 5+ and common in metric names; they pass.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -25,19 +26,39 @@ def decode_json_object(raw: bytes | None, *, max_bytes: int, max_depth: int) -> 
     if len(raw) > max_bytes:
         raise EventRejected(reason="too_large", detail=f"value is {len(raw)} bytes, the limit is {max_bytes}")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise EventRejected(reason="not_utf8", detail=f"value is not UTF-8: {exc}") from exc
-    try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # orjson refuses invalid UTF-8 too: tell the two apart only on this (rare) path.
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            raise EventRejected(reason="not_utf8", detail=f"value is not UTF-8: {not_utf8}") from not_utf8
         raise EventRejected(reason="not_json", detail=f"value is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise EventRejected(
             reason="not_object", detail=f"value is a JSON {type(value).__name__}, not an object"
         )
-    check_storable(value, max_depth=max_depth)
+    if not surely_storable(raw, max_depth=max_depth):
+        check_storable(value, max_depth=max_depth)
     return value
+
+
+_MAYBE_FORBIDDEN_KEY = re.compile(rb'"\$|\\u0024|\\u0000')
+_MAYBE_TOO_BIG_INTEGER = re.compile(rb"[0-9]{19}")
+
+
+def surely_storable(raw: bytes, *, max_depth: int) -> bool:
+    """A cheap test on the raw JSON text: True means `check_storable` would pass for sure.
+
+    No key can start with `$` or hold NUL unless the text has `"$`, `\\u0024` or `\\u0000`
+    (JSON escapes a NUL; a raw one is invalid); nesting cannot exceed the number of `{` and `[`;
+    an integer beyond 64 bits needs 19 digits or more. False only means "walk the document".
+    """
+    return (
+        raw.count(b"{") + raw.count(b"[") <= max_depth
+        and _MAYBE_FORBIDDEN_KEY.search(raw) is None
+        and _MAYBE_TOO_BIG_INTEGER.search(raw) is None
+    )
 
 
 def check_storable(value: dict[str, Any], *, max_depth: int) -> None:
