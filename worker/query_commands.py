@@ -30,18 +30,23 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def query_for(name: str, *, plan_id: str | None, status: str, severity: str, limit: int) -> queries.Query:
+    """The query a subcommand runs (collection, filter, sort or pipeline), with its arguments bound."""
+    builders: dict[str, Callable[[], queries.Query]] = {
+        "validations": queries.validations_by_outcome_query,
+        "plan-history": lambda: queries.plan_validation_history_query(plan_id or "", limit),
+        "sla-violations": lambda: queries.workflows_with_sla_violations_query(limit),
+        "workflows": lambda: queries.workflows_by_status_query(status, limit),
+        "incidents": lambda: queries.recent_incidents_query(severity, limit),
+        "incident-types": queries.incidents_by_type_query,
+        "telemetry-retries": lambda: queries.telemetry_with_retries_query(limit),
+    }
+    return builders[name]()
+
+
 def build_query(name: str, *, plan_id: str | None, status: str, severity: str, limit: int) -> Query:
     """The query function for a subcommand, with its arguments bound."""
-    table: dict[str, Query] = {
-        "validations": queries.validations_by_outcome,
-        "plan-history": lambda db: queries.plan_validation_history(db, plan_id or "", limit),
-        "sla-violations": lambda db: queries.workflows_with_sla_violations(db, limit),
-        "workflows": lambda db: queries.workflows_by_status(db, status, limit),
-        "incidents": lambda db: queries.recent_incidents(db, severity, limit),
-        "incident-types": queries.incidents_by_type,
-        "telemetry-retries": lambda db: queries.telemetry_with_retries(db, limit),
-    }
-    return table[name]
+    return query_for(name, plan_id=plan_id, status=status, severity=severity, limit=limit).run
 
 
 async def query_command(settings: Settings, name: str, query: Query, *, as_json: bool) -> int:
