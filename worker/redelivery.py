@@ -35,8 +35,13 @@ log = structlog.get_logger(__name__)
 
 REDELIVERY_OUTCOMES = Counter(
     "persistence_telemetry_redelivery_total",
-    "Buffered telemetry delivery attempts by outcome (delivered, rescheduled, parked, lost)",
+    "Buffered telemetry documents settled, by outcome (delivered, rescheduled, parked, unanswered, lost)",
     ["outcome"],
+)
+REDELIVERY_FAILURES = Counter(
+    "persistence_telemetry_redelivery_failures_total",
+    "telemetry_redelivery_failed events, by stage (kafka, kafka_connect, claim, settle, crash)",
+    ["stage"],
 )
 # A batch must be settled before its first claim's lease lapses: claiming stops after this
 # share of the lease, and acknowledgements are awaited until this one.
@@ -154,10 +159,12 @@ class RedeliveryLoop:
     def log_failure(self, report: BatchReport) -> float:
         delay = backoff_s(self._settings, self.failures)
         errors = [a.error for a in report.attempts if a.error]
+        stage = report.error.split(":", 1)[0] if report.error else "kafka"
+        REDELIVERY_FAILURES.labels(stage=stage).inc()
         log.warning(
             "telemetry_redelivery_failed",
             topic=self._publisher.topic,
-            stage=report.error.split(":", 1)[0] if report.error else "kafka",
+            stage=stage,
             error=report.error or (errors[0] if errors else None),
             claimed=report.claimed,
             failed=len(errors),
@@ -173,7 +180,8 @@ def _log_batch(report: BatchReport, topic: str, elapsed_s: float, settings: Sett
     failed = [a for a in report.attempts if not a.delivered]
     delivered = len(report.attempts) - len(failed)
     for outcome, count in (("delivered", settled.removed), ("rescheduled", settled.rescheduled),
-                           ("parked", len(settled.parked)), ("lost", settled.lost)):  # fmt: skip
+                           ("parked", len(settled.parked)), ("unanswered", settled.unknown),
+                           ("lost", settled.lost)):  # fmt: skip
         if count:
             REDELIVERY_OUTCOMES.labels(outcome=outcome).inc(count)
     log.info(
@@ -189,6 +197,7 @@ def _log_batch(report: BatchReport, topic: str, elapsed_s: float, settings: Sett
     )
     if failed and not report.broker_down:
         ids = [str(a.document["_id"]) for a in failed[:10]]
+        REDELIVERY_FAILURES.labels(stage="kafka").inc()
         log.warning("telemetry_redelivery_failed", topic=topic, stage="kafka", failed=len(failed),
                     error=failed[0].error, buffer_ids=ids)  # fmt: skip
     for document in settled.parked:
@@ -220,6 +229,7 @@ async def start_producer(
             return True
         except KafkaError as exc:
             delay = backoff_s(settings, attempt)
+            REDELIVERY_FAILURES.labels(stage="kafka_connect").inc()
             log.warning("telemetry_redelivery_failed", stage="kafka_connect", attempt=attempt,
                         error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3))  # fmt: skip
             liveness.beat(delay)

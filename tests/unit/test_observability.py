@@ -173,15 +173,15 @@ def outcome_count(outcome: str) -> float:
 
 
 async def test_redelivery_outcomes_are_counted_per_document() -> None:
-    """persistence_telemetry_redelivery_total{outcome} rises by the documents delivered, rescheduled, parked, lost."""
+    """persistence_telemetry_redelivery_total{outcome} rises by the documents of each outcome of a batch."""
     parked = [{"_id": "tel-p", "retry_count": 10}]
-    buffer = ScriptedBuffer(5, Settled(removed=2, rescheduled=1, parked=parked, lost=1))
+    buffer = ScriptedBuffer(6, Settled(removed=2, rescheduled=1, parked=parked, unknown=1, lost=1))
     loop = RedeliveryLoop(buffer=buffer, publisher=DeliveringPublisher(), settings=Settings(),  # type: ignore[arg-type]
                           stop=asyncio.Event())  # fmt: skip
-    before = {o: outcome_count(o) for o in ("delivered", "rescheduled", "parked", "lost")}
-    await loop.deliver_batch(5)
+    before = {o: outcome_count(o) for o in ("delivered", "rescheduled", "parked", "unanswered", "lost")}
+    await loop.deliver_batch(6)
     after = {o: outcome_count(o) - before[o] for o in before}
-    assert after == {"delivered": 2, "rescheduled": 1, "parked": 1, "lost": 1}
+    assert after == {"delivered": 2, "rescheduled": 1, "parked": 1, "unanswered": 1, "lost": 1}
 
 
 class RecordingLiveness(Liveness):
@@ -205,3 +205,35 @@ async def test_the_redelivery_loop_beats_before_each_batch_and_each_wait() -> No
     await asyncio.wait_for(loop.run(), timeout=5)
     # a batch of 3 documents, an empty one, then the idle wait
     assert liveness.beats == [30, 30, 7]
+
+
+def failure_count(stage: str) -> float:
+    return (
+        REGISTRY.get_sample_value("persistence_telemetry_redelivery_failures_total", {"stage": stage}) or 0.0
+    )
+
+
+async def test_each_failed_redelivery_batch_is_counted_by_stage() -> None:
+    """A batch that fails as a whole (broker down) counts once in persistence_telemetry_redelivery_failures_total{stage}."""
+    settings = Settings(redelivery_batch_size=3, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=1)
+    stop = asyncio.Event()
+    loop = RedeliveryLoop(buffer=ScriptedBuffer(10, Settled(rescheduled=3)), publisher=DownPublisher(),  # type: ignore[arg-type]
+                          settings=settings, stop=stop)  # fmt: skip
+    waits: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            stop.set()
+
+    loop._pause = pause  # type: ignore[method-assign]
+    before = failure_count("kafka")
+    await loop.run()
+    assert failure_count("kafka") == before + 2
+
+
+class DownPublisher(DeliveringPublisher):
+    """A fake publisher whose broker is down: every send fails."""
+
+    async def send(self, document: dict[str, Any]) -> Any:
+        return document, Attempt(document, error="NodeNotReadyError: down")
