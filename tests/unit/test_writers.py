@@ -195,6 +195,22 @@ async def test_latest_wins_writer_reports_stale_results_as_skipped() -> None:
         [{"_id": "wf-1", "consolidated_at": when}, {"_id": "wf-2", "consolidated_at": when}]
     )
     assert outcome == WriteOutcome(stored=1, skipped=frozenset({0}))
-    [(method, operations, ordered)] = collection.calls
-    assert (method, len(operations), ordered) == ("bulk_write", 2, False)
-    assert gateway.names == ["workflow_results"]
+    [(insert, documents, insert_ordered), (method, operations, ordered)] = collection.calls
+    assert (insert, len(documents), insert_ordered) == ("insert_many", 2, False)
+    assert (method, ordered) == ("bulk_write", False)
+    assert operations == [writer._operation({"_id": "wf-1", "consolidated_at": when})]
+    assert set(gateway.names) == {"workflow_results"}
+
+
+async def test_latest_wins_writer_inserts_new_results_without_an_upsert() -> None:
+    """Results whose `_id` is not stored yet are inserted in one unordered insert_many, nothing more."""
+    collection = FakeCollection()
+    writer = LatestWinsWriter(
+        gateway=FakeGateway(collection),  # type: ignore[arg-type]
+        collection="workflow_results",
+        version_field="consolidated_at",
+    )
+    when = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    documents = [{"_id": "wf-1", "consolidated_at": when}, {"_id": "wf-2", "consolidated_at": when}]
+    assert await writer.write(documents) == WriteOutcome(stored=2)
+    assert collection.calls == [("insert_many", documents, False)]

@@ -1,8 +1,9 @@
-"""One writer per collection: a batch of documents in, a WriteOutcome out, in one round-trip.
+"""One writer per collection: a batch of documents in, a WriteOutcome out.
 
-Inserts are unordered bulk writes whose duplicate-key errors (code 11000) mean "already
-stored": redelivery is harmless. Workflow results are upserts guarded on
-`consolidated_at`, so an older result never overwrites a newer one.
+Inserts are unordered bulk writes (one round-trip) whose duplicate-key errors (code 11000)
+mean "already stored": redelivery is harmless. Workflow results are inserted too, and those
+already present are then upserted guarded on `consolidated_at` (a second round-trip), so an
+older result never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -81,10 +82,12 @@ class InsertWriter:
 
 
 class LatestWinsWriter:
-    """Upsert by `_id`, only over a document whose `version_field` is not newer.
+    """Insert; where the `_id` exists, upsert only over a document whose `version_field` is not newer.
 
-    When a newer document exists the filter does not match, the upsert tries to insert
-    the same `_id` and the server answers 11000: that result is stale and skipped.
+    Most results are new: an unordered `insert_many` stores them at the cost of an insert. The
+    ones whose `_id` is already stored (11000) are then sent as guarded upserts: when a newer
+    document exists the filter does not match, the upsert tries to insert the same `_id` and
+    the server answers 11000 again: that result is stale and skipped.
     """
 
     def __init__(self, *, gateway: MongoGateway, collection: str, version_field: str) -> None:
@@ -99,5 +102,14 @@ class LatestWinsWriter:
 
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
         target = self._gateway.database()[self.collection]
-        operations = [self._operation(doc) for doc in documents]
-        return await _bulk(target.bulk_write(operations, ordered=False), total=len(documents))
+        inserted = await _bulk(target.insert_many(documents, ordered=False), total=len(documents))  # type: ignore[arg-type]
+        present = sorted(inserted.skipped)
+        if not present:
+            return inserted
+        operations = [self._operation(documents[index]) for index in present]
+        guarded = await _bulk(target.bulk_write(operations, ordered=False), total=len(present))
+        skipped = frozenset(present[index] for index in guarded.skipped)
+        refused = {**inserted.refused, **{present[index]: why for index, why in guarded.refused.items()}}
+        return WriteOutcome(
+            stored=len(documents) - len(skipped) - len(refused), skipped=skipped, refused=refused
+        )
