@@ -23,6 +23,7 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
+from worker import buffer_stats
 from worker.demo.events import EventFactory
 from worker.demo.servers import free_port
 from worker.settings import RouteName, Settings
@@ -226,3 +227,12 @@ async def test_redeliver_serves_outcomes_buffer_gauges_and_its_liveness(
         code = process.wait(timeout=60)
     assert code == 0, log_path.read_text()
     assert len(await read_delivered(kafka_bootstrap, settings.kafka_telemetry_delivery_topic)) == 20
+
+
+async def test_documents_parked_by_an_update_are_counted_parked(mongo_db: Any) -> None:
+    """The loop parks with `$set: {parked: true}`: such documents count as parked, not pending."""
+    documents = buffered_documents(4, seed=83, start=datetime.now(UTC) - timedelta(minutes=1))
+    await mongo_db.telemetry_buffer.insert_many(documents)
+    await mongo_db.telemetry_buffer.update_one({"_id": documents[0]["_id"]}, {"$set": {"parked": True}})
+    stats = await buffer_stats.sample(mongo_db)
+    assert (stats.pending, stats.parked) == (3, 1)
