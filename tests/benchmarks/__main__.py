@@ -20,7 +20,17 @@ from pymongo import AsyncMongoClient, MongoClient
 from tests.benchmarks import phases
 from tests.benchmarks.backlog import bench_settings, produce_backlog
 from tests.benchmarks.latency import steady_load
-from tests.benchmarks.report import CONSUME, NAIVE, WORKER, WRITE, WRITE_OPS, Results, chart, markdown
+from tests.benchmarks.report import (
+    CONSUME,
+    NAIVE,
+    PREPARE,
+    WORKER,
+    WRITE,
+    WRITE_OPS,
+    Results,
+    chart,
+    markdown,
+)
 from tests.benchmarks.worker_run import drain
 from worker.demo.servers import LocalKafka, LocalMongo
 from worker.logging import configure_logging
@@ -38,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="small numbers, one repetition (development)")
     parser.add_argument("--events", type=int, default=100_000, help="backlog for the throughput phases")
-    parser.add_argument("--repetitions", type=int, default=3, help="repetitions of each throughput phase")
+    parser.add_argument("--repetitions", type=int, default=5, help="repetitions of each throughput phase")
     parser.add_argument("--naive-events", type=int, default=3_000, help="records the naive baseline handles")
     parser.add_argument("--latency-seconds", type=float, default=60.0, help="duration of the steady load")
     parser.add_argument("--rss-events", type=int, default=1_000_000, help="backlog drained for peak RSS")
@@ -56,19 +66,24 @@ def say(message: str) -> None:
 
 
 @contextlib.contextmanager
-def servers(work_dir: Path) -> Iterator[tuple[str, str, str]]:
-    """(bootstrap, mongo uri, kind): the environment's servers, else local stand-ins."""
+def servers(work_dir: Path) -> Iterator[tuple[str, str, str, dict[str, int]]]:
+    """(bootstrap, mongo uri, kind, pids of local servers): the environment's, else local stand-ins."""
     bootstrap, uri = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("MONGODB_URI")
+    pids: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         if not bootstrap:
             kafka = stack.enter_context(LocalKafka(log_dir=work_dir))
             bootstrap = kafka.bootstrap
+            if kafka._process is not None:
+                pids["tansu"] = kafka._process.pid
         if not uri:
             mongo = stack.enter_context(LocalMongo(log_dir=work_dir))
             uri = mongo.uri
+            if mongo._process is not None:
+                pids["nx-27017"] = mongo._process.pid
         kind = "stand-ins (tansu, nx-27017)" if (os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get(
             "MONGODB_URI")) == (None, None) else "from the environment"  # fmt: skip
-        yield bootstrap, uri, kind
+        yield bootstrap, uri, kind, pids
 
 
 def machine_facts(kind: str) -> dict[str, str]:
@@ -102,18 +117,19 @@ def drop_database(uri: str, name: str) -> None:
         client.close()
 
 
-async def run(args: argparse.Namespace, bootstrap: str, uri: str, kind: str, work_dir: Path) -> Results:
+async def run(
+    args: argparse.Namespace, bootstrap: str, uri: str, kind: str, pids: dict[str, int], work_dir: Path
+) -> Results:
     run_id = f"bench{int(time.time())}"
     results = Results(facts=machine_facts(kind), events=args.events, naive_events=args.naive_events)
     settings = bench_settings(name=run_id, bootstrap=bootstrap, mongo_uri=uri)
     say(f"producing a backlog of {args.events:,} events")
     backlog = await produce_backlog(settings, args.events)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
-    prepared = phases.prepared_documents(
-        backlog, build_routes(settings, MongoGateway(client=client, database_name="x"))
-    )
+    routes = build_routes(settings, MongoGateway(client=client, database_name="unused"))
+    prepared = phases.prepared_documents(backlog, routes)
     await client.close()
-    for name in (CONSUME, WRITE, WRITE_OPS, NAIVE, WORKER):
+    for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER):
         results.rates[name] = []
 
     def record(name: str, rate: float, rep: int) -> None:
@@ -130,6 +146,7 @@ async def run(args: argparse.Namespace, bootstrap: str, uri: str, kind: str, wor
             await phases.write_ceiling(settings, f"{run_id}_o{rep}", prepared, worker_ops=True),
             rep,
         )
+        record(PREPARE, phases.prepare_rate(backlog, routes), rep)
         naive = await phases.naive_baseline(
             backlog, f"{run_id}_n{rep}", f"{run_id}-naive-{rep}", args.naive_events
         )
@@ -137,9 +154,12 @@ async def run(args: argparse.Namespace, bootstrap: str, uri: str, kind: str, wor
         worker_settings = settings.model_copy(
             update={"kafka_consumer_group": f"{run_id}-worker-{rep}", "mongodb_database": f"{run_id}_k{rep}"}
         )
-        drained = await drain(worker_settings, backlog.ends, work_dir / f"worker-{rep}.log", timeout_s=1800)
+        log_path = work_dir / f"worker-{rep}.log"
+        drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
         drop_database(uri, worker_settings.mongodb_database)
         record(WORKER, drained.rate, rep)
+        for name, share in drained.cpu_share.items():
+            results.cpu_share.setdefault(name, []).append(share)
 
     rate = 0.5 * results.median(WORKER)
     say(f"steady load at {rate:,.0f} events/s for {args.latency_seconds:g} s")
@@ -156,7 +176,7 @@ async def run(args: argparse.Namespace, bootstrap: str, uri: str, kind: str, wor
     say(f"producing a backlog of {args.rss_events:,} events for the memory run")
     big = await produce_backlog(rss_settings, args.rss_events)
     say("worker draining it, RSS sampled")
-    results.rss = await drain(rss_settings, big.ends, work_dir / "rss.log", timeout_s=3600)
+    results.rss = await drain(rss_settings, big.ends, work_dir / "rss.log", timeout_s=3600, server_pids=pids)
     drop_database(uri, rss_settings.mongodb_database)
     say(
         f"drained {big.count:,} at {results.rss.rate:,.0f} events/s; peak RSS {results.rss.peak_rss_mib:.0f} MiB"
@@ -187,6 +207,10 @@ def method_notes(settings: Settings) -> list[str]:
         "event is stored when the worker's `*_saved` log line covering its offset is written (right after "
         "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017.",
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
+        "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
+        "divided by the drain's wall seconds (1.0 = one core busy all the time).",
+        "Worker CPU path alone: decode + validate + build the document for the same backlog, in this "
+        "process, no I/O.",
         "Stand-in caveats: nx-27017 serialises every command over one SQLite database, so concurrent writes "
         "queue behind each other and write figures are far below a real MongoDB's; tansu keeps every "
         "record in memory. The servers, the worker and this benchmark share the machine's 2 cores, so "
@@ -200,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     say(f"logs in {work_dir}")
-    with servers(work_dir) as (bootstrap, uri, kind):
+    with servers(work_dir) as (bootstrap, uri, kind, pids):
         say(f"servers: Kafka {bootstrap}, MongoDB {uri.split('@')[-1]} ({kind})")
-        results = asyncio.run(run(args, bootstrap, uri, kind, work_dir))
+        results = asyncio.run(run(args, bootstrap, uri, kind, pids, work_dir))
     args.output.mkdir(parents=True, exist_ok=True)
     chart_path = args.output / "benchmarks.png"
     chart(results, chart_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ class Drain:
     seconds: float
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
+    cpu_share: dict[str, float] = field(default_factory=dict)
+    """Per process (worker, servers): CPU seconds used during the drain / its wall seconds."""
 
     @property
     def rate(self) -> float:
@@ -50,6 +53,12 @@ def read_status(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024
     return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def log_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -104,9 +113,17 @@ async def wait_for_log(worker: WorkerProcess, event: str, *, within: float) -> f
 
 
 async def drain(
-    settings: Settings, ends: Mapping[TopicPartition, int], log_path: Path, *, timeout_s: float
+    settings: Settings,
+    ends: Mapping[TopicPartition, int],
+    log_path: Path,
+    *,
+    timeout_s: float,
+    server_pids: Mapping[str, int] | None = None,
 ) -> Drain:
-    """Start the worker on a backlog; time from partitions assigned to every offset committed."""
+    """Start the worker on a backlog; time from partitions assigned to every offset committed.
+
+    Also the CPU share of the worker and of each server in `server_pids` over the drain.
+    """
     worker = WorkerProcess(settings, log_path)
     worker.start()
     assert worker.process is not None
@@ -114,6 +131,8 @@ async def drain(
     total = sum(ends.values())
     try:
         assigned_at = await wait_for_log(worker, "partitions_assigned", within=120)
+        pids = {"worker": pid, **(server_pids or {})}
+        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         samples: list[RssSample] = []
         async with CommitWatcher(settings) as watcher:
             deadline = time.monotonic() + timeout_s
@@ -127,7 +146,9 @@ async def drain(
                     raise RuntimeError(f"worker drained {done}/{total} only; log: {log_path}")
                 await asyncio.sleep(POLL_S)
         peak = read_status(pid)["VmHWM"]
-        return Drain(events=total, seconds=now - assigned_at, peak_rss_mib=peak, samples=samples)
+        seconds = now - assigned_at
+        share = {name: (cpu_seconds(p) - cpu_before[name]) / seconds for name, p in pids.items()}
+        return Drain(events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_share=share)
     finally:
         code = worker.terminate(timeout=60)
         if code != 0:
