@@ -165,3 +165,56 @@ class WorkerProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+Outgoing = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]
+"""One record to publish: key, value, headers."""
+
+
+async def publish_records(bootstrap: str, topic: str, records: Iterable[Outgoing]) -> int:
+    """Publish records each with its own key and headers (acks=all); return how many."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5,
+                                max_request_size=8 * 1024 * 1024)  # fmt: skip
+    await producer.start()
+    count = 0
+    try:
+        sends = []
+        for key, value, headers in records:
+            sends.append(await producer.send(topic, value, key=key, headers=list(headers)))
+            count += 1
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def ensure_topics(bootstrap: str, names: Sequence[str], *, partitions: int) -> None:
+    """Create topics on `bootstrap`, leaving any that already exist (a broker may auto-create them)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        topics = [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names]
+        response = await admin.create_topics(topics)
+        topic_already_exists = 36
+        failures = [entry for entry in response.topic_errors if entry[1] not in (0, topic_already_exists)]
+        if failures:
+            raise RuntimeError(f"could not create topics: {failures}")
+    finally:
+        await admin.close()
+
+
+class RedeliverProcess(WorkerProcess):
+    """`python -m worker redeliver` (the redelivery loop alone) as a real process."""
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker", "redeliver"], env=self._env, stderr=log
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
