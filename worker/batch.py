@@ -63,6 +63,17 @@ class Prepared:
     event_id: str | None
 
 
+WRITE_CHUNK = 250
+"""Records per bulk write (a batch of one route is written in chunks, one after the other)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    items: list[Prepared]
+    task: asyncio.Task[WriteOutcome]
+    started: float = field(default_factory=time.perf_counter)
+
+
 @dataclass(slots=True)
 class RouteResult:
     dead: list[DeadLetter] = field(default_factory=list)
@@ -102,24 +113,42 @@ class BatchProcessor:
         return Prepared(tp=tp, record=record, document=route.to_document(event), event_id=event.event_id)
 
     async def process(self, batch: Batch) -> BatchResult:
-        """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down."""
-        prepared: dict[str, list[Prepared]] = defaultdict(list)
+        """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down.
+
+        A route's records are written in chunks of WRITE_CHUNK, one after the other: each chunk
+        is sent as soon as it is prepared, so decoding the next chunk overlaps the server's work.
+        """
+        items: list[Prepared] = []
         rejected: list[tuple[DeadLetter, str | None]] = []
-        for tp, records in batch.items():
-            route = self._routes[tp.topic]
-            for record in records:
-                try:
-                    item = self._prepare(route, tp, record)
-                except EventRejected as exc:
-                    letter = DeadLetter(
-                        record, route.dlq_topic, ERROR_TYPE_VALIDATION, exc.reason, exc.detail
-                    )
-                    rejected.append((letter, exc.event_id or _event_id_hint(record)))
-                else:
-                    prepared[tp.topic].append(item)
-        results = await asyncio.gather(
-            *(self._write_route(self._routes[topic], items) for topic, items in prepared.items())
-        )
+        filling: dict[str, list[Prepared]] = defaultdict(list)
+        chunks: dict[str, list[_Chunk]] = defaultdict(list)
+        try:
+            for tp, records in batch.items():
+                route = self._routes[tp.topic]
+                for record in records:
+                    try:
+                        item = self._prepare(route, tp, record)
+                    except EventRejected as exc:
+                        letter = DeadLetter(
+                            record, route.dlq_topic, ERROR_TYPE_VALIDATION, exc.reason, exc.detail
+                        )
+                        rejected.append((letter, exc.event_id or _event_id_hint(record)))
+                        continue
+                    items.append(item)
+                    filling[tp.topic].append(item)
+                    if len(filling[tp.topic]) >= WRITE_CHUNK:
+                        self._start_chunk(route, filling.pop(tp.topic), chunks[tp.topic])
+                        await asyncio.sleep(0)  # let the chunk go out before preparing on
+            for topic, rest in filling.items():
+                self._start_chunk(self._routes[topic], rest, chunks[topic])
+            results = await asyncio.gather(
+                *(self._finish_route(self._routes[topic], started) for topic, started in chunks.items())
+            )
+        except BaseException:
+            for started in chunks.values():
+                for chunk in started:
+                    chunk.task.cancel()
+            raise
         blocked = set().union(*(result.blocked for result in results))
         letters = [letter for result in results for letter in result.dead if _tp(letter) not in blocked]
         for letter, event_id in rejected:
@@ -128,7 +157,7 @@ class BatchProcessor:
                 _log_rejection(letter, event_id)
         await self._dead_letters.publish(letters)
         _count(batch, letters, blocked, self._routes)
-        written = [item for items in prepared.values() for item in items if item.tp not in blocked]
+        written = [item for item in items if item.tp not in blocked]
         stored = len(written) - sum(len(r.dead) for r in results)
         return BatchResult(
             commits={tp: records[-1].offset + 1 for tp, records in batch.items() if tp not in blocked},
@@ -137,30 +166,64 @@ class BatchProcessor:
             dead_lettered=len(letters),
         )
 
-    async def _write_route(self, route: Route, items: list[Prepared]) -> RouteResult:
+    def _start_chunk(self, route: Route, items: list[Prepared], started: list[_Chunk]) -> None:
+        previous = started[-1].task if started else None
+        started.append(_Chunk(items, asyncio.create_task(self._write_chunk(route, items, previous))))
+
+    async def _write_chunk(
+        self, route: Route, items: list[Prepared], previous: asyncio.Task[WriteOutcome] | None
+    ) -> WriteOutcome:
+        """One bulk write with retries, after the route's previous chunk (never two at once)."""
+        if previous is not None:
+            await asyncio.wait([previous])
+            failure = None if previous.cancelled() else previous.exception()
+            if isinstance(failure, TransientError):
+                raise failure  # the server is unavailable: do not retry all over again
+        metrics.BATCH_SIZE.labels(route.name.value).observe(len(items))
         documents = [item.document for item in items]
-        metrics.BATCH_SIZE.labels(route.name.value).observe(len(documents))
-        started = time.perf_counter()
         try:
-            outcome = await with_retries(
-                self._settings, route.writer.collection, route.writer.write, documents
-            )
-        except PermanentError as exc:
+            return await with_retries(self._settings, route.writer.collection, route.writer.write, documents)
+        except PermanentError:
             if len(items) == 1:
-                return self._write_failed(route, items, exc)
+                raise
             # One document may spoil the whole bulk write (e.g. BSON cannot encode it): isolate it.
-            outcome = await self._write_one_by_one(route, items)
-        except WorkerError as exc:
-            return self._write_failed(route, items, exc)
-        metrics.WRITE_LATENCY.labels(route.name.value).observe(time.perf_counter() - started)
-        refused = [
-            DeadLetter(items[index].record, route.dlq_topic, ERROR_TYPE_PERSIST_REFUSED, "refused", reason)
-            for index, reason in outcome.refused.items()
-        ]
-        for letter in refused:
-            log.error("event_refused_by_mongodb", **_coordinates(letter.record), error=letter.message)
-        _log_saved(route, items, outcome)
-        return RouteResult(dead=refused)
+            return await self._write_one_by_one(route, items)
+
+    async def _finish_route(self, route: Route, chunks: list[_Chunk]) -> RouteResult:
+        """Wait for the route's chunks; one outcome, one log line per partition, as for one write."""
+        written: list[Prepared] = []
+        stored, skipped, refused_at = 0, set[int](), dict[int, str]()
+        failed: list[Prepared] = []
+        failure: WorkerError | None = None
+        for chunk in chunks:
+            try:
+                outcome = await chunk.task
+            except WorkerError as exc:
+                failed, failure = [*failed, *chunk.items], exc
+                continue
+            base = len(written)
+            written.extend(chunk.items)
+            stored += outcome.stored
+            skipped.update(base + index for index in outcome.skipped)
+            refused_at.update({base + index: reason for index, reason in outcome.refused.items()})
+        result = RouteResult()
+        if written:
+            metrics.WRITE_LATENCY.labels(route.name.value).observe(time.perf_counter() - chunks[0].started)
+            outcome = WriteOutcome(stored=stored, skipped=frozenset(skipped), refused=refused_at)
+            result.dead = [
+                DeadLetter(
+                    written[index].record, route.dlq_topic, ERROR_TYPE_PERSIST_REFUSED, "refused", reason
+                )
+                for index, reason in outcome.refused.items()
+            ]
+            for letter in result.dead:
+                log.error("event_refused_by_mongodb", **_coordinates(letter.record), error=letter.message)
+            _log_saved(route, written, outcome)
+        if failure is not None:
+            lost = self._write_failed(route, failed, failure)
+            result.dead.extend(lost.dead)
+            result.blocked |= lost.blocked
+        return result
 
     async def _write_one_by_one(self, route: Route, items: list[Prepared]) -> WriteOutcome:
         """Write each document alone; those the server or BSON refuse become `refused`."""
