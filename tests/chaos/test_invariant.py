@@ -1,0 +1,90 @@
+"""The invariant checker itself, on hand-made findings (no servers): what counts as stored,
+dead-lettered, duplicated, lost and unexpected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.chaos.invariant import CHAOS_HEADER, Published, judge
+from worker.settings import RouteName
+
+
+@dataclass
+class FakeDeadLetter:
+    headers: list[tuple[str, bytes]]
+    topic: str = "t.incidents.dlq"
+    offset: int = 0
+
+
+def dead(chaos_id: str, reason: str = "not_json", error_type: str = "validation") -> FakeDeadLetter:
+    return FakeDeadLetter([(CHAOS_HEADER, chaos_id.encode()), ("x-error-reason", reason.encode()),
+                           ("x-error-type", error_type.encode())])  # fmt: skip
+
+
+GOOD_INCIDENT = Published("a", RouteName.INCIDENTS, b"{}", document_id="inc-a")
+GOOD_RESULT = Published("b", RouteName.RESULTS, b"{}", document_id="wf-b")
+POISON = Published("c", RouteName.INCIDENTS, b"{oops", expected_reason="not_json")
+NO_DOCUMENTS: dict[str, set[str]] = {
+    "validation_audit": set(), "workflow_results": set(), "incidents": set(), "telemetry_buffer": set(),
+}  # fmt: skip
+
+
+def found(**ids: set[str]) -> dict[str, set[str]]:
+    return {**NO_DOCUMENTS, **ids}
+
+
+def test_every_record_stored_or_dead_lettered_holds() -> None:
+    """Good events whose `_id` is in their collection count as stored, a poison record in a dead-letter topic as dead-lettered."""
+    verdict = judge([GOOD_INCIDENT, GOOD_RESULT, POISON],
+                    found(incidents={"inc-a"}, workflow_results={"wf-b"}), 0, [dead("c")])  # fmt: skip
+    assert verdict.holds
+    assert (verdict.counts.stored, verdict.counts.dead_lettered, verdict.counts.lost) == (2, 1, 0)
+    assert verdict.wrong_reasons([POISON]) == []
+
+
+def test_a_record_neither_stored_nor_dead_lettered_is_lost() -> None:
+    """A good event missing from MongoDB and from every dead-letter topic is lost, and the invariant fails."""
+    verdict = judge([GOOD_INCIDENT, POISON], found(), 0, [dead("c")])
+    assert not verdict.holds
+    assert verdict.counts.lost == 1 and verdict.lost_ids == ["a"]
+
+
+def test_a_document_in_the_wrong_collection_is_unexpected_and_its_event_lost() -> None:
+    """Identity is (collection, _id): the right `_id` in another collection is an unexpected document."""
+    verdict = judge([GOOD_INCIDENT], found(telemetry_buffer={"inc-a"}), 0, [])
+    assert (verdict.counts.unexpected, verdict.counts.lost) == (1, 1)
+
+
+def test_extra_dead_letter_copies_count_as_duplicates_but_keep_the_invariant() -> None:
+    """A record dead-lettered twice (re-read after a crash) is one dead-lettered record and one duplicate."""
+    verdict = judge([POISON], found(), 0, [dead("c"), dead("c")])
+    assert verdict.holds
+    assert (verdict.counts.dead_lettered, verdict.counts.duplicates) == (1, 1)
+
+
+def test_extra_documents_per_identity_break_the_invariant() -> None:
+    """More documents than distinct `_id`s (counted by the caller) are duplicates and the invariant fails."""
+    verdict = judge([GOOD_INCIDENT], found(incidents={"inc-a"}), 1, [])
+    assert not verdict.holds and verdict.counts.duplicates == 1
+
+
+def test_stored_and_dead_lettered_is_counted_apart() -> None:
+    """An event both stored and dead-lettered (acknowledgement lost in an outage) is stored, and counted in `both`."""
+    verdict = judge(
+        [GOOD_INCIDENT], found(incidents={"inc-a"}), 0, [dead("a", "retries_exhausted", "persist_failed")]
+    )
+    assert verdict.holds
+    assert (verdict.counts.stored, verdict.counts.dead_lettered, verdict.counts.both) == (1, 0, 1)
+    assert verdict.error_types["persist_failed"] == 1
+
+
+def test_a_dead_letter_with_an_unknown_chaos_id_is_unexpected() -> None:
+    """A dead letter that matches no published record is unexpected."""
+    verdict = judge([POISON], found(), 0, [dead("c"), dead("zzz")])
+    assert not verdict.holds and verdict.counts.unexpected == 1
+
+
+def test_a_poison_record_dead_lettered_for_another_reason_is_reported() -> None:
+    """The reason a poison record was built to trigger is compared with its `x-error-reason`."""
+    verdict = judge([POISON], found(), 0, [dead("c", reason="too_large")])
+    assert verdict.wrong_reasons([POISON]) == [("c", "not_json", "too_large")]
