@@ -51,12 +51,12 @@ async def test_mongodb_stopped_and_restarted_mid_stream(
     settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=controllable_mongo.uri,
                             kafka_max_batch_records=100, **closed, **QUICK_GROUP)  # fmt: skip
     await prepare_topics(create_topics, settings)
-    records = mixed_stream(unique_name, scale.pick(1500, 15_000), seed=61, malformed_share=0.02)
+    records = mixed_stream(unique_name, scale.pick(1200, 15_000), seed=61, malformed_share=0.02)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     processes.append(worker)
     worker.start()
     await publish_around_an_outage(settings, records, controllable_mongo, chunks=scale.pick(12, 30),
-                                   outage_s=scale.pick(5, 20))  # fmt: skip
+                                   outage_s=scale.pick(4, 20))  # fmt: skip
     await wait_all_committed(settings, len(records), within=scale.pick(240, 900))
     assert worker.terminate() == 0
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(controllable_mongo.uri)
