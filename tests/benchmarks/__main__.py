@@ -158,6 +158,7 @@ async def run(
         drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
         drop_database(uri, worker_settings.mongodb_database)
         record(WORKER, drained.rate, rep)
+        results.worker_peak_rss_mib.append(drained.peak_rss_mib)
         for name, share in drained.cpu_share.items():
             results.cpu_share.setdefault(name, []).append(share)
 
