@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -193,6 +194,7 @@ def _add_dlq_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _redeliver(settings: Settings, args: argparse.Namespace) -> int:
+    exit_cleanly_on_sigterm()
     from worker.app import StartupError, run_redelivery, serve
 
     if args.once:
@@ -280,7 +282,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return handler(settings, args)
 
 
+def exit_cleanly_on_sigterm() -> None:
+    """Until the event loop installs its own handlers, SIGTERM means "exit 0 now".
+
+    Python's default would end the process by the signal (exit 143 in Kubernetes) when it
+    arrives during start-up; nothing has been consumed or claimed yet, so leaving is clean.
+    """
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(EXIT_OK)
+
+    signal.signal(signal.SIGTERM, leave)
+
+
 def _run(settings: Settings, _args: argparse.Namespace) -> int:
+    exit_cleanly_on_sigterm()
     from worker.app import StartupError, serve
 
     try:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from worker.cli import exit_cleanly_on_sigterm
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +53,15 @@ def test_every_setting_is_documented_in_the_readme_table() -> None:
     documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
     expected = {name.upper() for name in Settings.model_fields}
     assert expected - documented == set()
+
+
+def test_sigterm_during_start_up_exits_0_instead_of_dying_by_the_signal() -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_cleanly_on_sigterm()
+        with pytest.raises(SystemExit) as exited:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # give the interpreter a bytecode boundary to run the handler
+        assert exited.value.code == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
