@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from worker.app import run_worker
+from worker.demo.events import EventFactory
 from worker.demo.publish import read_until_idle
 from worker.settings import RouteName, Settings
 
@@ -112,6 +114,13 @@ async def publish(
     finally:
         await producer.stop()
     return count
+
+
+async def publish_good(settings: Settings, route: RouteName, count: int, seed: int) -> None:
+    """`count` valid events of `route` (EventFactory(seed)), event ids `<seed>-<i>`, to the route's topic."""
+    factory = EventFactory(seed=seed)
+    values = [orjson.dumps({**factory.good(route), "event_id": f"{seed}-{i}"}) for i in range(count)]
+    await publish(settings.kafka_bootstrap_servers, settings.topic_for(route), values)
 
 
 async def read_topic(bootstrap: str, topic: str, *, idle_ms: int = 1500) -> list[Any]:

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
@@ -17,6 +16,7 @@ from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
     publish,
+    publish_good,
     read_topic,
     running_worker,
     settings_for,
@@ -39,12 +39,6 @@ async def committed_total(settings: Settings, partitions: int = 3) -> int:
         offsets = await committed_offsets(settings, settings.topic_for(route), partitions)
         total += sum(o or 0 for o in offsets.values())
     return total
-
-
-async def publish_kind(settings: Settings, route: RouteName, count: int, seed: int) -> None:
-    factory = EventFactory(seed=seed)
-    values = [orjson.dumps({**factory.good(route), "event_id": f"{seed}-{i}"}) for i in range(count)]
-    await publish(settings.kafka_bootstrap_servers, settings.topic_for(route), values)
 
 
 async def test_sigkill_at_any_moment_then_restart_stores_every_event_once(
@@ -92,7 +86,7 @@ async def test_sigterm_drains_commits_and_exits_zero(
         name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, kafka_max_batch_records=50
     )
     await prepare_topics(create_topics, settings)
-    await publish_kind(settings, RouteName.INCIDENTS, 3000, seed=22)
+    await publish_good(settings, RouteName.INCIDENTS, 3000, seed=22)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     await wait_until(lambda: _grew(mongo_db, 0, 100), within=60, what="first documents")
@@ -115,10 +109,10 @@ async def test_fail_open_route_dead_letters_after_retries_and_goes_on(
     dlq = settings.dlq_topic(settings.topic_for(RouteName.VALIDATION))
     with capture_logs() as logs:
         async with running_worker(settings):
-            await publish_kind(settings, RouteName.VALIDATION, 10, seed=23)
+            await publish_good(settings, RouteName.VALIDATION, 10, seed=23)
             await wait_until(lambda: _count_is(db, "validation_audit", 10), within=60, what="first 10 stored")
             controllable_mongo.stop()
-            await publish_kind(settings, RouteName.VALIDATION, 10, seed=24)
+            await publish_good(settings, RouteName.VALIDATION, 10, seed=24)
             await wait_until(lambda: _committed_is(settings, 20), within=60, what="commit past the outage")
     dead = await read_topic(kafka_bootstrap, dlq)
     assert len(dead) == 10
@@ -147,12 +141,12 @@ async def test_fail_closed_route_holds_its_partitions_until_mongodb_returns(
     incidents_topic = settings.topic_for(RouteName.INCIDENTS)
     with capture_logs() as logs:
         async with running_worker(settings):
-            await publish_kind(settings, RouteName.INCIDENTS, 5, seed=25)
+            await publish_good(settings, RouteName.INCIDENTS, 5, seed=25)
             await wait_until(lambda: _count_is(db, "incidents", 5), within=60, what="first 5 stored")
             await wait_until(lambda: _topic_committed(settings, incidents_topic, 5), within=30, what="commit")
             controllable_mongo.stop()
-            await publish_kind(settings, RouteName.INCIDENTS, 10, seed=26)
-            await publish_kind(settings, RouteName.VALIDATION, 4, seed=27)
+            await publish_good(settings, RouteName.INCIDENTS, 10, seed=26)
+            await publish_good(settings, RouteName.VALIDATION, 4, seed=27)
             validation_dlq = settings.dlq_topic(settings.topic_for(RouteName.VALIDATION))
             await wait_until(lambda: _has_records(kafka_bootstrap, validation_dlq, 4), within=60,
                              what="the fail-open neighbour to give up")  # fmt: skip
@@ -191,10 +185,10 @@ async def test_a_short_outage_is_bridged_by_retries(
     db = client[settings.mongodb_database]
     with capture_logs() as logs:
         async with running_worker(settings):
-            await publish_kind(settings, RouteName.TELEMETRY, 3, seed=28)
+            await publish_good(settings, RouteName.TELEMETRY, 3, seed=28)
             await wait_until(lambda: _count_is(db, "telemetry_buffer", 3), within=60, what="first stored")
             controllable_mongo.stop()
-            await publish_kind(settings, RouteName.TELEMETRY, 5, seed=29)
+            await publish_good(settings, RouteName.TELEMETRY, 5, seed=29)
             await wait_until(lambda: _logged(logs, "mongodb_write_retry", 2), within=30, what="retries")
             controllable_mongo.start()
             await wait_until(
@@ -221,7 +215,7 @@ async def test_worker_started_without_mongodb_logs_client_not_initialized_and_ca
     controllable_mongo.stop()
     with capture_logs() as logs:
         async with running_worker(settings):
-            await publish_kind(settings, RouteName.INCIDENTS, 3, seed=30)
+            await publish_good(settings, RouteName.INCIDENTS, 3, seed=30)
             await wait_until(
                 lambda: _logged(logs, "mongodb_client_not_initialized", 1), within=60, what="the log"
             )

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from tests.integration.harness import (
     prepare_topics,
-    publish,
+    publish_good,
     running_worker,
     settings_env,
     settings_for,
@@ -24,7 +23,6 @@ from tests.integration.harness import (
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
 from worker import buffer_stats
-from worker.demo.events import EventFactory
 from worker.demo.servers import free_port
 from worker.settings import RouteName, Settings
 
@@ -63,12 +61,6 @@ def lags(samples: Samples, topic: str) -> dict[int, float]:
         if name == "persistence_consumer_lag_records" and label["topic"] == topic:
             found[int(label["partition"])] = value
     return found
-
-
-async def publish_good(settings: Settings, route: RouteName, count: int, seed: int) -> None:
-    factory = EventFactory(seed=seed)
-    values = [orjson.dumps({**factory.good(route), "event_id": f"{seed}-{i}"}) for i in range(count)]
-    await publish(settings.kafka_bootstrap_servers, settings.topic_for(route), values)
 
 
 async def test_commit_lag_goes_to_zero_once_a_backlog_is_drained(
