@@ -42,6 +42,8 @@ def create_consumer(settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         max_poll_records=settings.kafka_max_batch_records,
+        fetch_max_bytes=settings.kafka_fetch_max_bytes,
+        max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
     )
 
 

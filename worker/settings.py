@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     kafka_dlq_suffix: str = Field(default=".dlq", min_length=1)
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     kafka_max_batch_records: int = Field(default=1000, ge=1, le=100_000)
+    # Prefetched, not yet handed-out records are what bounds memory besides the batch in hand.
+    kafka_fetch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    kafka_max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=1024)
     kafka_poll_timeout_ms: int = Field(default=500, ge=10)
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3000, ge=100)

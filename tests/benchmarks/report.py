@@ -118,7 +118,8 @@ def markdown(results: Results, chart_name: str) -> str:
             f"peak RSS (VmHWM) {rss.peak_rss_mib:.0f} MiB, against "
             f"{_range_mib(results.worker_peak_rss_mib)} MiB for the {results.events:,}-event drains above. "
             "What bounds it is configuration: at most `KAFKA_MAX_BATCH_RECORDS` records in hand, and "
-            "aiokafka's prefetch (`max_partition_fetch_bytes`, 1 MiB per assigned partition). "
+            "aiokafka's prefetch (`KAFKA_MAX_PARTITION_FETCH_BYTES` per assigned partition, at most "
+            "`KAFKA_FETCH_MAX_BYTES` per response; tansu overshoots the first, see below). "
             "The drain rate is lower than above because nx-27017 slows down as its SQLite tables and "
             "indexes grow to a million documents. RSS sampled every 0.25 s, by progress:",
             "",
@@ -211,16 +212,18 @@ PERFORMANCE_WORK = [
     "  bulk write (`tests/unit/test_batch_chunks.py`). Three paired 50,000-event runs: +5 % each time.",
     "- Tried and not kept: larger batches (`KAFKA_MAX_BATCH_RECORDS` 3,000: 3,673 vs 3,719 events/s, no",
     "  gain, more memory).",
-    "- Open: peak RSS grows with the backlog on the stand-ins (about 75 MiB draining 100,000 events,",
-    "  113 MiB for 300,000, 144 MiB for 1,000,000) and falls again as the backlog empties (81 MiB at the",
-    '  end), so nothing is retained, but the target "flat" is missed. A bare aiokafka consumer with the',
-    "  default fetch limits holds about 55 MiB more after prefetching from a 300,000-event tansu topic",
-    "  than with `max_partition_fetch_bytes` 64 KiB / `fetch_max_bytes` 256 KiB (118 vs 66 MiB), far",
-    "  above 1 MiB x 12 partitions: the prefetch was the suspect, whether tansu's fetch answers exceed",
-    "  the limits or aiokafka's parsed buffers do. But neither `fetch_max_bytes` 4 MiB (110 vs 113 MiB",
-    "  on 300,000) nor `max_partition_fetch_bytes` 128 KiB (119 MiB) lowered the worker's peak, so the",
-    "  cause is not found yet. Next step: tracemalloc snapshots of the worker at 10 % and 50 % of a",
-    "  large drain.",
+    "- Open on the stand-ins, cause found: peak RSS grows with the backlog (about 75 MiB draining",
+    "  100,000 events, 113 MiB for 300,000, 144 MiB for 1,000,000) and falls again as the backlog",
+    '  empties (81 MiB at the end), so nothing is retained, but the target "flat" is missed. A',
+    "  tracemalloc probe of the worker draining 300,000 events (after the run above) shows where:",
+    "  11 fetch-response buffers of 4.7-5.2 MiB each (about 55 MiB) held by aiokafka's prefetch,",
+    "  although the consumer asks for at most 1 MiB per partition (`KAFKA_MAX_PARTITION_FETCH_BYTES`)",
+    "  and 8 MiB per response (`KAFKA_FETCH_MAX_BYTES`, now set explicitly instead of aiokafka's",
+    "  50 MiB). tansu overshoots the per-partition limit: asked for 64 KiB it answers about 280 KB, asked",
+    "  for 1 MiB it answers a whole 5 MB partition (`tests/integration/test_servers.py::",
+    "  test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch`, a stand-in deviation). Kafka",
+    "  honours the limit (it exceeds it only to return one whole record batch), so on a real broker",
+    "  the prefetch is bounded by those two settings; not measured here, for lack of one.",
     "- On a backlog, aiokafka hands out one partition's records per poll, so a batch usually holds a",
     "  single route and the per-route concurrency in `worker/batch.py` rarely applies; with nx-27017",
     "  executing one command at a time it would not help anyway.",

@@ -105,3 +105,48 @@ async def test_controllable_mongo_keeps_data_across_an_outage(
         assert await runs.find_one({"_id": "before-outage"}) == {"_id": "before-outage"}
     finally:
         await client.close()
+
+
+@pytest.mark.standin_deviation(
+    reason="tansu overshoots max_partition_fetch_bytes: asked for 64 KiB per partition it answered about "
+    "280 KB, and asked for 1 MiB a whole 5 MB partition, so a consumer's prefetch (and the worker's RSS) "
+    "grows with the backlog"
+)
+async def test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch(
+    kafka_bootstrap: str, create_topics: Any, unique_name: str
+) -> None:
+    """The worker's memory bound rests on this: each partition's prefetch is capped by
+    `max_partition_fetch_bytes` (Kafka exceeds it only to return one whole record batch).
+    aiokafka keeps one fetched result per partition until it is handed out, so what a
+    poll can return at once is at most the limit plus one batch per partition."""
+    topic, partitions, value_bytes, batch_bytes, limit = f"{unique_name}.fetch", 4, 1000, 16 * 1024, 64 * 1024
+    await create_topics(topic, partitions=partitions)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5, max_batch_size=batch_bytes)
+    await producer.start()
+    try:
+        for index in range(4000):  # 1,000 records (about 1 MB) per partition
+            await producer.send(topic, b"x" * value_bytes, partition=index % partitions)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{unique_name}.group",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=limit,
+        fetch_max_bytes=partitions * limit,
+    )
+    await consumer.start()
+    try:
+        await consumer.getmany(timeout_ms=20_000, max_records=1)
+        await asyncio.sleep(2)  # let the prefetch fill every partition
+        buffered = await consumer.getmany(timeout_ms=1000, max_records=1_000_000)
+    finally:
+        await consumer.stop()
+
+    per_record = value_bytes + 70  # the value plus a record's framing, generously
+    largest = max(len(records) for records in buffered.values())
+    assert largest * per_record <= limit + batch_bytes, f"one partition brought {largest} records"
