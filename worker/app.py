@@ -133,10 +133,7 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
     """
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
     liveness = Liveness()
-    background = [
-        asyncio.create_task(connect_mongodb(gateway, settings, stop)),
-        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
-    ]
+    background = [asyncio.create_task(connect_mongodb(gateway, settings, stop))]
     if settings.http_port:
         health = Health(
             last_poll=None,
@@ -146,6 +143,7 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
             loops={"redelivery": liveness},
         )
         background.append(_background(serve_http(settings.http_port, health, stop), "http"))
+        background.append(_background(sample_until_stopped(gateway, settings, stop), "buffer_stats"))
     try:
         await redeliver_until_stopped(settings, gateway, stop, liveness)
     finally:

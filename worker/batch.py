@@ -199,7 +199,8 @@ class BatchProcessor:
             try:
                 outcome = await chunk.task
             except WorkerError as exc:
-                failed, failure = [*failed, *chunk.items], exc
+                failed.extend(chunk.items)
+                failure = exc
                 continue
             base = len(written)
             written.extend(chunk.items)

@@ -1,7 +1,7 @@
 """The telemetry_buffer gauges: documents pending, documents parked, age of the oldest pending one.
 
-Sampled every TELEMETRY_BUFFER_STATS_INTERVAL_S by `run` (when it serves /metrics) and by
-`redeliver`. "Pending" is every document the redelivery loop may still deliver (not parked,
+Sampled every TELEMETRY_BUFFER_STATS_INTERVAL_S by `run` and by `redeliver`, when they serve
+/metrics (HTTP_PORT not 0). "Pending" is every document the redelivery loop may still deliver (not parked,
 whether due, waiting for its backoff or claimed right now). The three queries are answered
 by the claim index `(parked, buffered_at)`: an equality on `parked`, then `buffered_at` in
 index order. A failed sample logs one `telemetry_buffer_stats_failed` warning and leaves
