@@ -18,6 +18,11 @@ from tests.conftest import ServerKinds
 from tests.integration.harness import RedeliverProcess, WorkerProcess, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
 
+# Two loops drain about 1,000 documents/s here and a victim takes a second or two to come up; a
+# round that starts with fewer buffered documents than this is topped up first, so that the steady
+# loop cannot empty the buffer before the victim claims anything.
+REFILL_BELOW = 2000
+
 
 async def buffered(db: Any) -> int:
     return int(await db.telemetry_buffer.count_documents({}))
@@ -46,6 +51,10 @@ async def test_redelivery_loops_killed_mid_delivery(
     kills, chooser = scale.pick(3, 10), random.Random(92)
     windows: list[set[str]] = []
     for round_ in range(kills):
+        if await buffered(mongo_db) < REFILL_BELOW:  # the victim must find work when it comes up
+            more = buffered_documents(REFILL_BELOW, seed=1000 + round_)
+            await mongo_db.telemetry_buffer.insert_many(more)
+            documents += more
         victim = RedeliverProcess(settings, tmp_path / f"victim-{round_}.log")
         processes.append(victim)
         before = await buffered(mongo_db)
