@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from worker.memory import fix_mmap_threshold
 from worker.settings import Settings, format_settings_error
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -278,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from worker.logging import configure_logging
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    fix_mmap_threshold()  # before any Kafka buffer is allocated: see worker/memory.py
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     return handler(settings, args)
 
