@@ -110,7 +110,7 @@ async def test_controllable_mongo_keeps_data_across_an_outage(
 @pytest.mark.standin_deviation(
     reason="tansu overshoots max_partition_fetch_bytes: asked for 64 KiB per partition it answered about "
     "280 KB, and asked for 1 MiB a whole 5 MB partition, so a consumer's prefetch (and the worker's RSS) "
-    "grows with the backlog"
+    "grows with the backlog until its answers reach about 5 MB per partition"
 )
 async def test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch(
     kafka_bootstrap: str, create_topics: Any, unique_name: str
