@@ -4,8 +4,8 @@ Kafka fetch answers arrive as large buffers (up to `KAFKA_MAX_PARTITION_FETCH_BY
 partition, several MiB on brokers that overshoot it). glibc serves an allocation that large
 with its own mmap and unmaps it on free, but its *dynamic* mmap threshold rises to the size of
 each such block freed (up to 32 MiB), after which the next buffers come from the heap instead.
-Small long-lived allocations made in between pin that heap, freed buffers cannot be trimmed,
-and RSS ratchets up with the amount fetched rather than with what is held: the benchmark
+Allocations made in between that outlive the buffers pin that heap, the freed buffers cannot
+be trimmed, and RSS ratchets up with the amount fetched rather than with what is held: the benchmark
 measured peaks of 144-164 MiB that wandered from run to run, against a flat 124 MiB with a
 fixed threshold (docs/benchmarks.md).
 
@@ -18,7 +18,6 @@ started and this module then leaves it alone.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_MMAP_THRESHOLD = -3
@@ -34,12 +33,8 @@ def fix_mmap_threshold(threshold: int = DEFAULT_MMAP_THRESHOLD) -> bool:
     `MALLOC_MMAP_THRESHOLD_` is set in the environment."""
     if os.environ.get(ENV_OVERRIDE):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter already runs on
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
