@@ -31,7 +31,7 @@ from tests.benchmarks.report import (
     chart,
     markdown,
 )
-from tests.benchmarks.worker_run import drain
+from tests.benchmarks.worker_run import Drain, drain
 from worker.demo.servers import LocalKafka, LocalMongo
 from worker.logging import configure_logging
 from worker.mongo.gateway import MongoGateway
@@ -180,7 +180,7 @@ async def run(
 
     # Two memory runs, the second backlog twice the first: if the backlog set the peak, doubling it
     # would show; the throughput drains above are too small to fill the consumer's prefetch.
-    for label, count in (("half", args.rss_events // 2), ("full", args.rss_events)):
+    async def memory_run(label: str, count: int) -> Drain:
         rss_settings = bench_settings(name=f"{run_id}-rss-{label}", bootstrap=bootstrap, mongo_uri=uri)
         say(f"producing a backlog of {count:,} events for a memory run")
         big = await produce_backlog(rss_settings, count)
@@ -190,10 +190,10 @@ async def run(
         )
         drop_database(uri, rss_settings.mongodb_database)
         say(f"drained {big.count:,} at {drained.rate:,.0f} events/s; peak RSS {drained.peak_rss_mib:.0f} MiB")
-        if label == "half":
-            results.rss_half = drained
-        else:
-            results.rss = drained
+        return drained
+
+    results.rss_half = await memory_run("half", args.rss_events // 2)
+    results.rss = await memory_run("full", args.rss_events)
     results.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results.notes = method_notes(settings)
     return results

@@ -112,20 +112,15 @@ def markdown(results: Results, chart_name: str) -> str:
             f"| {lat.percentile(0.5):,.0f} ms | {lat.percentile(0.9):,.0f} ms | {lat.percentile(0.99):,.0f} ms "
             f"| {max(lat.latencies_ms):,.0f} ms |",
         ]
-    if results.rss is not None:
-        rss = results.rss
-        compared = (
-            f"{results.rss_half.peak_rss_mib:.0f} MiB for {results.rss_half.events:,} events "
-            f"({results.rss_half.rate:,.0f} events/s) and "
-            if results.rss_half is not None
-            else ""
-        )
+    if results.rss is not None and results.rss_half is not None:
+        rss, half = results.rss, results.rss_half
         lines += [
             "",
             "## Memory while draining a large backlog",
             "",
             f"The worker drained {rss.events:,} events in {rss.seconds:,.0f} s ({rss.rate:,.0f} events/s); "
-            f"peak RSS (VmHWM) {rss.peak_rss_mib:.0f} MiB, against {compared}"
+            f"peak RSS (VmHWM) {rss.peak_rss_mib:.0f} MiB, against {half.peak_rss_mib:.0f} MiB for "
+            f"{half.events:,} events ({half.rate:,.0f} events/s) and "
             f"{_range_mib(results.worker_peak_rss_mib)} MiB for the {results.events:,}-event drains above. "
             "What the worker holds is bounded by configuration: at most `KAFKA_MAX_BATCH_RECORDS` records "
             "in hand, and aiokafka's prefetch, at most one fetched answer per assigned partition "
@@ -336,12 +331,11 @@ def chart(results: Results, path: Path) -> None:
         ax.set_xlabel("publish → stored, ms (log)")
         ax.set_ylabel("fraction of events")
         ax.set_title(f"Latency at {results.latency.rate:,.0f} events/s")
-    if results.rss is not None:
+    if results.rss is not None and results.rss_half is not None:
         ax = axes[2]
         for drained, color in ((results.rss_half, "#8172b2"), (results.rss, "#55a868")):
-            if drained is not None:
-                ax.plot([s.done for s in drained.samples], [s.rss_mib for s in drained.samples],
-                        color=color, label=f"{drained.events:,}-event backlog")  # fmt: skip
+            ax.plot([s.done for s in drained.samples], [s.rss_mib for s in drained.samples],
+                    color=color, label=f"{drained.events:,}-event backlog")  # fmt: skip
         ax.set_ylim(bottom=0)
         ax.legend(loc="lower right", fontsize=8)
         ax.set_xlabel("events drained")
