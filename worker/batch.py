@@ -26,7 +26,13 @@ from worker.dlq import (
     DeadLetter,
     DeadLetterPublisher,
 )
-from worker.errors import EventRejected, PermanentError, TransientError, WorkerError
+from worker.errors import (
+    DocumentRefused,
+    EventRejected,
+    OperationRefused,
+    TransientError,
+    WorkerError,
+)
 from worker.mongo.writers import WriteOutcome
 from worker.retry import with_retries
 from worker.routes import FailurePolicy, Route
@@ -177,15 +183,19 @@ class BatchProcessor:
         if previous is not None:
             await asyncio.wait([previous])
             failure = None if previous.cancelled() else previous.exception()
-            if isinstance(failure, TransientError):
-                raise failure  # the server is unavailable: do not retry all over again
+            if isinstance(failure, WorkerError):
+                raise failure  # an outage (server down, operation refused): do not try all over again
         metrics.BATCH_SIZE.labels(route.name.value).observe(len(items))
+        return await self._write_items(route, items)
+
+    async def _write_items(self, route: Route, items: list[Prepared]) -> WriteOutcome:
+        """Write with retries; a refused document is isolated, any other failure is the chunk's outage."""
         documents = [item.document for item in items]
         try:
             return await with_retries(self._settings, route.writer.collection, route.writer.write, documents)
-        except PermanentError:
+        except DocumentRefused as exc:
             if len(items) == 1:
-                raise
+                return WriteOutcome(stored=0, refused={0: str(exc)})
             # One document may spoil the whole bulk write (e.g. BSON cannot encode it): isolate it.
             return await self._write_one_by_one(route, items)
 
@@ -227,16 +237,10 @@ class BatchProcessor:
         return result
 
     async def _write_one_by_one(self, route: Route, items: list[Prepared]) -> WriteOutcome:
-        """Write each document alone; those the server or BSON refuse become `refused`."""
+        """Write each document alone; those refused become `refused`; an outage fails the chunk."""
         stored, skipped, refused = 0, set[int](), dict[int, str]()
         for index, item in enumerate(items):
-            try:
-                alone = await with_retries(
-                    self._settings, route.writer.collection, route.writer.write, [item.document]
-                )
-            except PermanentError as exc:
-                refused[index] = str(exc)
-                continue
+            alone = await self._write_items(route, [item])
             stored += alone.stored
             if alone.skipped:
                 skipped.add(index)
@@ -258,13 +262,22 @@ class BatchProcessor:
             topic=route.topic, partitions=partitions, records=len(items), error=str(exc),
             transient=isinstance(exc, TransientError), dlq_topic=route.dlq_topic,
         )  # fmt: skip
-        reason = "retries_exhausted" if isinstance(exc, TransientError) else "write_error"
+        reason = _failure_reason(exc)
         return RouteResult(
             dead=[
                 DeadLetter(item.record, route.dlq_topic, ERROR_TYPE_PERSIST_FAILED, reason, str(exc))
                 for item in items
             ]
         )
+
+
+def _failure_reason(exc: WorkerError) -> str:
+    """The `x-error-reason` of a route's records dead-lettered because of an outage."""
+    if isinstance(exc, TransientError):
+        return "retries_exhausted"
+    if isinstance(exc, OperationRefused):
+        return "operation_refused"
+    return "write_error"
 
 
 def _count(

@@ -3,13 +3,20 @@
     WorkerError
     ├── TransientError        try again later: MongoDB or Kafka unreachable, timeouts,
     │                         a primary stepping down, no MongoDB client yet
-    └── PermanentError        trying again cannot help
-        └── EventRejected     the input itself is bad; carries a reason code for the
-                              dead-letter headers and the `event_rejected` log line
+    └── PermanentError        trying the same call again at once cannot help
+        ├── EventRejected     the input itself is bad; carries a reason code for the
+        │                     dead-letter headers and the `event_rejected` log line
+        ├── OperationRefused  the server refuses the operation itself (authentication,
+        │                     authorization, namespace state, write concern): an outage
+        │                     for every record the operation carried, whatever their number
+        └── DocumentRefused   the server (or BSON) refuses one document for what it is
+                              (too large, not encodable, validation, another unique key)
 
 Only the adapters (worker.mongo.*, worker.dlq) see PyMongo and aiokafka exceptions;
-they raise these with `raise ... from exc`, so tenacity and the consumer loop decide
-on two types alone.
+they raise these with `raise ... from exc`. Tenacity retries TransientError alone; the
+batch treats TransientError (once retries are spent) and OperationRefused as an outage
+of the route (fail-open: dead-lettered; fail-closed: held), and DocumentRefused as a
+property of one record (`persist_refused`). Any other PermanentError counts as an outage.
 """
 
 from __future__ import annotations
@@ -35,3 +42,11 @@ class EventRejected(PermanentError):
         self.reason = reason
         self.detail = detail
         self.event_id = event_id
+
+
+class OperationRefused(PermanentError):
+    """The server refused the whole operation (e.g. not authorized): an outage, not a bad document."""
+
+
+class DocumentRefused(PermanentError):
+    """The server or the BSON encoder refused a document itself; the other documents may be written."""

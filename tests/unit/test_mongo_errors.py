@@ -1,8 +1,9 @@
-"""Specification of worker.mongo.errors: which PyMongo failures are worth retrying."""
+"""Specification of worker.mongo.errors: PyMongo failures in three kinds (transient, operation, document)."""
 
 from __future__ import annotations
 
 import pytest
+from bson.errors import InvalidDocument
 from pymongo.errors import (
     AutoReconnect,
     ConfigurationError,
@@ -15,10 +16,11 @@ from pymongo.errors import (
     PyMongoError,
     ServerSelectionTimeoutError,
     WriteConcernError,
+    WriteError,
     WTimeoutError,
 )
 
-from worker.errors import PermanentError, TransientError
+from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.errors import convert, is_transient
 
 TRANSIENT = {
@@ -27,8 +29,6 @@ TRANSIENT = {
     "ServerSelectionTimeoutError": ServerSelectionTimeoutError("db:27017: timed out"),
     "NetworkTimeout": NetworkTimeout("db:27017: timed out"),
     "ExecutionTimeout": ExecutionTimeout("operation exceeded time limit", code=50),
-    "WriteConcernError": WriteConcernError("waiting for replication timed out", code=64),
-    "WTimeoutError": WTimeoutError("waiting for replication timed out", code=64),
     "code 91 ShutdownInProgress": OperationFailure("shutting down", code=91),
     "code 10107 NotWritablePrimary": OperationFailure("not primary", code=10107),
     "code 11600 InterruptedAtShutdown": OperationFailure("interrupted at shutdown", code=11600),
@@ -40,13 +40,26 @@ TRANSIENT = {
         "some failure", code=12345, details={"errorLabels": ["TransientTransactionError"]}
     ),
 }
-PERMANENT = {
+OPERATION_REFUSED = {
     "code 2 BadValue": OperationFailure("bad value", code=2),
     "code 13 Unauthorized": OperationFailure("not authorized on orchestrator", code=13),
     "code 18 AuthenticationFailed": OperationFailure("Authentication failed.", code=18),
-    "DuplicateKeyError": DuplicateKeyError("E11000 duplicate key error", code=11000),
+    "code 26 NamespaceNotFound": OperationFailure("ns not found", code=26),
+    "WriteConcernError": WriteConcernError("waiting for replication timed out", code=64),
+    "WTimeoutError": WTimeoutError("waiting for replication timed out", code=64),
+    "WriteConcernError labelled retryable": WriteConcernError(
+        "not enough data-bearing nodes", code=100, details={"errorLabels": ["RetryableWriteError"]}
+    ),
+    "WriteError code 13": WriteError("not authorized", code=13),
     "ConfigurationError": ConfigurationError("unknown option foo"),
     "OperationFailure without code": OperationFailure("unknown"),
+}
+DOCUMENT_REFUSED: dict[str, Exception] = {
+    "DuplicateKeyError": DuplicateKeyError("E11000 duplicate key error", code=11000),
+    "WriteError code 121": WriteError("Document failed validation", code=121),
+    "DocumentTooLarge": DocumentTooLarge("BSON document too large (17000000 bytes)"),
+    "InvalidDocument": InvalidDocument("cannot encode object: <object>"),
+    "OverflowError": OverflowError("MongoDB can only handle up to 8-byte ints"),
 }
 
 
@@ -57,23 +70,23 @@ def test_retryable_failures_are_transient(error: PyMongoError) -> None:
     assert isinstance(convert(error), TransientError)
 
 
-@pytest.mark.parametrize("error", PERMANENT.values(), ids=PERMANENT.keys())
-def test_other_failures_are_permanent(error: PyMongoError) -> None:
-    """Auth failures, bad values, duplicate keys and oversized documents convert to PermanentError."""
+@pytest.mark.parametrize("error", OPERATION_REFUSED.values(), ids=OPERATION_REFUSED.keys())
+def test_refusals_of_the_operation_are_operation_refused(error: PyMongoError) -> None:
+    """Auth failures, write concern errors and other command-level refusals convert to OperationRefused."""
     assert not is_transient(error)
     converted = convert(error)
+    assert isinstance(converted, OperationRefused)
     assert isinstance(converted, PermanentError)
-    assert not isinstance(converted, TransientError)
+
+
+@pytest.mark.parametrize("error", DOCUMENT_REFUSED.values(), ids=DOCUMENT_REFUSED.keys())
+def test_refusals_of_one_document_are_document_refused(error: Exception) -> None:
+    """Duplicate keys, validation failures and documents BSON cannot encode convert to DocumentRefused."""
+    assert not is_transient(error)
+    assert isinstance(convert(error), DocumentRefused)
 
 
 def test_the_converted_message_names_the_pymongo_error() -> None:
     """The converted error's message starts with the PyMongo class name, then its message."""
     converted = convert(AutoReconnect("db:27017: connection closed"))
     assert str(converted) == "AutoReconnect: db:27017: connection closed"
-
-
-def test_an_oversized_document_is_permanent() -> None:
-    """DocumentTooLarge (a document over the server's BSON limit) converts to PermanentError."""
-    error = DocumentTooLarge("BSON document too large (17000000 bytes)")
-    assert not is_transient(error)  # type: ignore[arg-type]
-    assert isinstance(convert(error), PermanentError)  # type: ignore[arg-type]

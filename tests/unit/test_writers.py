@@ -9,7 +9,7 @@ import pytest
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
 
-from worker.errors import PermanentError, TransientError
+from worker.errors import DocumentRefused, OperationRefused, TransientError
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter, WriteOutcome, _outcome_of_bulk_error
 
@@ -33,13 +33,17 @@ def bulk_error(
     )
 
 
-def write_error(index: int, code: int, errmsg: str = "failed") -> dict[str, Any]:
-    return {"index": index, "code": code, "errmsg": errmsg}
+def write_error(index: int, code: int, errmsg: str = "failed", **extra: Any) -> dict[str, Any]:
+    return {"index": index, "code": code, "errmsg": errmsg, **extra}
+
+
+def docs(count: int) -> list[Document]:
+    return [{"_id": f"e-{index}", "workflow_id": f"wf-{index}"} for index in range(count)]
 
 
 def test_duplicate_keys_are_skipped() -> None:
     """Write errors with code 11000 (already stored) count as skipped, the rest as stored."""
-    outcome = _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(3, 11000)), total=5)
+    outcome = _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(3, 11000)), docs(5))
     assert outcome == WriteOutcome(stored=3, skipped=frozenset({0, 3}), refused={})
 
 
@@ -50,25 +54,69 @@ def test_other_write_errors_are_refusals_with_code_and_message() -> None:
         write_error(2, 121, "Document failed validation"),
         write_error(4, 2, "bad value"),
     )
-    outcome = _outcome_of_bulk_error(error, total=5)
+    outcome = _outcome_of_bulk_error(error, docs(5))
     assert outcome.stored == 2
     assert outcome.skipped == frozenset({1})
     assert outcome.refused == {2: "121: Document failed validation", 4: "2: bad value"}
 
 
-def test_write_concern_errors_are_transient() -> None:
-    """A bulk write whose write concern was not satisfied raises TransientError."""
+def test_write_concern_errors_refuse_the_operation() -> None:
+    """A bulk write whose write concern was not satisfied raises OperationRefused (an outage of the chunk)."""
     error = bulk_error(write_concern_errors=({"code": 64, "errmsg": "waiting for replication timed out"},))
-    with pytest.raises(TransientError, match="write concern") as caught:
-        _outcome_of_bulk_error(error, total=2)
+    with pytest.raises(OperationRefused, match="write concern") as caught:
+        _outcome_of_bulk_error(error, docs(2))
     assert caught.value.__cause__ is error
 
 
 @pytest.mark.parametrize("code", [91, 10107, 11600, 189])
 def test_retryable_write_error_codes_are_transient(code: int) -> None:
     """If any write error has a retryable code (e.g. the primary stepped down), the batch is transient."""
-    with pytest.raises(TransientError, match="retryable"):
-        _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(1, code)), total=2)
+    with pytest.raises(TransientError, match="transient"):
+        _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(1, code)), docs(2))
+
+
+@pytest.mark.parametrize("code", [13, 18])
+def test_an_operation_level_code_among_write_errors_refuses_the_whole_chunk(code: int) -> None:
+    """An authorization or authentication code in writeErrors makes the whole bulk write OperationRefused."""
+    error = bulk_error(write_error(0, 121), write_error(2, code, "not authorized on orchestrator"))
+    with pytest.raises(OperationRefused, match="not authorized") as caught:
+        _outcome_of_bulk_error(error, docs(3))
+    assert caught.value.__cause__ is error
+
+
+DUPLICATES_ON_ANOTHER_INDEX = {
+    "keyPattern": write_error(1, 11000, "E11000 dup key", keyPattern={"ticket": 1}, keyValue={"ticket": 7}),
+    "MongoDB message": write_error(1, 11000, "E11000 duplicate key error collection: o.c index: ticket_1"),
+    "stand-in message": write_error(1, 11000, "UNIQUE constraint failed: index 'idx_incidents_ticket'"),
+}
+
+
+@pytest.mark.parametrize(
+    "error", DUPLICATES_ON_ANOTHER_INDEX.values(), ids=DUPLICATES_ON_ANOTHER_INDEX.keys()
+)
+def test_a_duplicate_on_another_unique_index_is_a_refusal(error: dict[str, Any]) -> None:
+    """A duplicate key on an index other than the document's identity refuses that document alone."""
+    outcome = _outcome_of_bulk_error(bulk_error(error), docs(3))
+    assert outcome == WriteOutcome(stored=2, refused={1: f"11000: {error['errmsg']}"})
+
+
+DUPLICATES_OF_THE_IDENTITY = {
+    "keyPattern _id": write_error(0, 11000, "E11000", keyPattern={"_id": 1}, keyValue={"_id": "wf-0"}),
+    "keyPattern workflow_id": write_error(0, 11000, "E11000", keyPattern={"workflow_id": 1}),
+    "MongoDB message": write_error(0, 11000, "E11000 duplicate key error collection: o.c index: _id_"),
+    "stand-in _id": write_error(0, 11000, "UNIQUE constraint failed: workflow_results._id"),
+    "stand-in workflow_id": write_error(
+        0, 11000, "UNIQUE constraint failed: index 'idx_workflow_results_workflow_id'"
+    ),
+}
+
+
+@pytest.mark.parametrize("error", DUPLICATES_OF_THE_IDENTITY.values(), ids=DUPLICATES_OF_THE_IDENTITY.keys())
+def test_a_duplicate_of_the_documents_identity_is_skipped(error: dict[str, Any]) -> None:
+    """A duplicate on `_id`, or on a field equal to it (a result's workflow_id), means already stored."""
+    result = {"_id": "wf-0", "workflow_id": "wf-0", "status": "done"}
+    outcome = _outcome_of_bulk_error(bulk_error(error), [result])
+    assert outcome == WriteOutcome(stored=0, skipped=frozenset({0}))
 
 
 class FakeCollection:
@@ -130,11 +178,11 @@ async def test_insert_writer_turns_bulk_errors_into_an_outcome() -> None:
     ("error", "expected"),
     [
         (AutoReconnect("connection closed"), TransientError),
-        (OperationFailure("not authorized", code=13), PermanentError),
+        (OperationFailure("not authorized", code=13), OperationRefused),
     ],
 )
 async def test_insert_writer_converts_pymongo_errors(error: PyMongoError, expected: type[Exception]) -> None:
-    """Other PyMongo errors leave the writer as TransientError or PermanentError, chained."""
+    """Other PyMongo errors leave the writer as TransientError or OperationRefused, chained."""
     writer, _ = insert_writer(FakeCollection(error))
     with pytest.raises(expected) as caught:
         await writer.write([{"_id": "a"}])
@@ -146,10 +194,10 @@ async def test_insert_writer_converts_pymongo_errors(error: PyMongoError, expect
     [DocumentTooLarge("BSON document too large"), OverflowError("MongoDB can only handle up to 8-byte ints")],
     ids=["DocumentTooLarge", "OverflowError"],
 )
-async def test_a_document_bson_cannot_encode_is_a_permanent_error(error: Exception) -> None:
-    """A batch the driver cannot encode makes the writer raise PermanentError, chained to the cause."""
+async def test_a_document_bson_cannot_encode_is_refused(error: Exception) -> None:
+    """A batch the driver cannot encode makes the writer raise DocumentRefused, chained to the cause."""
     writer, _ = insert_writer(FakeCollection(error))
-    with pytest.raises(PermanentError) as caught:
+    with pytest.raises(DocumentRefused) as caught:
         await writer.write([{"_id": "a"}])
     assert caught.value.__cause__ is error
 

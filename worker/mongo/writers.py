@@ -8,6 +8,7 @@ older result never overwrites a newer one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,11 +17,11 @@ from bson.errors import InvalidDocument
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
-from worker.errors import PermanentError, TransientError
-from worker.mongo.errors import RETRYABLE_CODES, convert
+from worker.errors import OperationRefused
+from worker.mongo.errors import DUPLICATE_KEY, Kind, code_kind, convert, error_for
 from worker.mongo.gateway import MongoGateway
 
-DUPLICATE_KEY = 11000
+Document = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,33 +41,59 @@ class Writer(Protocol):
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome: ...
 
 
-def _outcome_of_bulk_error(exc: BulkWriteError, *, total: int) -> WriteOutcome:
+def _outcome_of_bulk_error(exc: BulkWriteError, documents: Sequence[Document]) -> WriteOutcome:
+    """Per-document codes become refusals; a write concern error, an operation-level or a
+    retryable code anywhere in `writeErrors` makes the whole operation fail."""
     details: Mapping[str, Any] = exc.details
     if details.get("writeConcernErrors"):
-        raise TransientError(f"write concern not satisfied: {details['writeConcernErrors']}") from exc
+        raise OperationRefused(f"write concern not satisfied: {details['writeConcernErrors']}") from exc
     errors = details.get("writeErrors", [])
-    if any(err.get("code") in RETRYABLE_CODES for err in errors):
-        raise TransientError(f"retryable write errors: {errors[:3]}") from exc
-    skipped = frozenset(err["index"] for err in errors if err.get("code") == DUPLICATE_KEY)
+    for kind in (Kind.OPERATION, Kind.TRANSIENT):
+        chunk_wide = [err for err in errors if code_kind(err.get("code")) is kind]
+        if chunk_wide:
+            raise error_for(kind, f"{kind.value} write errors: {chunk_wide[:3]}") from exc
+    present = [is_already_stored(err, documents[err["index"]]) for err in errors]
+    skipped = frozenset(err["index"] for err, known in zip(errors, present, strict=True) if known)
     refused = {
         err["index"]: f"{err.get('code')}: {err.get('errmsg', '')}"
-        for err in errors
-        if err.get("code") != DUPLICATE_KEY
+        for err, known in zip(errors, present, strict=True)
+        if not known
     }
-    return WriteOutcome(stored=total - len(skipped) - len(refused), skipped=skipped, refused=refused)
+    return WriteOutcome(stored=len(documents) - len(skipped) - len(refused), skipped=skipped, refused=refused)
 
 
-async def _bulk(write: Awaitable[object], *, total: int) -> WriteOutcome:
+_INDEX_IN_MESSAGE = re.compile(r"index:? '?([^' ]+)")
+
+
+def is_already_stored(error: Mapping[str, Any], document: Document) -> bool:
+    """A duplicate key on the document's identity (`_id`, or a field equal to it such as a
+    result's `workflow_id`); a duplicate on another unique index refuses the document.
+
+    MongoDB names the index's fields in `keyPattern`; without it (the stand-in) the message
+    names the index ("index: _id_", "index 'idx_<collection>_<field>'") or none for `_id`."""
+    if error.get("code") != DUPLICATE_KEY:
+        return False
+    identity = {key for key, value in document.items() if key == "_id" or value == document.get("_id")}
+    pattern = error.get("keyPattern")
+    if isinstance(pattern, Mapping):
+        return set(pattern) <= identity
+    named = _INDEX_IN_MESSAGE.search(str(error.get("errmsg", "")))
+    if named is None:
+        return True
+    index = named.group(1)
+    fields = identity - {"_id"}
+    return index == "_id_" or any(index == f"{key}_1" or index.endswith(f"_{key}") for key in fields)
+
+
+async def _bulk(write: Awaitable[object], documents: Sequence[Document]) -> WriteOutcome:
     """Await one bulk write and convert its outcome or error at this adapter boundary."""
     try:
         await write
     except BulkWriteError as exc:
-        return _outcome_of_bulk_error(exc, total=total)
-    except PyMongoError as exc:
+        return _outcome_of_bulk_error(exc, documents)
+    except (PyMongoError, InvalidDocument, OverflowError) as exc:
         raise convert(exc) from exc
-    except (InvalidDocument, OverflowError) as exc:
-        raise PermanentError(f"BSON cannot encode a document: {type(exc).__name__}: {exc}") from exc
-    return WriteOutcome(stored=total)
+    return WriteOutcome(stored=len(documents))
 
 
 class InsertWriter:
@@ -78,7 +105,7 @@ class InsertWriter:
 
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
         target = self._gateway.database()[self.collection]
-        return await _bulk(target.insert_many(documents, ordered=False), total=len(documents))  # type: ignore[arg-type]
+        return await _bulk(target.insert_many(documents, ordered=False), documents)  # type: ignore[arg-type]
 
 
 class LatestWinsWriter:
@@ -102,12 +129,14 @@ class LatestWinsWriter:
 
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
         target = self._gateway.database()[self.collection]
-        inserted = await _bulk(target.insert_many(documents, ordered=False), total=len(documents))  # type: ignore[arg-type]
+        inserted = await _bulk(target.insert_many(documents, ordered=False), documents)  # type: ignore[arg-type]
         present = sorted(inserted.skipped)
         if not present:
             return inserted
         operations = [self._operation(documents[index]) for index in present]
-        guarded = await _bulk(target.bulk_write(operations, ordered=False), total=len(present))
+        guarded = await _bulk(
+            target.bulk_write(operations, ordered=False), [documents[index] for index in present]
+        )
         skipped = frozenset(present[index] for index in guarded.skipped)
         refused = {**inserted.refused, **{present[index]: why for index, why in guarded.refused.items()}}
         return WriteOutcome(
