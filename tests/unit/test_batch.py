@@ -24,7 +24,7 @@ from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, Workf
 from worker.batch import BatchProcessor, BatchResult
 from worker.demo.events import EventFactory
 from worker.dlq import DeadLetter
-from worker.errors import PermanentError, TransientError
+from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.routes import FailurePolicy, Route
 from worker.settings import RouteName, Settings
@@ -538,3 +538,76 @@ async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_wri
         await client.close()
     assert result.commits == {INC: 1}
     assert [letter.reason for letter in pipeline.dead_letters.letters] == ["not_json"]
+
+
+# MongoDB errors in three kinds
+
+
+async def test_an_operation_refusal_on_a_chunk_of_several_blocks_a_fail_closed_route(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """A chunk-wide `not authorized` on a fail-closed route blocks its partition: no dead letter, no commit."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.INCIDENTS}))
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.always_fail = OperationRefused("OperationFailure: not authorized on orchestrator")
+    with capture_logs() as logs:
+        result = await pipeline.process(*(good_record(factory, RouteName.INCIDENTS, n) for n in range(4)))
+    assert result.blocked == {INC: 0}
+    assert result.commits == {}
+    assert pipeline.dead_letters.letters == []
+    assert len(writer.calls) == 1  # not retried, not split record by record
+    assert [e["records"] for e in logs if e["event"] == "incidents_persist_blocked"] == [4]
+
+
+async def test_an_operation_refusal_on_a_fail_open_route_dead_letters_as_persist_failed(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """On a fail-open route a chunk-wide operation refusal dead-letters every record as persist_failed."""
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.always_fail = OperationRefused("OperationFailure: not authorized on orchestrator")
+    result = await pipeline.process(*(good_record(factory, RouteName.INCIDENTS, n) for n in range(3)))
+    assert {(dl.error_type, dl.reason) for dl in pipeline.dead_letters.letters} == {
+        ("persist_failed", "operation_refused")
+    }
+    assert [dl.record.offset for dl in pipeline.dead_letters.letters] == [0, 1, 2]
+    assert result.commits == {INC: 3}
+    assert len(writer.calls) == 1
+
+
+async def test_an_operation_refusal_met_while_isolating_documents_is_an_outage(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """If isolating a refused document meets an operation refusal, the whole chunk is held on a fail-closed route."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.INCIDENTS}))
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.errors = [DocumentRefused("DocumentTooLarge"), OperationRefused("not authorized")]
+    result = await pipeline.process(*(good_record(factory, RouteName.INCIDENTS, n) for n in range(3)))
+    assert (result.blocked, result.commits, pipeline.dead_letters.letters) == ({INC: 0}, {}, [])
+
+
+async def test_a_lone_refused_document_is_persist_refused_even_on_a_fail_closed_route(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """A batch of one record whose document is refused dead-letters it as persist_refused and commits."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.INCIDENTS}))
+    pipeline.writers[RouteName.INCIDENTS].always_fail = DocumentRefused("DocumentTooLarge: too large")
+    result = await pipeline.process(good_record(factory, RouteName.INCIDENTS, 7))
+    assert letters_summary(pipeline.dead_letters.letters) == [
+        (TOPICS[RouteName.INCIDENTS], 0, 7, "orchestrator.incidents.dlq", "persist_refused", "refused")
+    ]
+    assert (result.commits, result.blocked) == ({INC: 8}, {})
+
+
+async def test_a_refused_document_in_a_chunk_is_isolated_and_the_others_stored(
+    fast_settings: Settings, factory: EventFactory
+) -> None:
+    """A document refusal on a chunk retries record by record: only the refused one is dead-lettered."""
+    pipeline = make_pipeline(fast_settings, fail_closed=frozenset({RouteName.INCIDENTS}))
+    writer = pipeline.writers[RouteName.INCIDENTS]
+    writer.errors = [DocumentRefused("InvalidDocument"), DocumentRefused("InvalidDocument: offset 1")]
+    result = await pipeline.process(*(good_record(factory, RouteName.INCIDENTS, n) for n in range(3)))
+    assert [(dl.record.offset, dl.error_type) for dl in pipeline.dead_letters.letters] == [
+        (0, "persist_refused")
+    ]
+    assert [len(call) for call in writer.calls] == [3, 1, 1, 1]
+    assert (result.commits, result.stored) == ({INC: 3}, 2)
