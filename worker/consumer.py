@@ -81,22 +81,27 @@ class ConsumerLoop:
             )
             self.last_progress = time.monotonic()
             self.lag.saw(batch)
+            retry_in = None
             if batch:
                 async with self.processing:
-                    await self._handle(batch)
+                    retry_in = await self._handle(batch)
+            if retry_in is not None:
+                # Outside the lock: a revoke must not wait behind a backoff (rebalance first).
+                await self._back_off(retry_in)
             await self.lag.publish(self._consumer)
 
-    async def _handle(self, batch: Batch) -> None:
+    async def _handle(self, batch: Batch) -> float | None:
+        """Process and commit; if the batch failed, seek it back and return the wait before a retry."""
         assigned = self._consumer.assignment()
         live = {tp: records for tp, records in batch.items() if tp in assigned and records}
         try:
             result = await self._processor.process(live)
         except Exception as exc:
-            await self._retry_batch_later(live, exc)
-            return
+            return self._seek_back_for_retry(live, exc)
         self._batch_failures = 0
         await self._commit(result)
         self._hold_back(result.blocked)
+        return None
 
     async def _commit(self, result: BatchResult) -> None:
         assigned = self._consumer.assignment()
@@ -137,7 +142,8 @@ class ConsumerLoop:
             self._consumer.resume(*due)
             log.info("partitions_resumed", partitions=_names(due))
 
-    async def _retry_batch_later(self, batch: Batch, exc: Exception) -> None:
+    def _seek_back_for_retry(self, batch: Batch, exc: Exception) -> float:
+        """Seek every partition of a failed batch back to its first record; the backoff in seconds."""
         self._batch_failures += 1
         delay = backoff_seconds(self._settings, self._batch_failures)
         expected = isinstance(exc, WorkerError | KafkaError | OSError)
@@ -148,6 +154,10 @@ class ConsumerLoop:
         for tp, records in batch.items():
             if tp in assigned:
                 self._consumer.seek(tp, records[0].offset)
+        return delay
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait `delay` seconds before the retry, or less if the worker is stopping."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=delay)
 

@@ -221,6 +221,26 @@ async def test_revoked_partitions_are_forgotten(fast_settings: Settings) -> None
     assert [e["partitions"] for e in logs if e["event"] == "partitions_revoked"] == [["a:0"]]
 
 
+async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings: Any) -> None:
+    """While a failed batch waits out a long retry backoff, a revoke does not wait for it (rebalance first)."""
+    settings = make_settings(retry_initial_interval_ms=60_000, retry_max_interval_ms=60_000)
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{A0: records(3)}])
+    processor = FakeProcessor([TransientError("dead-letter publish failed")])
+    loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)  # type: ignore[arg-type]
+    running = asyncio.create_task(loop.run())
+    try:
+        while not consumer.seeks:  # the batch failed: the loop is about to back off for 60 s
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(_FinishInFlightBatch(loop).on_partitions_revoked([A0]), timeout=2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=5)
+    assert consumer.seeks == [(A0, 3)]
+    assert consumer.commits == []
+
+
 @pytest.mark.parametrize("attempts", [1, 2])
 async def test_repeated_blocking_grows_the_attempt_count(fast_settings: Settings, attempts: int) -> None:
     """Each time a partition is blocked again its attempt count, hence its backoff, grows."""
