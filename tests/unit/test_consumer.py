@@ -226,13 +226,19 @@ async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings:
     settings = make_settings(retry_initial_interval_ms=60_000, retry_max_interval_ms=60_000)
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{A0: records(3)}])
-    processor = FakeProcessor([TransientError("dead-letter publish failed")])
+    failed = asyncio.Event()
+
+    async def fail(batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchResult:
+        failed.set()
+        raise TransientError("dead-letter publish failed")
+
+    processor = FakeProcessor([])
+    processor.process = fail  # type: ignore[method-assign]
     loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)  # type: ignore[arg-type]
     running = asyncio.create_task(loop.run())
     try:
-        while not consumer.seeks:  # the batch failed: the loop is about to back off for 60 s
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(failed.wait(), timeout=5)
+        await asyncio.sleep(0.1)  # the loop seeks back and starts its 60 s backoff
         await asyncio.wait_for(_FinishInFlightBatch(loop).on_partitions_revoked([A0]), timeout=2)
     finally:
         stop.set()
