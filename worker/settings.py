@@ -38,6 +38,17 @@ class Settings(BaseSettings):
     mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
     mongodb_database: str = Field(default="orchestrator", min_length=1)
     mongodb_server_selection_timeout_ms: int = Field(default=5000, ge=100)
+    # --- Durability and dead letters (branch i-faults) ---
+    mongodb_write_concern: str = Field(default="majority", min_length=1)
+    """Write concern `w` of every write: `majority`, a number of members, or a tag set name;
+    a `w` in MONGODB_URI wins."""
+    mongodb_write_concern_journal: bool = True
+    """Acknowledge writes only once journaled (`j`); a `journal` in MONGODB_URI wins."""
+    kafka_max_request_bytes: int = Field(default=1_048_576, ge=1024, le=100 * 1024 * 1024)
+    """The producer's max_request_size; a dead letter larger than this is sent truncated."""
+    dlq_truncated_value_bytes: int = Field(default=65_536, ge=0, le=1_048_576)
+    """How much of the original value a truncated dead letter keeps."""
+    # --- end of the i-faults block ---
     # Kafka
     kafka_bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
     kafka_consumer_group: str = Field(default="persistence-worker", min_length=1)

@@ -99,3 +99,25 @@ async def test_create_client_returns_utc_aware_dates_and_uses_the_settings() -> 
         assert client.options.pool_options.metadata["application"] == {"name": "pw-test"}
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize(
+    ("uri", "overrides", "expected"),
+    [
+        ("mongodb://db:27017", {}, {"w": "majority", "j": True}),
+        ("mongodb://db:27017/?w=1", {}, {"w": 1, "j": True}),
+        ("mongodb://a:1,b:2/orchestrator?replicaSet=rs0&journal=false", {}, {"w": "majority", "j": False}),
+        ("mongodb://db:27017/?W=2&appName=x", {"mongodb_write_concern_journal": False}, {"w": 2, "j": False}),
+        ("mongodb://db:27017", {"mongodb_write_concern": "2"}, {"w": 2, "j": True}),
+    ],
+    ids=["defaults", "uri-w-wins", "uri-journal-wins", "uri-w-any-case", "numeric-setting"],
+)
+async def test_writes_are_majority_and_journaled_unless_the_uri_says_otherwise(
+    uri: str, overrides: dict[str, Any], expected: Document
+) -> None:
+    """The client's write concern is MONGODB_WRITE_CONCERN(_JOURNAL), except where MONGODB_URI sets w or journal."""
+    client = create_client(Settings(mongodb_uri=uri, **overrides))
+    try:
+        assert client.write_concern.document == expected
+    finally:
+        await client.close()
