@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaError
 from worker.batch import BatchProcessor
 from worker.buffer_stats import sample_until_stopped
 from worker.consumer import ConsumerLoop
-from worker.dlq import DeadLetterPublisher
+from worker.dlq import dead_letter_publisher
 from worker.errors import WorkerError
 from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
@@ -71,7 +71,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
             ) from exc
         processor = BatchProcessor(
-            routes=routes, dead_letters=DeadLetterPublisher(producer=producer), settings=settings
+            routes=routes, dead_letters=dead_letter_publisher(producer, settings), settings=settings
         )
         loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
         loop.subscribe(list(routes))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -171,6 +171,14 @@ class BatchProcessor:
             stored=stored,
             dead_lettered=len(letters),
         )
+
+    def settled(self, commits: Mapping[TopicPartition, int]) -> None:
+        """Offsets committed: the dead letters of those records need not be remembered."""
+        self._dead_letters.settled(commits)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Partitions revoked: forget which of their dead letters were acknowledged."""
+        self._dead_letters.forget(partitions)
 
     def _start_chunk(self, route: Route, items: list[Prepared], started: list[_Chunk]) -> None:
         previous = started[-1].task if started else None

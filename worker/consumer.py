@@ -70,6 +70,7 @@ class ConsumerLoop:
         for tp in partitions:
             self._paused.pop(tp, None)
         self.lag.forget(partitions)
+        self._processor.forget(partitions)
 
     async def run(self) -> None:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
@@ -116,6 +117,7 @@ class ConsumerLoop:
             return
         for tp in offsets:
             self._paused.pop(tp, None)
+        self._processor.settled(offsets)
         self.lag.committed(offsets)
         log.debug("offsets_committed", offsets={f"{tp.topic}:{tp.partition}": o for tp, o in offsets.items()})
 

@@ -49,4 +49,9 @@ def create_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 def create_producer(settings: Settings) -> AIOKafkaProducer:
     """A producer whose sends count only once all in-sync replicas have them."""
-    return AIOKafkaProducer(**connection_options(settings), acks="all", linger_ms=5)
+    return AIOKafkaProducer(
+        **connection_options(settings),
+        acks="all",
+        linger_ms=5,
+        max_request_size=settings.kafka_max_request_bytes,
+    )

@@ -79,6 +79,14 @@ class FakeProcessor:
 
     outcomes: list[BatchResult | Exception]
     seen: list[Mapping[TopicPartition, Sequence[Any]]] = field(default_factory=list)
+    settled_offsets: list[dict[TopicPartition, int]] = field(default_factory=list)
+    forgotten: list[TopicPartition] = field(default_factory=list)
+
+    def settled(self, commits: Mapping[TopicPartition, int]) -> None:
+        self.settled_offsets.append(dict(commits))
+
+    def forget(self, partitions: Sequence[TopicPartition]) -> None:
+        self.forgotten.extend(partitions)
 
     async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchResult:
         self.seen.append(dict(batch))
@@ -119,6 +127,14 @@ async def test_the_processors_commits_are_committed(fast_settings: Settings) -> 
     assert processor.seen == [{A0: records(3, 4), B0: records(9)}]
     assert consumer.commits == [{A0: 5, B0: 10}]
     assert consumer.seeks == []
+
+
+async def test_committed_offsets_settle_the_processors_dead_letters(fast_settings: Settings) -> None:
+    """Once offsets are committed the processor is told, so it can forget their acknowledged dead letters."""
+    consumer, processor = await run(fast_settings, [{A0: records(3)}, {A0: records(4)}],
+                                    result({A0: 4}), TransientError("dlq down"))  # fmt: skip
+    assert consumer.commits == [{A0: 4}]
+    assert processor.settled_offsets == [{A0: 4}]
 
 
 async def test_partitions_no_longer_assigned_are_neither_processed_nor_committed(
@@ -218,6 +234,7 @@ async def test_revoked_partitions_are_forgotten(fast_settings: Settings) -> None
     with capture_logs() as logs:
         await _FinishInFlightBatch(loop).on_partitions_revoked([A0])
     assert A0 not in loop._paused
+    assert loop._processor.forgotten == [A0]  # type: ignore[attr-defined]
     assert [e["partitions"] for e in logs if e["event"] == "partitions_revoked"] == [["a:0"]]
 
 

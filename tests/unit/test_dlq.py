@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError, UnknownError
+from aiokafka.structs import TopicPartition
 
-from worker.dlq import MAX_MESSAGE_CHARS, DeadLetter, DeadLetterPublisher
+from worker.dlq import DEFAULT_MAX_REQUEST_BYTES, MAX_MESSAGE_CHARS, DeadLetter, DeadLetterPublisher, Outgoing
 from worker.errors import TransientError
 
 
@@ -83,24 +84,48 @@ def test_header_values_are_utf8() -> None:
 
 
 class FakeProducer:
-    """Mimics AIOKafkaProducer.send: enqueue (may fail) and return a delivery future (may fail)."""
+    """Mimics AIOKafkaProducer.send: enqueue (may fail) and return a delivery future (may fail).
+
+    Like aiokafka it refuses to enqueue a record larger than `max_request_size`; the broker
+    (`broker_max_bytes`) refuses larger values at delivery; `fail_offsets` fail delivery once."""
 
     def __init__(
-        self, *, send_error: Exception | None = None, delivery_error: Exception | None = None
+        self,
+        *,
+        send_error: Exception | None = None,
+        delivery_error: Exception | None = None,
+        max_request_size: int = DEFAULT_MAX_REQUEST_BYTES,
+        broker_max_bytes: int | None = None,
+        fail_offsets: frozenset[int] = frozenset(),
+        broker_refusal: Exception | None = None,
     ) -> None:
+        self.broker_refusal = broker_refusal or MessageSizeTooLargeError()
         self.send_error = send_error
         self.delivery_error = delivery_error
+        self.max_request_size = max_request_size
+        self.broker_max_bytes = broker_max_bytes
+        self.fail_offsets = set(fail_offsets)
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.acknowledged: list[tuple[str, dict[str, Any]]] = []
 
     async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
         if self.send_error:
             raise self.send_error
+        if Outgoing(topic, kwargs["key"], kwargs["value"], kwargs["headers"]).size() > self.max_request_size:
+            raise MessageSizeTooLargeError("larger than max_request_size")
         self.sent.append((topic, kwargs))
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        offset = int(dict(kwargs["headers"])["x-source-offset"])
         if self.delivery_error:
             delivery.set_exception(self.delivery_error)
+        elif self.broker_max_bytes is not None and len(kwargs["value"] or b"") > self.broker_max_bytes:
+            delivery.set_exception(self.broker_refusal)
+        elif offset in self.fail_offsets:
+            self.fail_offsets.discard(offset)
+            delivery.set_exception(KafkaConnectionError("broker went away"))
         else:
             delivery.set_result(None)
+            self.acknowledged.append((topic, kwargs))
         return delivery
 
 
@@ -135,3 +160,85 @@ async def test_kafka_errors_become_transient(producer: FakeProducer) -> None:
     with pytest.raises(TransientError, match="dead-letter publish failed") as caught:
         await DeadLetterPublisher(producer=producer).publish([letter()])
     assert caught.value.__cause__ is not None
+
+
+def big_letter(offset: int, size: int, headers: tuple[tuple[str, bytes], ...] = ()) -> DeadLetter:
+    record = FakeRecord("orchestrator.telemetry", 2, offset, b"x" * size, b"wf-1", headers)
+    return DeadLetter(record, "orchestrator.telemetry.dlq", "validation", "too_large", "over MAX_EVENT_BYTES")
+
+
+async def test_a_dead_letter_over_max_request_size_is_sent_truncated_and_flagged() -> None:
+    """A dead letter the producer could not send whole goes truncated, with x-truncated and x-original-size."""
+    producer = FakeProducer()
+    publisher = DeadLetterPublisher(producer=producer, truncated_value_bytes=1000)
+    await publisher.publish([big_letter(5, 1_500_000, (("event_id", b"tel-5"),)), letter()])
+    [(topic, big), (_, small)] = producer.acknowledged
+    headers = dict(big["headers"])
+    assert (topic, big["key"], big["value"]) == ("orchestrator.telemetry.dlq", b"wf-1", b"x" * 1000)
+    assert (headers["x-truncated"], headers["x-original-size"]) == (b"true", b"1500000")
+    assert (headers["x-source-offset"], headers["x-error-reason"], headers["event_id"]) == (
+        b"5",
+        b"too_large",
+        b"tel-5",
+    )
+    assert "x-truncated" not in dict(small["headers"])
+
+
+async def test_the_size_limit_is_the_configured_max_request_size() -> None:
+    """A letter under aiokafka's default but over the configured max_request_bytes is truncated before sending."""
+    producer = FakeProducer(max_request_size=100_000)
+    publisher = DeadLetterPublisher(producer=producer, max_request_bytes=100_000, truncated_value_bytes=10)
+    await publisher.publish([big_letter(0, 200_000)])
+    assert [len(kwargs["value"]) for _, kwargs in producer.sent] == [10]
+
+
+async def test_a_dead_letter_the_broker_refuses_for_its_size_is_sent_again_truncated() -> None:
+    """A dead letter the broker refuses as too large (under max_request_size) is published again truncated."""
+    producer = FakeProducer(broker_max_bytes=5000)
+    publisher = DeadLetterPublisher(producer=producer, truncated_value_bytes=4000)
+    await publisher.publish([big_letter(9, 600_000)])
+    assert [len(kwargs["value"]) for _, kwargs in producer.sent] == [600_000, 4000]
+    assert [dict(kwargs["headers"]).get("x-truncated") for _, kwargs in producer.acknowledged] == [b"true"]
+
+
+async def test_an_invalid_record_refusal_ends_with_a_coordinates_only_dead_letter() -> None:
+    """If the broker refuses even the truncated letter (INVALID_RECORD), one without a value is sent."""
+    invalid = UnknownError("INVALID_RECORD")
+    invalid.errno = 87  # aiokafka has no class for the broker's INVALID_RECORD
+    producer = FakeProducer(broker_max_bytes=0, broker_refusal=invalid)
+    publisher = DeadLetterPublisher(producer=producer, truncated_value_bytes=4000)
+    await publisher.publish([big_letter(9, 10)])
+    assert [len(kwargs["value"]) for _, kwargs in producer.sent] == [10, 10, 0]
+    assert dict(producer.acknowledged[0][1]["headers"])["x-original-size"] == b"10"
+
+
+async def test_acknowledged_dead_letters_are_not_published_again_when_the_batch_is_retried() -> None:
+    """After a partial failure, the retry sends only the dead letters the broker did not acknowledge."""
+    producer = FakeProducer(fail_offsets=frozenset({2}))
+    publisher = DeadLetterPublisher(producer=producer)
+    letters = [big_letter(offset, 10) for offset in range(4)]
+    with pytest.raises(TransientError):
+        await publisher.publish(letters)
+    await publisher.publish(letters)
+    offsets = [dict(kwargs["headers"])["x-source-offset"] for _, kwargs in producer.acknowledged]
+    assert sorted(offsets) == [b"0", b"1", b"2", b"3"]
+
+
+async def test_committed_or_revoked_partitions_are_forgotten() -> None:
+    """Once committed past (settled) or revoked (forget), a record's dead letter is published again if asked."""
+    producer = FakeProducer()
+    publisher = DeadLetterPublisher(producer=producer)
+    letters = [big_letter(offset, 10) for offset in range(3)]
+    await publisher.publish(letters)
+    publisher.settled({TopicPartition("orchestrator.telemetry", 2): 2})
+    await publisher.publish(letters)
+    assert [dict(kw["headers"])["x-source-offset"] for _, kw in producer.sent] == [
+        b"0",
+        b"1",
+        b"2",
+        b"0",
+        b"1",
+    ]
+    publisher.forget([TopicPartition("orchestrator.telemetry", 2)])
+    await publisher.publish(letters[2:])
+    assert len(producer.sent) == 6
