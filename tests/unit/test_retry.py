@@ -8,7 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 from tenacity import RetryCallState, wait_exponential
 
-from worker.errors import PermanentError, TransientError
+from worker.errors import OperationRefused, PermanentError, TransientError
 from worker.retry import backoff_seconds, with_retries
 from worker.settings import Settings
 
@@ -129,7 +129,9 @@ async def test_each_retry_logs_one_mongodb_write_retry(fast_settings: Settings) 
     assert all(isinstance(e["wait_s"], float) for e in logs)
 
 
-@pytest.mark.parametrize("error", [PermanentError("bad document"), ValueError("a bug")])
+@pytest.mark.parametrize(
+    "error", [PermanentError("bad document"), OperationRefused("not authorized"), ValueError("a bug")]
+)
 async def test_other_errors_are_not_retried(fast_settings: Settings, error: Exception) -> None:
     """PermanentError and non-worker exceptions propagate after a single attempt, without retry logs."""
     call = FlakyCall(error)
