@@ -57,6 +57,8 @@ OPERATION_REFUSED = {
 DOCUMENT_REFUSED: dict[str, Exception] = {
     "DuplicateKeyError": DuplicateKeyError("E11000 duplicate key error", code=11000),
     "WriteError code 121": WriteError("Document failed validation", code=121),
+    "OperationFailure code 121": OperationFailure("Document failed validation", code=121),
+    "OperationFailure code 11000": OperationFailure("E11000 duplicate key error", code=11000),
     "DocumentTooLarge": DocumentTooLarge("BSON document too large (17000000 bytes)"),
     "InvalidDocument": InvalidDocument("cannot encode object: <object>"),
     "OverflowError": OverflowError("MongoDB can only handle up to 8-byte ints"),

@@ -7,8 +7,8 @@
                                           unique index: that document alone
 
 A reply with `ok: 0` refuses the whole command, so an OperationFailure that is neither
-transient nor a per-document error (WriteError, DuplicateKeyError) is an operation refusal.
-Inside a bulk write's `writeErrors`, codes are per document unless listed in OPERATION_CODES.
+transient nor a per-document error (WriteError, or a code of DOCUMENT_CODES) is an operation
+refusal. Inside a bulk write's `writeErrors`, codes are per document unless in OPERATION_CODES.
 """
 
 from __future__ import annotations
@@ -46,6 +46,17 @@ OPERATION_CODES = frozenset(
     }
 )
 DUPLICATE_KEY = 11000
+# Codes that refuse one document for what it is, even when a whole command reports them.
+DOCUMENT_CODES = frozenset(
+    {
+        DUPLICATE_KEY,
+        121,  # DocumentValidationFailure
+        10334,  # BSONObjectTooLarge
+        17280,  # KeyTooLong
+        52,  # DollarPrefixedFieldName
+        57,  # DottedFieldName
+    }
+)
 
 
 class Kind(Enum):
@@ -81,6 +92,10 @@ def kind_of(exc: BaseException) -> Kind:
         return Kind.DOCUMENT
     if isinstance(exc, WriteError):  # one document's error (DuplicateKeyError included)
         return code_kind(exc.code)
+    if isinstance(exc, WriteConcernError):
+        return Kind.OPERATION
+    if isinstance(exc, OperationFailure) and exc.code in DOCUMENT_CODES:
+        return Kind.DOCUMENT
     return Kind.OPERATION
 
 
