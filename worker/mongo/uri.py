@@ -1,0 +1,41 @@
+"""MongoDB connection strings checked and read without connecting (and without DNS lookups).
+
+PyMongo's errors stay here: callers get a plain message (no credentials in it) or host names.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+# The parser MongoClient itself uses, minus the SRV lookup `parse_uri` would do for
+# mongodb+srv:// (a settings check must not depend on DNS answering).
+from pymongo.uri_parser_shared import _validate_uri
+
+from worker.redact import scrub
+
+
+def _parse(uri: str) -> dict[str, Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unknown options: MongoClient only warns, so do we
+        return _validate_uri(uri, warn=True)
+
+
+def mongodb_uri_problem(uri: str) -> str | None:
+    """None when PyMongo accepts the syntax and options of `uri`, else what is wrong with them."""
+    try:
+        _parse(uri)
+    except (PyMongoError, ValueError, TypeError) as exc:
+        return scrub(str(exc)) or type(exc).__name__
+    return None
+
+
+def mongodb_hosts(uri: str) -> str:
+    """The hosts of `uri` as `host:port,host:port` (an SRV name as it is), for messages."""
+    try:
+        nodes = _parse(uri)["nodelist"]
+    except (PyMongoError, ValueError, TypeError):
+        return "<unparsable MONGODB_URI>"
+    return ",".join(host if port is None else f"{host}:{port}" for host, port in nodes)
