@@ -50,6 +50,9 @@ def kafka_failure(
 ) -> ServerFailure:
     """The operator's view of an aiokafka (or socket) error met talking to the brokers."""
     reason, refused, variable = _classify(error, timeout_s)
+    if not refused and settings.kafka_security_protocol != "PLAINTEXT":
+        # aiokafka reports a refused SASL login or TLS handshake as "Unable to bootstrap" too.
+        variable = f"{variable} and the KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} settings"
     return ServerFailure(
         server="Kafka",
         where=scrub(settings.kafka_bootstrap_servers),

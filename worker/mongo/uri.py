@@ -5,7 +5,6 @@ PyMongo's errors stay here: callers get a plain message (no credentials in it) o
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -18,9 +17,9 @@ from worker.redact import scrub
 
 
 def _parse(uri: str) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # unknown options: MongoClient only warns, so do we
-        return _validate_uri(uri, warn=True)
+    # warn=False: MongoClient itself only warns about a misspelled option or a bad option value
+    # and goes on without it (`tls=ture` would silently mean no TLS); here both are errors.
+    return _validate_uri(uri, warn=False)
 
 
 def mongodb_uri_problem(uri: str) -> str | None:
