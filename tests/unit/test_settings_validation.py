@@ -70,7 +70,9 @@ def test_a_misspelled_variable_is_only_reported_by_default(monkeypatch: pytest.M
     assert unknown == [UnknownVariable("MONGO_URI", "MONGODB_URI")]
 
 
-def test_strict_mode_makes_a_misspelled_variable_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_strict_mode_makes_a_misspelled_variable_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """With SETTINGS_STRICT=true each suspect variable is one error line naming the setting it resembles."""
     lines = load_error(monkeypatch, SETTINGS_STRICT="true", FAIL_CLOSE_ROUTES="incidents", MONGO_URI="x")
     assert lines == [
@@ -81,7 +83,9 @@ def test_strict_mode_makes_a_misspelled_variable_a_configuration_error(monkeypat
     ]
 
 
-def test_a_bad_value_is_followed_by_a_note_on_each_misspelled_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_value_is_followed_by_a_note_on_each_misspelled_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """When a setting is wrong, a misspelled variable that may explain it is noted on its own line."""
     lines = load_error(monkeypatch, KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_SASL_MECHANISM="PLAIN",
                        KAFKA_SASL_USERNAME="svc", KAFKA_SASL_PASWORD=PASSWORD)  # fmt: skip
@@ -103,7 +107,16 @@ def test_a_bad_value_is_followed_by_a_note_on_each_misspelled_variable(monkeypat
         ("mongodb://db1/?replicaset=rs0&readPreferance=primary", "Unknown option"),
         (f"mongodb://admin:{PASSWORD}/x@db1", "escaped"),
     ],
-    ids=["empty", "blank", "no-scheme", "no-host", "bad-port", "bad-option", "unknown-option", "unescaped-password"],
+    ids=[
+        "empty",
+        "blank",
+        "no-scheme",
+        "no-host",
+        "bad-port",
+        "bad-option",
+        "unknown-option",
+        "unescaped-password",
+    ],
 )
 def test_an_unusable_mongodb_uri_is_one_line_without_the_uri(
     monkeypatch: pytest.MonkeyPatch, uri: str, problem: str
@@ -182,7 +195,9 @@ def test_certificate_files_without_tls_are_refused(monkeypatch: pytest.MonkeyPat
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     lines = load_error(monkeypatch, KAFKA_SSL_CAFILE=str(ca))
-    assert lines[0].startswith("configuration error: KAFKA_SSL_CAFILE: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
+    assert lines[0].startswith(
+        "configuration error: KAFKA_SSL_CAFILE: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"
+    )
 
 
 def test_a_cross_field_error_never_echoes_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
