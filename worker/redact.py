@@ -42,11 +42,11 @@ def remember_uri_password(uri: str) -> None:
 
 def scrub(text: str) -> str:
     """`text` without URI credentials and without any remembered secret value."""
-    text = redact_uri(text)
+    # Known secrets first: redacting the URI first could split an unescaped one (`p@ss/w0rd`).
     for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leftovers
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return redact_uri(text)
 
 
 def forget_secrets() -> None:

@@ -74,3 +74,10 @@ def test_a_json_log_line_never_carries_a_remembered_secret(capsys: pytest.Captur
     line = orjson.loads(capsys.readouterr().err.splitlines()[-1])
     assert "sasl-Quokka-99" not in str(line)
     assert line["hosts"] == ["a", MASK]
+
+
+def test_an_unescaped_password_in_a_uri_is_hidden_whole() -> None:
+    """A password holding `@` and `/` (invalid, but typed) leaves no part of itself in scrubbed text."""
+    remember_uri_password("mongodb://svc:p@ss/w0rd-Lynx@db1:27017/orchestrator")
+    scrubbed = scrub("cannot parse mongodb://svc:p@ss/w0rd-Lynx@db1:27017/orchestrator")
+    assert "w0rd-Lynx" not in scrubbed and "p@ss" not in scrubbed

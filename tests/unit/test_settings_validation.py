@@ -216,3 +216,12 @@ def test_a_secret_typed_into_another_variable_is_hidden_in_its_error(monkeypatch
     lines = load_error(monkeypatch, MONGODB_URI=SECRET_URI, RETRY_MAX_ATTEMPTS=PASSWORD)
     assert lines == ["configuration error: RETRY_MAX_ATTEMPTS: Input should be a valid integer, unable to "
                      "parse string as an integer (got '***')"]  # fmt: skip
+
+
+def test_an_unescaped_password_is_named_as_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password with a raw `@` or `/` is reported as needing percent-encoding, not as a bad database name."""
+    lines = load_error(monkeypatch, MONGODB_URI=f"mongodb://svc:{PASSWORD}/x@db1:27017/orchestrator")
+    assert lines == [
+        "configuration error: MONGODB_URI: not a MongoDB connection string: the user or password holds an "
+        "unescaped '@', '/' or ':'; percent-encode them (%40, %2F, %3A) (got <hidden>)"
+    ]

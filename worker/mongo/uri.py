@@ -27,8 +27,19 @@ def mongodb_uri_problem(uri: str) -> str | None:
     try:
         _parse(uri)
     except (PyMongoError, ValueError, TypeError) as exc:
+        if _unescaped_credentials(uri):  # the parser's own message ("Bad database name") misleads
+            return (
+                "the user or password holds an unescaped '@', '/' or ':'; percent-encode them (%40, %2F, %3A)"
+            )
         return scrub(str(exc)) or type(exc).__name__
     return None
+
+
+def _unescaped_credentials(uri: str) -> bool:
+    """Whether the part before the host looks like credentials with a reserved character left in."""
+    rest = uri.partition("://")[2].partition("?")[0]
+    userinfo, at, _ = rest.rpartition("@")
+    return bool(at) and ("@" in userinfo or "/" in userinfo or userinfo.count(":") > 1)
 
 
 def mongodb_hosts(uri: str) -> str:
