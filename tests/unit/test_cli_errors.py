@@ -149,3 +149,17 @@ def test_ctrl_c_outside_a_command_s_own_handling_exits_130(monkeypatch: pytest.M
     monkeypatch.setattr("worker.check.check_command", interrupted)
     monkeypatch.setenv("LOG_FORMAT", "json")
     assert cli.main(["check"]) == ExitCode.INTERRUPTED
+
+
+def test_startup_facts_name_version_and_servers_without_credentials() -> None:
+    """`startup_facts` gives `worker_started` the version, brokers, MongoDB hosts and database, no password."""
+    from worker.about import startup_facts
+    from worker.settings import Settings
+
+    settings = Settings(mongodb_uri=SECRET_URI, kafka_bootstrap_servers="k1:9092,k2:9092")
+    assert startup_facts(settings) == {
+        "version": worker_version(),
+        "bootstrap_servers": "k1:9092,k2:9092",
+        "mongodb_hosts": "db1.internal:27017",
+        "database": "orchestrator",
+    }
