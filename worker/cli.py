@@ -21,6 +21,7 @@ from worker.exit_codes import ExitCode
 from worker.memory import fix_mmap_threshold
 from worker.redact import scrub
 from worker.settings import Settings, SettingsError, load_settings, unknown_variables
+from worker.unknown_variables import UnknownVariable
 
 DESCRIPTION = """\
 Consumes the workflow orchestrator's events from Kafka and keeps MongoDB's audit and
@@ -305,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_unexpected(exc, debug=debug)
 
 
-def _start(settings: Settings, unknown: Sequence[Any], *, warn: bool) -> None:
+def _start(settings: Settings, unknown: list[UnknownVariable], *, warn: bool) -> None:
     """Logging configured, misspelled-looking variables logged, the allocator tuned."""
     from worker.logging import configure_logging
 

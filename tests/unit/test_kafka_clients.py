@@ -8,9 +8,7 @@ from worker.settings import Settings
 
 async def test_the_consumer_commits_by_hand_and_bounds_its_prefetch_by_the_settings() -> None:
     settings = Settings(
-        kafka_max_batch_records=250,
-        kafka_fetch_max_bytes=2 * 1024 * 1024,
-        kafka_max_partition_fetch_bytes=65536,
+        kafka_max_batch_records=250, kafka_fetch_max_bytes=2 * 1024 * 1024, kafka_max_partition_fetch_bytes=65536
     )
     consumer = create_consumer(settings)
     # aiokafka keeps its options in private attributes; these are the ones it sends in fetch requests.
