@@ -166,6 +166,12 @@ class Settings(BaseSettings):
             remember_secret(raw)
         return value
 
+    @field_validator(*SASL_FIELDS, *SSL_FILE_FIELDS, mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # A manifest's `KAFKA_SSL_CAFILE: ""` means "not set", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator(*SSL_FILE_FIELDS)
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:

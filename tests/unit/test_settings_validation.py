@@ -225,3 +225,11 @@ def test_an_unescaped_password_is_named_as_the_problem(monkeypatch: pytest.Monke
         "configuration error: MONGODB_URI: not a MongoDB connection string: the user or password holds an "
         "unescaped '@', '/' or ':'; percent-encode them (%40, %2F, %3A) (got <hidden>)"
     ]
+
+
+def test_empty_security_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`KAFKA_SSL_CAFILE=""` or `KAFKA_SASL_USERNAME=""` (a manifest's blank value) count as not set."""
+    monkeypatch.setenv("KAFKA_SSL_CAFILE", "")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", " ")
+    settings, _ = load_settings()
+    assert settings.kafka_ssl_cafile is None and settings.kafka_sasl_username is None
