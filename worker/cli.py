@@ -1,7 +1,8 @@
 """`persistence-worker`: parses the command line, configures logging, hands over.
 
-Exit codes: 0 success; 1 the command ran and found a problem (e.g. an index conflict);
-2 bad usage or configuration; 3 a server could not be reached.
+Exit codes (worker.exit_codes, the same for every command): 0 success; 1 the command ran
+and found a problem (e.g. an index conflict); 2 bad usage or configuration; 3 a server
+could not be reached or refused us; 70 an internal error; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+import structlog
 
+from worker.about import worker_version
+from worker.exit_codes import ExitCode
 from worker.memory import fix_mmap_threshold
-from worker.settings import Settings, format_settings_error
-
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+from worker.redact import scrub
+from worker.settings import Settings, SettingsError, load_settings, unknown_variables
+from worker.unknown_variables import UnknownVariable
 
 DESCRIPTION = """\
 Consumes the workflow orchestrator's events from Kafka and keeps MongoDB's audit and
@@ -43,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="persistence-worker", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {worker_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
     run = commands.add_parser(
@@ -63,9 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_indexes_check
     )
     commands.add_parser(
-        "check", help="exit 0 if MongoDB and Kafka answer, 1 if not (an exec probe)",
-        description="Ping MongoDB and describe the Kafka cluster; exit 0 if both answer, 1 if not.",
+        "check", help="exit 0 if MongoDB and Kafka answer, 3 if not (an exec probe)",
+        description="Ping MongoDB and describe the Kafka cluster; exit 0 if both answer, 3 if not. "
+        "Variables that look like misspelled settings are reported as warnings.",
     ).set_defaults(handler=_check)  # fmt: skip
+    commands.add_parser(
+        "config", help="print the effective settings and where each came from",
+        description="Print every setting's value (secrets hidden) and whether it came from the "
+        "environment or is the default, then the variables that look like misspelled settings.",
+    ).set_defaults(handler=_config)  # fmt: skip
     _add_query_parser(commands)
     _add_redelivery_parsers(commands)
     return parser
@@ -205,9 +215,9 @@ def _redeliver(settings: Settings, args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(settings, runner=run_redelivery))
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+        print(scrub(f"error: {exc}"), file=sys.stderr)
+        return ExitCode.UNREACHABLE
+    return ExitCode.OK
 
 
 async def _with_stop(command: Callable[[Settings, asyncio.Event], Any], settings: Settings) -> int:
@@ -242,7 +252,7 @@ def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     unknown = set(args.error_type or ()) - known
     if unknown:
         print(f"error: unknown --error-type {sorted(unknown)}; known: {sorted(known)}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.CONFIGURATION
     options = DlqReplayOptions(
         routes=tuple(RouteName(r) for r in args.route) if args.route else tuple(RouteName),
         error_types=frozenset(args.error_type or ()), from_offset=args.from_offset,
@@ -254,7 +264,13 @@ def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
 def _check(settings: Settings, _args: argparse.Namespace) -> int:
     from worker.check import check_command
 
-    return asyncio.run(check_command(settings))
+    return asyncio.run(check_command(settings, unknown_variables()))
+
+
+def _config(settings: Settings, _args: argparse.Namespace) -> int:
+    from worker.config_command import config_command
+
+    return config_command(settings, unknown_variables())
 
 
 def _query(settings: Settings, args: argparse.Namespace) -> int:
@@ -262,7 +278,7 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.name == "plan-history" and not args.plan_id:
         print("error: plan-history needs --plan-id", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.CONFIGURATION
     query = build_query(
         args.name, plan_id=args.plan_id, status=args.status, severity=args.severity, limit=args.limit
     )
@@ -270,18 +286,37 @@ def _query(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, load the settings, hand over; every outcome is one of the documented exit codes."""
     args = build_parser().parse_args(argv)
+    debug = False
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(format_settings_error(exc), file=sys.stderr)
-        return EXIT_USAGE
+        settings, unknown = load_settings()
+        debug = settings.log_level == "DEBUG"
+        _start(settings, unknown, warn=args.handler is not _config)
+        handler: Callable[[Settings, argparse.Namespace], int] = args.handler
+        return int(handler(settings, args))
+    except SettingsError as exc:
+        print("\n".join(exc.lines), file=sys.stderr)
+        return ExitCode.CONFIGURATION
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        from worker.crash import report_unexpected
+
+        return report_unexpected(exc, debug=debug)
+
+
+def _start(settings: Settings, unknown: list[UnknownVariable], *, warn: bool) -> None:
+    """Logging configured, misspelled-looking variables logged, the allocator tuned."""
     from worker.logging import configure_logging
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    if warn:
+        log = structlog.get_logger("worker.settings")
+        for variable in unknown:
+            log.warning("settings_unknown_variable", variable=variable.name, did_you_mean=variable.suggestion,
+                        message=variable.describe())  # fmt: skip
     fix_mmap_threshold()  # before any Kafka buffer is allocated: see worker/memory.py
-    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
-    return handler(settings, args)
 
 
 def exit_cleanly_on_sigterm() -> None:
@@ -292,7 +327,7 @@ def exit_cleanly_on_sigterm() -> None:
     """
 
     def leave(signum: int, _frame: object) -> None:
-        raise SystemExit(EXIT_OK)
+        raise SystemExit(ExitCode.OK)
 
     signal.signal(signal.SIGTERM, leave)
 
@@ -304,9 +339,9 @@ def _run(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+        print(scrub(f"error: {exc}"), file=sys.stderr)
+        return ExitCode.UNREACHABLE
+    return ExitCode.OK
 
 
 def _indexes_ensure(settings: Settings, _args: argparse.Namespace) -> int:

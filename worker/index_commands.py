@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-
 from worker.errors import WorkerError
+from worker.exit_codes import ExitCode
+from worker.messages import report_failure
+from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.mongo.indexes import CollectionIndexReport, ensure_indexes, inspect_collection, with_retention
 from worker.settings import Settings
@@ -21,13 +22,13 @@ async def indexes_command(settings: Settings, *, create: bool) -> int:
         else:
             reports = [await inspect_collection(database, name, specs) for name, specs in expected.items()]
     except WorkerError as exc:
-        print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
-        return 3
+        report_failure(mongodb_failure(exc, settings))
+        return ExitCode.UNREACHABLE
     finally:
         await gateway.close()
     for report in reports:
         _print_report(report)
-    return 0 if all(report.healthy for report in reports) else 1
+    return ExitCode.OK if all(report.healthy for report in reports) else ExitCode.PROBLEM
 
 
 def _print_report(report: CollectionIndexReport) -> None:

@@ -11,29 +11,28 @@ import orjson
 import structlog
 import structlog.tracebacks
 
-from worker.redact import redact_uri
+from worker.redact import scrub
 
 
 def scrub_credentials(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Remove `user:password@` from every string value, whatever logged it."""
+    """Remove URI credentials and every known secret value from every string, whatever logged it."""
     for key, value in event_dict.items():
-        if isinstance(value, str) and "@" in value:
-            event_dict[key] = redact_uri(value)
-        elif isinstance(value, list | dict) and "@" in repr(value):
-            event_dict[key] = _scrub_nested(value)
+        event_dict[key] = _scrub_nested(value)
     return event_dict
 
 
 def _scrub_nested(value: Any) -> Any:
     if isinstance(value, str):
-        return redact_uri(value)
-    if isinstance(value, list):
+        return scrub(value)
+    if isinstance(value, list | tuple):
         return [_scrub_nested(item) for item in value]
     if isinstance(value, dict):
         return {key: _scrub_nested(item) for key, item in value.items()}
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return scrub(str(value))  # e.g. error=exc: the JSON renderer would str() it unscrubbed
 
 
 def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:

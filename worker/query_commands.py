@@ -13,6 +13,9 @@ from rich.table import Table
 
 from worker import queries
 from worker.errors import WorkerError
+from worker.exit_codes import ExitCode
+from worker.messages import report_failure
+from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.settings import Settings
 
@@ -55,15 +58,15 @@ async def query_command(settings: Settings, name: str, query: Query, *, as_json:
     try:
         rows = await query(await gateway.connect())
     except WorkerError as exc:
-        print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
-        return 3
+        report_failure(mongodb_failure(exc, settings))
+        return ExitCode.UNREACHABLE
     finally:
         await gateway.close()
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str) + b"\n")
     else:
         print_table(name, rows)
-    return 0
+    return ExitCode.OK
 
 
 def cell(document: Document, dotted: str) -> str:

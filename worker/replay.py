@@ -28,13 +28,19 @@ from rich.table import Table
 from worker.claims import BUFFER_COLLECTION, Attempt, ParkedScope, TelemetryBuffer
 from worker.delivery import Pending, TelemetryPublisher, create_delivery_producer
 from worker.errors import WorkerError
+from worker.exit_codes import ExitCode
+from worker.kafka_probe import kafka_failure
+from worker.messages import report_failure
+from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.errors import convert
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.progress import Reporter, Tally, reporting
+from worker.redact import scrub
 from worker.redelivery import ACK_SHARE_OF_LEASE, CLAIM_SHARE_OF_LEASE
 from worker.settings import Settings
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_INCOMPLETE = ExitCode.OK, ExitCode.PROBLEM
+EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
 SAMPLE_ROWS = 20
 COLUMNS = ("buffer_id", "workflow_id", "plan_id", "source", "timestamp", "buffered_at", "retries", "state")
 
@@ -91,7 +97,7 @@ async def replay_command(settings: Settings, options: ReplayOptions) -> int:
             await gateway.connect()
             ids = await choose(gateway, options.selection)
         except WorkerError as exc:
-            print(f"error: MongoDB at {settings.mongodb_uri_for_logs()}: {exc}", file=sys.stderr)
+            report_failure(mongodb_failure(exc, settings))
             return EXIT_UNREACHABLE
         topic = options.to_topic or settings.kafka_telemetry_delivery_topic
         if options.dry_run:
@@ -124,8 +130,7 @@ async def _send_chosen(
     try:
         await producer.start()
     except KafkaError as exc:
-        where = settings.kafka_bootstrap_servers
-        print(f"error: Kafka at {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        report_failure(kafka_failure(exc, settings))
         await producer.stop()
         return EXIT_UNREACHABLE
     job = ReplayJob(
@@ -218,7 +223,8 @@ class ReplayJob:
         state = "interrupted" if self.stop.is_set() and remaining else "done"
         summary = f"replay {state}: chosen={chosen} {self.tally.describe()} not_attempted={remaining}"
         fate = "kept in the buffer" if self._options.keep else "removed from the buffer"
-        print(f"{summary} topic={topic} (sent: {fate})" + (f"; error: {self.error}" if self.error else ""))
+        error = f"; error: {self.error}" if self.error else ""
+        print(scrub(f"{summary} topic={topic} (sent: {fate}){error}"))
         if self.tally.skipped:
             print(f"  {self.tally.skipped} skipped: being delivered by another worker, or no longer buffered")
         if self.stop.is_set() and remaining:
@@ -254,7 +260,7 @@ async def _stop_quietly(producer: AIOKafkaProducer) -> None:
     try:
         await producer.stop()
     except Exception as exc:
-        print(f"warning: closing the Kafka producer: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(scrub(f"warning: closing the Kafka producer: {type(exc).__name__}: {exc}"), file=sys.stderr)
 
 
 async def print_dry_run(gateway: MongoGateway, ids: list[Any], topic: str) -> None:

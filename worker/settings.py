@@ -1,20 +1,25 @@
 """All configuration, read from the environment: the only module that does so.
 
 Every field's environment variable is its name upper-cased. The README's configuration
-table lists them with their defaults; `format_settings_error` turns a bad value into one
-line naming the variable, and never echoes a secret.
+table lists them with their defaults. `load_settings` is the commands' way in: every
+mistake (a bad value, a URI PyMongo cannot parse, SASL/SSL settings that do not go
+together, a certificate file that cannot be read) becomes one line naming the variable,
+never echoing a secret; variables that look like misspelled settings are found too.
 """
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.redact import redact_uri
+from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
+from worker.redact import redact_uri, remember_secret, remember_uri_password, scrub
+from worker.unknown_variables import UnknownVariable, find_unknown_variables
 
 
 class RouteName(StrEnum):
@@ -27,6 +32,24 @@ class RouteName(StrEnum):
 
 
 SECRET_FIELDS = frozenset({"mongodb_uri", "kafka_sasl_password"})
+SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+SSL_FILE_FIELDS = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+
+
+class CrossFieldProblems(ValueError):
+    """Settings wrong together; `problems` holds (variable, what is wrong) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{name}: {text}" for name, text in problems))
+        self.problems = problems
+
+
+class SettingsError(Exception):
+    """The environment cannot be used; `lines` name each wrong variable, without secrets."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 class Settings(BaseSettings):
@@ -111,6 +134,10 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+    # --- Settings validation (issue 11, settings part) ---
+    settings_strict: bool = False
+    """Variables that look like misspelled settings stop every command (exit 2), not just a warning."""
+    # --- end of settings validation ---
 
     @field_validator("fail_closed_routes", mode="before")
     @classmethod
@@ -124,11 +151,88 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("mongodb_uri", mode="before")
+    @classmethod
+    def _remember_uri_password(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            remember_uri_password(raw)
+        return value
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _uri_syntax(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty; give a mongodb:// or mongodb+srv:// connection string, or unset it")
+        problem = mongodb_uri_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(f"not a MongoDB connection string: {problem}")
+        return value
+
+    @field_validator("kafka_sasl_password", mode="before")
+    @classmethod
+    def _remember_password(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if isinstance(raw, str):
+            remember_secret(raw)
+        return value
+
+    @field_validator(*SASL_FIELDS, *SSL_FILE_FIELDS, mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # A manifest's `KAFKA_SSL_CAFILE: ""` means "not set", not the current directory.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(*SSL_FILE_FIELDS)
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"file not readable by this process: {value}")
+        return value
+
     @model_validator(mode="after")
-    def _backoff_cap_not_below_base(self) -> Settings:
-        if self.redelivery_backoff_cap_s < self.redelivery_backoff_base_s:
-            raise ValueError("REDELIVERY_BACKOFF_CAP_S must be at least REDELIVERY_BACKOFF_BASE_S")
+    def _settings_go_together(self) -> Settings:
+        problems = [*self._backoff_problems(), *self._sasl_problems(), *self._ssl_problems()]
+        if problems:
+            raise CrossFieldProblems(problems)
         return self
+
+    def _backoff_problems(self) -> list[tuple[str, str]]:
+        if self.redelivery_backoff_cap_s >= self.redelivery_backoff_base_s:
+            return []
+        cap, base = self.redelivery_backoff_cap_s, self.redelivery_backoff_base_s
+        return [
+            (
+                "REDELIVERY_BACKOFF_CAP_S",
+                f"{cap} is below REDELIVERY_BACKOFF_BASE_S ({base}); must be at least it",
+            )
+        ]
+
+    def _sasl_problems(self) -> list[tuple[str, str]]:
+        protocol = self.kafka_security_protocol
+        if protocol.startswith("SASL_"):
+            missing = [field.upper() for field in SASL_FIELDS if getattr(self, field) is None]
+            return [(name, f"required with KAFKA_SECURITY_PROTOCOL={protocol}") for name in missing]
+        unused = [field.upper() for field in SASL_FIELDS if getattr(self, field) is not None]
+        fix = "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset it"
+        return [
+            (name, f"set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL; {fix}") for name in unused
+        ]
+
+    def _ssl_problems(self) -> list[tuple[str, str]]:
+        protocol = self.kafka_security_protocol
+        if protocol not in ("SSL", "SASL_SSL"):
+            unused = [field.upper() for field in SSL_FILE_FIELDS if getattr(self, field) is not None]
+            fix = "set KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL), or unset it"
+            return [
+                (name, f"set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS; {fix}")
+                for name in unused
+            ]
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            return [("KAFKA_SSL_KEYFILE", "set without KAFKA_SSL_CERTFILE, the certificate it belongs to")]
+        return []
 
     def topic_for(self, route: RouteName) -> str:
         return {
@@ -153,12 +257,56 @@ class Settings(BaseSettings):
     def mongodb_uri_for_logs(self) -> str:
         return redact_uri(self.mongodb_uri.get_secret_value())
 
+    def mongodb_hosts(self) -> str:
+        """`host:port[,host:port]` of MONGODB_URI, for messages (never credentials)."""
+        return mongodb_hosts(self.mongodb_uri.get_secret_value())
+
+
+def load_settings() -> tuple[Settings, list[UnknownVariable]]:
+    """The settings from the environment and the variables that look misspelled.
+
+    Raises SettingsError (one line per problem) for a bad value, or for a suspect variable
+    when SETTINGS_STRICT is on.
+    """
+    unknown = unknown_variables()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        notes = [f"note: {variable.describe()}" for variable in unknown]
+        raise SettingsError([*settings_error_lines(exc), *notes]) from None
+    if settings.settings_strict and unknown:
+        raise SettingsError([f"configuration error: {v.describe()} (SETTINGS_STRICT=true)" for v in unknown])
+    return settings, unknown
+
+
+def unknown_variables() -> list[UnknownVariable]:
+    """The environment's variables that are not settings but look like misspelled ones."""
+    return find_unknown_variables(os.environ, Settings.model_fields)
+
+
+def settings_error_lines(error: ValidationError) -> list[str]:
+    """One line per wrong variable: its name, what is wrong, and the value unless secret."""
+    lines: list[str] = []
+    for item in error.errors():
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, CrossFieldProblems):
+            lines.extend(f"configuration error: {name}: {text}" for name, text in cause.problems)
+        elif item["loc"]:
+            lines.append(_field_line(str(item["loc"][0]), item["msg"], item.get("input")))
+        else:  # a model-level error: its input is every variable, secrets included; never shown
+            lines.append(f"configuration error: {_message(item['msg'])}")
+    return [scrub(line) for line in lines]
+
+
+def _field_line(field: str, message: str, value: Any) -> str:
+    shown = "<hidden>" if field in SECRET_FIELDS else repr(value)
+    return f"configuration error: {field.upper()}: {_message(message)} (got {shown})"
+
+
+def _message(text: str) -> str:
+    return text.removeprefix("Value error, ")
+
 
 def format_settings_error(error: ValidationError) -> str:
-    """One line per wrong variable: its name, what is wrong, and the value unless secret."""
-    lines = []
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "?"
-        shown = "<hidden>" if field in SECRET_FIELDS else repr(item.get("input"))
-        lines.append(f"configuration error: {field.upper()}: {item['msg']} (got {shown})")
-    return "\n".join(lines)
+    """`settings_error_lines` as one text."""
+    return "\n".join(settings_error_lines(error))

@@ -126,15 +126,15 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, **env}, timeout=60)  # fmt: skip
 
 
-async def test_check_exits_zero_when_both_servers_answer_and_one_otherwise(
+async def test_check_exits_zero_when_both_servers_answer_and_three_otherwise(
     kafka_bootstrap: str, mongo_uri: str
 ) -> None:
-    """`check` is a usable exec probe: 0 with both servers up, 1 naming the one that does not answer."""
+    """`check` is a usable exec probe: 0 with both servers up, 3 naming the one that does not answer."""
     good = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": mongo_uri})
     assert good.returncode == 0, good.stderr
     bad_uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
     bad = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": bad_uri})
-    assert bad.returncode == 1
+    assert bad.returncode == 3
     assert "MongoDB" in bad.stderr and "Kafka" not in bad.stderr
 
 

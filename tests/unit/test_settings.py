@@ -138,3 +138,12 @@ def test_the_mongodb_uri_for_logs_hides_credentials(monkeypatch: pytest.MonkeyPa
 def test_out_of_range_values_are_refused(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
     """Values outside a setting's allowed range are configuration errors on that variable."""
     assert f": {variable}: " in settings_error(monkeypatch, **{variable: value})
+
+
+def test_a_model_level_error_does_not_echo_the_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backoff cap below its base names REDELIVERY_BACKOFF_CAP_S and shows neither MONGODB_URI nor its password."""
+    message = settings_error(
+        monkeypatch, MONGODB_URI=SECRET_URI, REDELIVERY_BACKOFF_BASE_S="10", REDELIVERY_BACKOFF_CAP_S="5"
+    )
+    assert "REDELIVERY_BACKOFF_CAP_S" in message
+    assert "hunter2" not in message and "db.internal" not in message
