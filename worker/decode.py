@@ -36,8 +36,13 @@ def decode_json_object(raw: bytes | None, *, max_bytes: int, max_depth: int) -> 
             reason="not_object", detail=f"value is a JSON {type(value).__name__}, not an object"
         )
     if not surely_storable(raw, max_depth=max_depth):
-        check_integers(raw)
-        check_storable(value, max_depth=max_depth)
+        try:
+            check_integers(raw)
+            check_storable(value, max_depth=max_depth)
+        except EventRejected as exc:
+            claimed = value.get("event_id")
+            exc.event_id = claimed if isinstance(claimed, str) else None
+            raise
     return value
 
 
