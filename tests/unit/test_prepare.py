@@ -214,3 +214,12 @@ async def test_a_bad_record_with_unreadable_headers_is_dead_lettered_with_them(p
     await process_between_good_ones(pipeline, b"{oops", headers=headers)
     [letter] = pipeline.dead_letters.letters
     assert (letter.reason, dict(letter.headers())["trace"]) == ("not_json", b"\x00\xff")
+
+
+def test_a_refusal_after_parsing_names_the_payloads_event_id(pipeline: Pipeline) -> None:
+    """A record refused for a number or a key still carries the event_id its payload claims."""
+    value = orjson.dumps(incident(event_id="ev-7", details={"n": 0})).replace(b'"n":0', b'"n":1' + b"0" * 22)
+    assert (refusal(pipeline, value).reason, refusal(pipeline, value).event_id) == (
+        "unstorable_number",
+        "ev-7",
+    )
