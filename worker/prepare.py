@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from worker.decode import decode_json_object, surely_storable, validate_event
+from worker.decode import decode_vouched, validate_event
 from worker.dlq import ERROR_TYPE_VALIDATION
 from worker.errors import EventRejected
 from worker.mongo.encoding import check_encodable
@@ -64,7 +64,7 @@ def prepare(
 
 
 def _document(route: Route, raw: bytes | None, *, max_bytes: int, max_depth: int) -> Ready:
-    value = decode_json_object(raw, max_bytes=max_bytes, max_depth=max_depth)
+    value, vouched = decode_vouched(raw, max_bytes=max_bytes, max_depth=max_depth)
     try:
         event = validate_event(route.model, value)
     except EventRejected as exc:
@@ -72,8 +72,7 @@ def _document(route: Route, raw: bytes | None, *, max_bytes: int, max_depth: int
         exc.event_id = claimed if isinstance(claimed, str) else None
         raise
     document = route.to_document(event)
-    assert raw is not None  # decode_json_object refused an absent value
-    if len(raw) > SURELY_ENCODABLE_BYTES or not surely_storable(raw, max_depth=max_depth):
+    if not vouched or len(raw or b"") > SURELY_ENCODABLE_BYTES:  # raw is set: decoding refused None
         check_encodable(document)
     return Ready(document, event.event_id)
 
