@@ -48,7 +48,11 @@ def _require_iso_string(value: object) -> object:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    """The same instant in UTC; an instant outside years 1-9999 once in UTC is refused, not raised."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # pydantic turns ValueError into a validation error, not OverflowError
+        raise ValueError("is outside years 1-9999 once converted to UTC") from None
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_to_utc)]

@@ -18,22 +18,15 @@ import structlog
 from aiokafka.structs import TopicPartition
 
 from worker import observability as metrics
-from worker.decode import decode_json_object, validate_event
 from worker.dlq import (
     ERROR_TYPE_PERSIST_FAILED,
     ERROR_TYPE_PERSIST_REFUSED,
-    ERROR_TYPE_VALIDATION,
     DeadLetter,
     DeadLetterPublisher,
 )
-from worker.errors import (
-    DocumentRefused,
-    EventRejected,
-    OperationRefused,
-    TransientError,
-    WorkerError,
-)
+from worker.errors import DocumentRefused, OperationRefused, TransientError, WorkerError
 from worker.mongo.writers import WriteOutcome
+from worker.prepare import Refused, prepare
 from worker.retry import with_retries
 from worker.routes import FailurePolicy, Route
 from worker.settings import Settings
@@ -104,19 +97,18 @@ class BatchProcessor:
         self._dead_letters = dead_letters
         self._settings = settings
 
-    def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared:
-        value = decode_json_object(
+    def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared | Refused:
+        """The record's document, or why it must be dead-lettered; never raises."""
+        outcome = prepare(
+            route,
             record.value,
+            record.headers,
             max_bytes=self._settings.max_event_bytes,
             max_depth=self._settings.max_nesting_depth,
         )
-        try:
-            event = validate_event(route.model, value)
-        except EventRejected as exc:
-            claimed = value.get("event_id")
-            exc.event_id = claimed if isinstance(claimed, str) else None
-            raise
-        return Prepared(tp=tp, record=record, document=route.to_document(event), event_id=event.event_id)
+        if isinstance(outcome, Refused):
+            return outcome
+        return Prepared(tp=tp, record=record, document=outcome.document, event_id=outcome.event_id)
 
     async def process(self, batch: Batch) -> BatchResult:
         """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down.
@@ -125,20 +117,16 @@ class BatchProcessor:
         is sent as soon as it is prepared, so decoding the next chunk overlaps the server's work.
         """
         items: list[Prepared] = []
-        rejected: list[tuple[DeadLetter, str | None]] = []
+        rejected: list[tuple[DeadLetter, Refused]] = []
         filling: dict[str, list[Prepared]] = defaultdict(list)
         chunks: dict[str, list[_Chunk]] = defaultdict(list)
         try:
             for tp, records in batch.items():
                 route = self._routes[tp.topic]
                 for record in records:
-                    try:
-                        item = self._prepare(route, tp, record)
-                    except EventRejected as exc:
-                        letter = DeadLetter(
-                            record, route.dlq_topic, ERROR_TYPE_VALIDATION, exc.reason, exc.detail
-                        )
-                        rejected.append((letter, exc.event_id or _event_id_hint(record)))
+                    item = self._prepare(route, tp, record)
+                    if isinstance(item, Refused):
+                        rejected.append((_rejection_letter(record, route.dlq_topic, item), item))
                         continue
                     items.append(item)
                     filling[tp.topic].append(item)
@@ -157,10 +145,10 @@ class BatchProcessor:
             raise
         blocked = set().union(*(result.blocked for result in results))
         letters = [letter for result in results for letter in result.dead if _tp(letter) not in blocked]
-        for letter, event_id in rejected:
+        for letter, refused in rejected:
             if _tp(letter) not in blocked:
                 letters.append(letter)
-                _log_rejection(letter, event_id)
+                _log_rejection(letter, refused)
         await self._dead_letters.publish(letters)
         _count(batch, letters, blocked, self._routes)
         written = [item for item in items if item.tp not in blocked]
@@ -312,23 +300,42 @@ def _coordinates(record: Record) -> dict[str, Any]:
     return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
 
 
-def _event_id_hint(record: Record) -> str | None:
-    """The `event_id` header, if the producer set one (the payload may be unreadable)."""
-    for key, value in record.headers:
-        if key == "event_id":
-            return bytes(value).decode("utf-8", "replace")
-    return None
+@dataclass(frozen=True, slots=True)
+class UnprocessableLetter(DeadLetter):
+    """A dead letter whose preparation raised unexpectedly: `x-error-class` names the exception."""
+
+    error_class: str = ""
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [*DeadLetter.headers(self), ("x-error-class", self.error_class.encode())]
 
 
-def _log_rejection(letter: DeadLetter, event_id: str | None) -> None:
-    log.warning(
-        "event_rejected",
-        **_coordinates(letter.record),
-        event_id=event_id,
-        reason=letter.reason,
-        detail=letter.message,
-        dlq_topic=letter.dlq_topic,
+def _error_class(error: BaseException) -> str:
+    return f"{type(error).__module__}.{type(error).__qualname__}"
+
+
+def _rejection_letter(record: Record, dlq_topic: str, refused: Refused) -> DeadLetter:
+    if refused.error is None:
+        return DeadLetter(record, dlq_topic, refused.error_type, refused.reason, refused.detail)
+    return UnprocessableLetter(
+        record, dlq_topic, refused.error_type, refused.reason, refused.detail, _error_class(refused.error)
     )
+
+
+def _log_rejection(letter: DeadLetter, refused: Refused) -> None:
+    """Warning for input the contract refuses; error, with the stack, for an unforeseen failure."""
+    fields: dict[str, Any] = {
+        **_coordinates(letter.record),
+        "event_id": refused.event_id,
+        "reason": letter.reason,
+        "detail": letter.message,
+        "dlq_topic": letter.dlq_topic,
+    }
+    if refused.error is None:
+        log.warning("event_rejected", **fields)
+        return
+    fields.update(error_type=refused.error_type, error_class=_error_class(refused.error))
+    log.error("event_rejected", **fields, exc_info=refused.error)
 
 
 def _log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> None:
