@@ -73,6 +73,9 @@ BUILD_INFO = Gauge(
     "Always 1; the labels say which worker and libraries run",
     ["version", "python", "aiokafka", "pymongo"],
 )
+READY = Gauge(
+    "persistence_ready", "1 while /readyz would answer 200 (MongoDB answered, partitions held), else 0"
+)
 BATCHES_FAILED = Counter(
     "persistence_batches_failed_total", "Batches that could not be finished (batch_failed); nothing committed"
 )
