@@ -150,12 +150,20 @@ class CommitLag:
 
     def __init__(self) -> None:
         self._committed: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
 
     def saw(self, batch: Mapping[TopicPartition, Sequence[_Record]]) -> None:
-        """A polled batch: a partition's first records start where its committed offset is."""
+        """A polled batch: a partition's first records start where its committed offset is.
+
+        The gauge counts the batch in hand at once: a batch that never finishes (a write that
+        hangs) must show as lag, not as the 0 published after the last commit.
+        """
         for tp, records in batch.items():
             if records:
                 self._committed.setdefault(tp, records[0].offset)
+                highwater = max(records[-1].offset + 1, self._highwater.get(tp, 0))
+                lag = max(highwater - self._committed[tp], 0)
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Offsets this consumer committed just now: also the partitions' last commit time."""
@@ -168,6 +176,7 @@ class CommitLag:
         """Revoked partitions: their lag is another member's now."""
         for tp in partitions:
             self._committed.pop(tp, None)
+            self._highwater.pop(tp, None)
             for gauge in (CONSUMER_LAG, LAST_COMMIT_TIMESTAMP):
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
@@ -184,6 +193,7 @@ class CommitLag:
                     self._committed[tp] = await consumer.position(tp)
             except (AssertionError, KafkaError):  # revoked meanwhile: the rebalance listener forgets it
                 continue
+            self._highwater[tp] = highwater
             lag = max(highwater - self._committed[tp], 0)
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
