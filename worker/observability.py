@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    REGISTRY,
     Counter,
     Gauge,
     Histogram,
@@ -74,7 +75,9 @@ BUILD_INFO = Gauge(
     ["version", "python", "aiokafka", "pymongo"],
 )
 READY = Gauge(
-    "persistence_ready", "1 while /readyz would answer 200 (MongoDB answered, partitions held), else 0"
+    "persistence_ready",
+    "1 while /readyz would answer 200 (MongoDB answered, partitions held), else 0",
+    registry=None,  # absent until track_readiness() wires it: an unwired 0 would fire an alert
 )
 BATCHES_FAILED = Counter(
     "persistence_batches_failed_total", "Batches that could not be finished (batch_failed); nothing committed"
@@ -101,6 +104,13 @@ INDEX_CHECK_TIMESTAMP = Gauge(
     "persistence_index_check_last_success_timestamp_seconds",
     "Unix time of the last periodic index check that could read every collection's indexes",
 )
+
+
+def track_readiness(ready: Callable[[], bool]) -> None:
+    """Export `persistence_ready`, read from `ready` at each scrape (e.g. `Health.ready`)."""
+    READY.set_function(lambda: 1.0 if ready() else 0.0)
+    with contextlib.suppress(ValueError):  # registered by an earlier call
+        REGISTRY.register(READY)
 
 
 def _version(distribution: str) -> str:

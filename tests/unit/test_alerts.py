@@ -47,7 +47,7 @@ def alert_names() -> list[str]:
 
 def exported_metric_names() -> set[str]:
     """Every series name the worker's metrics can expose (counters as `_total`, histograms' three)."""
-    names: set[str] = set()
+    names: set[str] = {"persistence_ready"}  # registered when app.py calls track_readiness
     for family in REGISTRY.collect():
         if family.type == "counter":
             names.add(f"{family.name}_total")

@@ -83,3 +83,18 @@ def test_build_info_names_the_worker_python_and_client_libraries() -> None:
     assert sample.value == 1
     assert set(sample.labels) == {"version", "python", "aiokafka", "pymongo"}
     assert sample.labels["aiokafka"].startswith("0.") and sample.labels["pymongo"].startswith("4.")
+
+
+def test_readiness_is_absent_until_tracked_then_read_at_each_scrape() -> None:
+    """persistence_ready is not exported before track_readiness; then it follows the callable."""
+    from worker.observability import track_readiness
+
+    ready = {"now": False}
+    if REGISTRY.get_sample_value("persistence_ready") is None:
+        assert "persistence_ready" not in generate_latest().decode()
+    track_readiness(lambda: ready["now"])
+    assert REGISTRY.get_sample_value("persistence_ready") == 0
+    ready["now"] = True
+    assert REGISTRY.get_sample_value("persistence_ready") == 1
+    track_readiness(lambda: False)  # a second call rewires, never registers twice
+    assert REGISTRY.get_sample_value("persistence_ready") == 0
