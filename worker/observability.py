@@ -79,6 +79,11 @@ READY = Gauge(
     "1 while /readyz would answer 200 (MongoDB answered, partitions held), else 0",
     registry=None,  # absent until track_readiness() wires it: an unwired 0 would fire an alert
 )
+RECORDS_SKIPPED = Counter(
+    "persistence_records_skipped_total",
+    "Records already in MongoDB (redelivered) or stale (an older workflow result); also counted as stored",
+    ["route"],
+)
 BATCHES_FAILED = Counter(
     "persistence_batches_failed_total", "Batches that could not be finished (batch_failed); nothing committed"
 )
