@@ -165,3 +165,19 @@ def test_alert_reads_only_metrics_the_worker_exports(rule: dict[str, Any]) -> No
 
 if __name__ == "__main__":  # rewrite the PrometheusRule from alerts.yaml
     PROMETHEUS_RULE.write_text(render_prometheus_rule())
+
+
+def test_the_integration_tests_shortening_changes_only_durations(tmp_path: Path) -> None:
+    """The real-Prometheus test's rules differ from alerts.yaml only in `for:` and windows, minutes read as seconds."""
+    from tests.integration.test_prometheus_alerts import shorten
+
+    short = yaml.safe_load(shorten(RULES.read_text()))["groups"][0]["rules"]
+    for original, shortened in zip(rules(), short, strict=True):
+        assert re.sub(r"\[(\d+)s\]", r"[\1m]", shortened["expr"]) == original["expr"]
+        assert shortened.get("for", "").replace("s", "m") == original.get("for", "")
+        assert {k: v for k, v in shortened.items() if k not in ("expr", "for")} == {
+            k: v for k, v in original.items() if k not in ("expr", "for")
+        }
+    (tmp_path / "short.yaml").write_text(shorten(RULES.read_text()))
+    result = promtool("check", "rules", tmp_path / "short.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
