@@ -6,7 +6,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced-stamp
 
-.PHONY: setup demo test unit integration lint bench chaos clean
+.PHONY: setup promtool demo test unit integration lint bench chaos clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -16,7 +16,17 @@ $(STAMP): $(UV) uv.lock pyproject.toml
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $(STAMP)
 
-setup: $(STAMP)  ## install the locked dependencies (runtime + dev) into .venv
+setup: $(STAMP) promtool  ## install the locked dependencies (runtime + dev) into .venv, and promtool
+
+# promtool and prometheus (alert rule checks and the real-Prometheus test) from Debian's package,
+# installed only where promtool is missing; as root directly, else through sudo without a prompt.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO="sudo -n"; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus </dev/null; }
+	@promtool --version 2>&1 | head -n 1
 
 demo: setup  ## start local stand-in servers, the worker, publish events, print what landed
 	$(VENV)/bin/python -m worker.demo

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,20 @@ from typing import Protocol
 import structlog
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 log = structlog.get_logger(__name__)
+
+# No `<counter>_created` twin per series: it doubles the series count and no alert reads it.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 RECORDS_CONSUMED = Counter("persistence_records_consumed_total", "Records polled from Kafka", ["route"])
 RECORDS_STORED = Counter(
@@ -56,6 +68,77 @@ BUFFER_OLDEST_PENDING_AGE = Gauge(
     "persistence_telemetry_buffer_oldest_pending_age_seconds",
     "Age (from buffered_at) of the oldest telemetry_buffer document still to deliver; 0 when none",
 )
+# ---- ops metrics (issue 13): alerts and dashboard in deploy/prometheus, deploy/grafana ----
+BUILD_INFO = Gauge(
+    "persistence_build_info",
+    "Always 1; the labels say which worker and libraries run",
+    ["version", "python", "aiokafka", "pymongo"],
+)
+READY = Gauge(
+    "persistence_ready",
+    "1 while /readyz would answer 200 (MongoDB answered, partitions held), else 0",
+    registry=None,  # absent until track_readiness() wires it: an unwired 0 would fire an alert
+)
+RECORDS_SKIPPED = Counter(
+    "persistence_records_skipped_total",
+    "Records already in MongoDB (redelivered) or stale (an older workflow result); also counted as stored",
+    ["route"],
+)
+BATCHES_FAILED = Counter(
+    "persistence_batches_failed_total", "Batches that could not be finished (batch_failed); nothing committed"
+)
+COMMITS_FAILED = Counter(
+    "persistence_commits_failed_total", "Offset commits refused by the group (commit_failed, a rebalance)"
+)
+LAST_COMMIT_TIMESTAMP = Gauge(
+    "persistence_consumer_last_commit_timestamp_seconds",
+    "Unix time of this replica's last successful offset commit, per assigned partition",
+    ["topic", "partition"],
+)
+INDEXES_MISSING = Gauge(
+    "persistence_indexes_missing",
+    "Expected indexes absent from a collection at the last periodic index check",
+    ["collection"],
+)
+INDEX_CONFLICTS = Gauge(
+    "persistence_index_conflicts",
+    "Indexes with the expected keys but other options at the last periodic index check",
+    ["collection"],
+)
+INDEX_CHECK_TIMESTAMP = Gauge(
+    "persistence_index_check_last_success_timestamp_seconds",
+    "Unix time of the last periodic index check that could read every collection's indexes",
+)
+
+
+def track_readiness(ready: Callable[[], bool]) -> None:
+    """Export `persistence_ready`, read from `ready` at each scrape (e.g. `Health.ready`)."""
+    READY.set_function(lambda: 1.0 if ready() else 0.0)
+    with contextlib.suppress(ValueError):  # registered by an earlier call
+        REGISTRY.register(READY)
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def publish_build_info() -> None:
+    """Set `persistence_build_info` once: this worker's version, Python's, aiokafka's and PyMongo's."""
+    BUILD_INFO.labels(
+        version=_version("persistence-worker"),
+        python=platform.python_version(),
+        aiokafka=_version("aiokafka"),
+        pymongo=_version("pymongo"),
+    ).set(1)
+
+
+publish_build_info()
+# ---- end of ops metrics ----
 
 
 class _Record(Protocol):
@@ -82,22 +165,36 @@ class CommitLag:
 
     def __init__(self) -> None:
         self._committed: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
 
     def saw(self, batch: Mapping[TopicPartition, Sequence[_Record]]) -> None:
-        """A polled batch: a partition's first records start where its committed offset is."""
+        """A polled batch: a partition's first records start where its committed offset is.
+
+        The gauge counts the batch in hand at once: a batch that never finishes (a write that
+        hangs) must show as lag, not as the 0 published after the last commit.
+        """
         for tp, records in batch.items():
             if records:
                 self._committed.setdefault(tp, records[0].offset)
+                highwater = max(records[-1].offset + 1, self._highwater.get(tp, 0))
+                lag = max(highwater - self._committed[tp], 0)
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 
     def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Offsets this consumer committed just now: also the partitions' last commit time."""
         self._committed.update(offsets)
+        now = time.time()
+        for tp in offsets:
+            LAST_COMMIT_TIMESTAMP.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked partitions: their lag is another member's now."""
         for tp in partitions:
             self._committed.pop(tp, None)
-            with contextlib.suppress(KeyError):
-                CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            self._highwater.pop(tp, None)
+            for gauge in (CONSUMER_LAG, LAST_COMMIT_TIMESTAMP):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
 
     async def publish(self, consumer: _LagSource) -> None:
         """Set the gauge of every assigned partition whose high watermark is known."""
@@ -111,6 +208,7 @@ class CommitLag:
                     self._committed[tp] = await consumer.position(tp)
             except (AssertionError, KafkaError):  # revoked meanwhile: the rebalance listener forgets it
                 continue
+            self._highwater[tp] = highwater
             lag = max(highwater - self._committed[tp], 0)
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
 

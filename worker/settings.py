@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     """Wait before looking again when nothing in the buffer is due."""
     telemetry_buffer_stats_interval_s: float = Field(default=15.0, gt=0, le=3600.0)
     """How often the telemetry_buffer gauges (pending, parked, oldest pending age) are sampled."""
+    # ---- ops (issue 13): periodic index health check ----
+    index_check_interval_s: float = Field(default=300.0, ge=0, le=86_400.0)
+    """How often `run` compares each collection's indexes with the expected ones (the
+    persistence_indexes_missing gauge); 0 turns the check off."""
+    # ---- end of ops settings ----
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -170,10 +171,20 @@ def _one(kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def _named(kind: str, name: str) -> dict[str, Any]:
+    found = [m for m in _manifests() if m["kind"] == kind and m["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind}/{name} under deploy/k8s, found {len(found)}"
+    return found[0]
+
+
+def _replay_cronjob() -> dict[str, Any]:
+    return _named("CronJob", "persistence-worker-replay")
+
+
 def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     """(kind, pod spec) of every workload that runs the worker image."""
     yield "Deployment", _one("Deployment")["spec"]["template"]["spec"]
-    yield "CronJob", _one("CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    yield "CronJob", _replay_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def _worker_container() -> dict[str, Any]:
@@ -256,7 +267,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 @pytest.mark.parametrize(
     "manifest",
-    [manifest for manifest in _manifests() if not manifest["apiVersion"].startswith("keda.sh/")],
+    [m for m in _manifests() if not m["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/"))],
     ids=_manifest_id,
 )
 def test_kubernetes_objects_match_the_api_schema(manifest: dict[str, Any]) -> None:
@@ -437,7 +448,7 @@ def test_scaled_object_measures_the_worker_group_on_every_input_topic() -> None:
 
 def test_replay_template_never_runs_by_itself() -> None:
     """The replay CronJob is suspended, runs `persistence-worker replay` once and is not retried."""
-    cronjob = _one("CronJob")
+    cronjob = _replay_cronjob()
     assert cronjob["spec"]["suspend"] is True
     job = cronjob["spec"]["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0
@@ -537,3 +548,123 @@ def test_compose_creates_every_topic_with_the_production_partition_count() -> No
     expected = {*INPUT_TOPICS, *(topic + _config()["KAFKA_DLQ_SUFFIX"] for topic in INPUT_TOPICS)}
     assert set(listed[1].split()) == expected | {DELIVERY_TOPIC}
     assert re.findall(r"--partitions (\d+)", script) == [str(_partitions())]
+
+
+# ---- backups and monitoring (issue 13) -------------------------------------------------
+
+BACKUP_SCRIPT = K8S / "backup" / "mongodump.sh"
+PRIORITY_COLLECTIONS = ["workflow_results", "incidents"]
+ALL_COLLECTIONS = {"workflow_results", "incidents", "validation_audit", "telemetry_buffer"}
+
+
+def _backup_pod() -> dict[str, Any]:
+    return dict(
+        _named("CronJob", "persistence-worker-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    )
+
+
+def test_backup_cronjob_runs_the_generated_script_on_the_backup_claim() -> None:
+    """The backup CronJob mounts the script from kustomize's configMapGenerator and writes to the PVC."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (generator,) = [
+        g for g in kustomization["configMapGenerator"] if g["name"] == "persistence-worker-backup-script"
+    ]
+    assert generator["files"] == ["backup/mongodump.sh"]
+    volumes = {volume["name"]: volume for volume in _backup_pod()["volumes"]}
+    assert volumes["scripts"]["configMap"]["name"] == generator["name"]
+    claim = volumes["backups"]["persistentVolumeClaim"]["claimName"]
+    assert claim == _one("PersistentVolumeClaim")["metadata"]["name"]
+    (container,) = _backup_pod()["containers"]
+    assert container["command"] == ["/bin/sh", "/scripts/mongodump.sh"]
+
+
+def test_backup_takes_the_credentials_from_the_secret() -> None:
+    """The backup reads MONGODB_URI from the worker's Secret and the database from its ConfigMap."""
+    (container,) = _backup_pod()["containers"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["MONGODB_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "persistence-worker",
+        "key": "MONGODB_URI",
+    }
+    assert env["MONGODB_DATABASE"]["valueFrom"]["configMapKeyRef"]["key"] == "MONGODB_DATABASE"
+    assert _backup_pod()["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_compose_backup_profile_runs_the_same_script() -> None:
+    """compose's `backup` service (profile backup) mounts deploy/k8s/backup/mongodump.sh and runs it."""
+    service = _compose()["services"]["backup"]
+    assert service["profiles"] == ["backup"]
+    sources = {target: (COMPOSE.parent / source).resolve() for source, target in
+               (volume.split(":")[:2] for volume in service["volumes"])}  # fmt: skip
+    assert sources["/scripts/mongodump.sh"] == BACKUP_SCRIPT.resolve()
+    assert service["entrypoint"] == ["/bin/sh", "/scripts/mongodump.sh"]
+
+
+def test_compose_monitoring_profile_loads_the_rules_and_the_dashboard() -> None:
+    """Prometheus mounts the alert rules its config names; Grafana mounts the provisioning and dashboards."""
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        assert services[name]["profiles"] == ["monitoring"]
+        for volume in services[name]["volumes"]:
+            assert (COMPOSE.parent / volume.split(":")[0]).exists(), volume
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    mounted = {volume.split(":")[1] for volume in services["prometheus"]["volumes"]}
+    assert set(config["rule_files"]) <= mounted
+    assert [job["job_name"] for job in config["scrape_configs"]] == ["persistence-worker"]
+
+
+def _run_backup(
+    tmp_path: Path, *, fail_on: str | None = None, keep: int = 7
+) -> subprocess.CompletedProcess[str]:
+    """Run mongodump.sh with a fake `mongodump` on PATH that logs its collection and writes the archive."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "mongodump"
+    fake.write_text(
+        "#!/bin/sh\nfor a; do case $a in --collection=*) c=${a#--collection=};; --archive=*) f=${a#--archive=};; esac; done\n"
+        f'echo "$c" >> {tmp_path}/calls\n'
+        f'[ "$c" = "{fail_on}" ] && exit 1\n'
+        'echo dump > "$f"\n'
+    )
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "MONGODB_URI": "mongodb://x", "BACKUP_DIR": str(tmp_path / "backups"),
+           "BACKUP_KEEP": str(keep)}  # fmt: skip
+    return subprocess.run(
+        ["/bin/sh", str(BACKUP_SCRIPT)], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_backup_dumps_the_priority_collections_first(tmp_path: Path) -> None:
+    """mongodump.sh dumps workflow_results and incidents before the other two, one archive each."""
+    result = _run_backup(tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text().split()
+    assert calls[:2] == PRIORITY_COLLECTIONS and set(calls) == ALL_COLLECTIONS and len(calls) == 4
+    (dump,) = (tmp_path / "backups").iterdir()
+    assert re.fullmatch(r"\d{8}T\d{6}Z", dump.name)
+    assert {path.name for path in dump.iterdir()} == {f"{c}.archive.gz" for c in ALL_COLLECTIONS} | {
+        "PRIORITY_COMPLETE"
+    }
+
+
+def test_a_failure_after_the_priority_collections_keeps_them_marked(tmp_path: Path) -> None:
+    """When a later collection fails, the run fails and leaves a .partial dump marked PRIORITY_COMPLETE."""
+    result = _run_backup(tmp_path, fail_on="validation_audit")
+    assert result.returncode != 0
+    (partial,) = (tmp_path / "backups").iterdir()
+    assert partial.name.endswith(".partial")
+    assert {"workflow_results.archive.gz", "incidents.archive.gz", "PRIORITY_COMPLETE"} <= {
+        path.name for path in partial.iterdir()
+    }
+
+
+def test_backup_keeps_only_the_newest_dumps(tmp_path: Path) -> None:
+    """Retention deletes complete dumps beyond BACKUP_KEEP and partial dumps older than the new one."""
+    backups = tmp_path / "backups"
+    for name in ("20200101T000000Z", "20200102T000000Z", "20200103T000000Z", "20200101T000000Z.partial"):
+        (backups / name).mkdir(parents=True)
+    result = _run_backup(tmp_path, keep=2)
+    assert result.returncode == 0, result.stderr
+    left = sorted(path.name for path in backups.iterdir())
+    assert len(left) == 2 and left[0] == "20200103T000000Z" and left[1] > "2026"

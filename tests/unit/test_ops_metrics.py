@@ -1,0 +1,100 @@
+"""Specification of the ops metrics (issue 13): build info, no `_created` twins, commit lag and time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiokafka.structs import TopicPartition
+from prometheus_client import REGISTRY, generate_latest
+
+import worker.app  # noqa: F401  (every module that defines a metric)
+from worker.observability import RECORDS_STORED, CommitLag
+
+TP = TopicPartition("ops-metrics.results", 4)
+LABELS = {"topic": TP.topic, "partition": "4"}
+
+
+@dataclass
+class Record:
+    offset: int
+
+
+class Consumer:
+    """The part of AIOKafkaConsumer CommitLag reads, with a fixed high watermark."""
+
+    def __init__(self, highwater: int) -> None:
+        self._highwater = highwater
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        return self._highwater
+
+    async def position(self, partition: TopicPartition) -> int:
+        return 0
+
+
+def lag() -> float | None:
+    return REGISTRY.get_sample_value("persistence_consumer_lag_records", LABELS)
+
+
+def test_a_batch_in_hand_shows_as_lag_before_it_is_processed() -> None:
+    """Polling 10 uncommitted records sets the lag gauge to at least 10 before any write or commit."""
+    commit_lag = CommitLag()
+    commit_lag.committed({TP: 100})
+    commit_lag.saw({TP: [Record(offset) for offset in range(100, 110)]})
+    assert lag() == 10
+
+
+async def test_the_known_high_watermark_is_kept_when_a_batch_is_seen() -> None:
+    """A batch shorter than the backlog reads the last known high watermark, not only the batch's end."""
+    commit_lag = CommitLag()
+    commit_lag.committed({TP: 0})
+    await commit_lag.publish(Consumer(highwater=500))
+    commit_lag.saw({TP: [Record(offset) for offset in range(0, 10)]})
+    assert lag() == 500
+
+
+def test_a_commit_records_its_time_per_partition_and_a_revoke_removes_it() -> None:
+    """committed() sets the partition's last-commit time to now; forget() removes the series."""
+    commit_lag = CommitLag()
+    before = time.time()
+    commit_lag.committed({TP: 42})
+    stamp = REGISTRY.get_sample_value("persistence_consumer_last_commit_timestamp_seconds", LABELS)
+    assert stamp is not None and before <= stamp <= time.time()
+    commit_lag.forget([TP])
+    assert REGISTRY.get_sample_value("persistence_consumer_last_commit_timestamp_seconds", LABELS) is None
+    assert lag() is None
+
+
+def test_counters_have_no_created_twin() -> None:
+    """/metrics carries no `_created` series for the worker's counters."""
+    RECORDS_STORED.labels(route="ops-metrics").inc()
+    text = generate_latest().decode()
+    assert 'persistence_records_stored_total{route="ops-metrics"}' in text
+    assert "_created" not in text
+
+
+def test_build_info_names_the_worker_python_and_client_libraries() -> None:
+    """persistence_build_info is 1 with version, python, aiokafka and pymongo labels."""
+    (sample,) = [s for f in REGISTRY.collect() if f.name == "persistence_build_info" for s in f.samples]
+    assert sample.value == 1
+    assert set(sample.labels) == {"version", "python", "aiokafka", "pymongo"}
+    assert sample.labels["aiokafka"].startswith("0.") and sample.labels["pymongo"].startswith("4.")
+
+
+def test_readiness_is_absent_until_tracked_then_read_at_each_scrape() -> None:
+    """persistence_ready is not exported before track_readiness; then it follows the callable."""
+    from worker.observability import track_readiness
+
+    ready = {"now": False}
+    if REGISTRY.get_sample_value("persistence_ready") is None:
+        assert "persistence_ready" not in generate_latest().decode()
+    track_readiness(lambda: ready["now"])
+    assert REGISTRY.get_sample_value("persistence_ready") == 0
+    ready["now"] = True
+    assert REGISTRY.get_sample_value("persistence_ready") == 1
+    track_readiness(lambda: False)  # a second call rewires, never registers twice
+    assert REGISTRY.get_sample_value("persistence_ready") == 0
