@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 
 import structlog
@@ -36,7 +37,8 @@ async def bind_http(settings: Settings, health: Health) -> asyncio.Server | None
         return await start_http(settings.http_host, settings.http_port, health)
     except OSError as exc:
         raise StartupError(
-            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror or exc}"
+            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: "
+            f"{os.strerror(exc.errno) if exc.errno else exc}"
         ) from exc
 
 
