@@ -29,7 +29,9 @@ class KafkaProbe:
             else:
                 await self._client.fetch_all_metadata()
         except (KafkaError, OSError) as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            # aiokafka's errors already start with their class name; OSError's do not.
+            text = str(exc) if isinstance(exc, KafkaError) else f"{type(exc).__name__}: {exc}"
+            raise TransientError(text) from exc
 
     async def _bootstrap(self) -> None:
         timeout_ms = max(int(self._settings.kafka_health_interval_s * 1000), 1000)

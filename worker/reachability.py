@@ -104,8 +104,11 @@ async def probe_once(server: ServerReachability, probe: Probe, timeout_s: float)
     """Run `probe` (at most `timeout_s`) and record the outcome; True if the server answered."""
     try:
         await asyncio.wait_for(probe(), timeout=timeout_s)
-    except (WorkerError, TimeoutError) as exc:
-        server.failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+    except WorkerError as exc:
+        server.failed(str(exc) or type(exc).__name__)
+        return False
+    except TimeoutError:
+        server.failed(f"no answer within {timeout_s:g} s")
         return False
     server.answered()
     return True
