@@ -60,7 +60,7 @@ async def wait_for_mongodb(
             error = f"{type(exc).__name__}: {exc}"
             mongodb.failed(error)
             delay = _next_wait(settings, attempt, time.monotonic() - started, error)
-            log.warning("mongodb_client_not_initialized", address=mongodb.address,
+            log.warning("mongodb_client_not_initialized", uri=settings.mongodb_uri_for_logs(),
                         database=settings.mongodb_database, error=error, attempt=attempt,
                         retry_in_s=round(delay, 3))  # fmt: skip
             with contextlib.suppress(TimeoutError):
