@@ -16,6 +16,8 @@ import structlog
 
 LIBRARY_LEVEL = logging.WARNING
 """Libraries' lines below this level are not written."""
+MAX_TRACKED_MESSAGES = 1000
+"""Distinct messages remembered for rate limiting; the quiet ones are forgotten beyond this."""
 
 
 @dataclass
@@ -40,8 +42,16 @@ class RateLimiter:
             seen.suppressed += 1
             return None
         suppressed = seen.suppressed if seen is not None else 0
+        if len(self._seen) >= MAX_TRACKED_MESSAGES:
+            self._forget_quiet(now)
         self._seen[key] = _Seen(written_at=now)
         return suppressed
+
+    def _forget_quiet(self, now: float) -> None:
+        """Keep memory bounded: drop messages last written over an interval ago (or all, if none is)."""
+        quiet = [key for key, seen in self._seen.items() if now - seen.written_at >= self.interval_s]
+        for key in quiet or list(self._seen):
+            del self._seen[key]
 
 
 class LibraryLogHandler(logging.Handler):

@@ -94,3 +94,16 @@ def test_a_broken_pipe_is_swallowed_and_counted() -> None:
     sink.write(b"closed descriptor\n")
     assert sink.dropped == 3
     assert REGISTRY.get_sample_value("persistence_log_lines_dropped_total") == before + 3
+
+
+def test_the_rate_limiter_remembers_a_bounded_number_of_messages() -> None:
+    """Beyond MAX_TRACKED_MESSAGES distinct messages the quiet ones are forgotten, so memory stays bounded."""
+    from worker.library_logs import MAX_TRACKED_MESSAGES
+
+    clock = Clock()
+    limiter = RateLimiter(60, clock)
+    for index in range(MAX_TRACKED_MESSAGES):
+        assert limiter.admit(("lib", 40, f"message {index}")) == 0
+    clock.now += 61
+    assert limiter.admit(("lib", 40, "one more")) == 0
+    assert len(limiter._seen) == 1
