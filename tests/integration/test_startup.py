@@ -249,3 +249,28 @@ async def _outage_and_recovery(worker: WorkerProcess, proxy: FaultProxy, http_po
     proxy.heal()
     await wait_until(lambda: logged(worker, "kafka_available"), within=30, what="kafka_available")
     await wait_until(lambda: ready_is(http_port, 200), within=60, what="ready after the outage")
+
+
+async def test_mongodb_outage_after_start_shows_in_readyz_and_logs_then_clears(
+    unique_name: str, kafka_bootstrap: str, controllable_mongo: Any, create_topics: Any, tmp_path: Path
+) -> None:
+    """MongoDB stopped while the worker runs: /readyz 503 naming MongoDB and one `mongodb_unavailable`; restarted: 200 and `mongodb_available`."""
+    port = free_port()
+    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=controllable_mongo.uri,
+                            http_port=port, mongodb_health_interval_s=1)  # fmt: skip
+    await prepare_topics(create_topics, settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await wait_until(lambda: ready_is(port, 200), within=60, what="ready before the outage")
+        controllable_mongo.stop()
+        await wait_until(
+            lambda: ready_is(port, 503, b'"server":"mongodb"'), within=30, what="/readyz naming MongoDB"
+        )
+        controllable_mongo.start()
+        await wait_until(lambda: logged(worker, "mongodb_available"), within=30, what="mongodb_available")
+        await wait_until(lambda: ready_is(port, 200), within=30, what="ready after the outage")
+    finally:
+        assert worker.terminate() == 0
+    assert events(worker).count("mongodb_unavailable") == 1
+    assert non_json_lines(worker.log_text()) == []
