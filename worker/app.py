@@ -81,6 +81,20 @@ def _watch(
     return tasks
 
 
+def _worker_health(
+    settings: Settings, gateway: MongoGateway, consumer: Any, reachability: Reachability, redelivery: Liveness
+) -> Health:
+    """What `run`'s probes read; the consumer loop's last poll is added once it exists."""
+    return Health(
+        last_poll=None,
+        mongodb_ready=lambda: gateway.connected,
+        has_assignment=lambda: bool(consumer.assignment()),
+        stuck_after_s=settings.health_stuck_after_s,
+        loops={"redelivery": redelivery} if settings.redelivery_enabled else {},
+        unreachable=reachability.unreachable,
+    )
+
+
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
@@ -89,14 +103,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     routes = build_routes(settings, gateway)
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
-    health = Health(
-        last_poll=None,
-        mongodb_ready=lambda: gateway.connected,
-        has_assignment=lambda: bool(consumer.assignment()),
-        stuck_after_s=settings.health_stuck_after_s,
-        loops={"redelivery": redelivery_liveness} if settings.redelivery_enabled else {},
-        unreachable=reachability.unreachable,
-    )
+    health = _worker_health(settings, gateway, consumer, reachability, redelivery_liveness)
     background: list[asyncio.Task[None]] = []
     redelivery: asyncio.Task[None] | None = None
     try:
