@@ -11,99 +11,131 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
+from worker.about import startup_facts
 from worker.batch import BatchProcessor
 from worker.buffer_stats import sample_until_stopped
 from worker.consumer import ConsumerLoop
 from worker.dlq import dead_letter_publisher
-from worker.errors import WorkerError
+from worker.index_health import check_until_stopped
 from worker.kafka import create_consumer, create_producer
+from worker.kafka_health import KafkaProbe
+from worker.kafka_probe import kafka_failure
+from worker.library_logs import route_library_logs
 from worker.mongo.gateway import MongoGateway, create_client
-from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.observability import Health, Liveness, serve_http
+from worker.observability import Health, Liveness, serve_until, track_readiness
+from worker.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
 from worker.redelivery import redeliver_until_stopped
-from worker.retry import backoff_seconds
 from worker.routes import build_routes
 from worker.settings import Settings
+from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
+from worker.startup import bind_http, wait_for_mongodb
 
 log = structlog.get_logger(__name__)
 
 
-class StartupError(Exception):
-    """The worker cannot start (e.g. Kafka unreachable); the message says why."""
+def _reachability(settings: Settings, *, kafka: bool) -> Reachability:
+    mongodb = ServerReachability("mongodb", server_address(settings.mongodb_uri.get_secret_value()))
+    if not kafka:
+        return Reachability(mongodb)
+    kafka_server = ServerReachability("kafka", server_address(settings.kafka_bootstrap_servers))
+    return Reachability(mongodb, kafka_server)
 
 
-async def connect_mongodb(gateway: MongoGateway, settings: Settings, stop: asyncio.Event) -> None:
-    """Ping MongoDB and ensure indexes, retrying with backoff until it answers or `stop` is set.
+def _mongodb_probe(gateway: MongoGateway) -> Callable[[], Awaitable[None]]:
+    async def ping() -> None:
+        await gateway.connect()
 
-    Until it succeeds, writers log `mongodb_client_not_initialized` and fail as transient.
-    """
-    attempt = 0
-    while not stop.is_set():
-        attempt += 1
-        try:
-            database = await gateway.connect()
-            await ensure_indexes(database, with_retention(settings.ttl_days()))
-        except WorkerError as exc:
-            delay = backoff_seconds(settings, attempt)
-            log.warning("mongodb_unavailable", uri=settings.mongodb_uri_for_logs(), error=str(exc),
-                        attempt=attempt, retry_in_s=delay)  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            continue
-        log.info("mongodb_connected", uri=settings.mongodb_uri_for_logs(), database=settings.mongodb_database)
-        return
+    return ping
+
+
+async def _start_http(settings: Settings, health: Health, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """Bind the probes' port before anything else (StartupError if taken), then serve it."""
+    server = await bind_http(settings, health)
+    return [] if server is None else [_background(serve_until(server, stop), "http")]
+
+
+async def _start_kafka(settings: Settings, producer: Any, consumer: Any) -> None:
+    try:
+        await producer.start()
+        await consumer.start()
+    except KafkaError as exc:
+        raise StartupError(kafka_failure(exc, settings).message()) from exc
+
+
+def _watch(
+    settings: Settings, reachability: Reachability, gateway: MongoGateway, kafka: KafkaProbe | None,
+    stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:  # fmt: skip
+    """Background tasks: the servers' probes and the telemetry_buffer gauges."""
+    mongodb_probe = probe_until_stopped(
+        reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
+    )
+    tasks = [
+        _background(mongodb_probe, "mongodb_probe"),
+        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
+        _background(check_until_stopped(gateway, settings, stop), "index_check"),
+    ]
+    if kafka is not None:
+        kafka_probe = probe_until_stopped(
+            reachability["kafka"], kafka, settings.kafka_health_interval_s, stop
+        )
+        tasks.append(_background(kafka_probe, "kafka_probe"))
+    return tasks
+
+
+def _worker_health(
+    settings: Settings, gateway: MongoGateway, consumer: Any, reachability: Reachability, redelivery: Liveness
+) -> Health:
+    """What `run`'s probes read; the consumer loop's last poll is added once it exists."""
+    return Health(
+        last_poll=None,
+        mongodb_ready=lambda: gateway.connected,
+        has_assignment=lambda: bool(consumer.assignment()),
+        stuck_after_s=settings.health_stuck_after_s,
+        loops={"redelivery": redelivery} if settings.redelivery_enabled else {},
+        unreachable=reachability.unreachable,
+    )
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Consume until `stop` is set, then finish the batch in hand, commit and close."""
+    """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
-    consumer = create_consumer(settings)
-    producer = create_producer(settings)
+    consumer, producer = create_consumer(settings), create_producer(settings)
+    kafka_probe = KafkaProbe(settings)
     routes = build_routes(settings, gateway)
-    background = [asyncio.create_task(connect_mongodb(gateway, settings, stop))]
+    reachability = _reachability(settings, kafka=True)
+    redelivery_liveness = Liveness()
+    health = _worker_health(settings, gateway, consumer, reachability, redelivery_liveness)
+    track_readiness(health.ready)
+    background: list[asyncio.Task[None]] = []
     redelivery: asyncio.Task[None] | None = None
     try:
-        try:
-            await producer.start()
-            await consumer.start()
-        except KafkaError as exc:
-            raise StartupError(
-                f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {type(exc).__name__}: {exc}"
-            ) from exc
+        background += await _start_http(settings, health, stop)
+        if not await wait_for_mongodb(gateway, settings, stop, reachability["mongodb"]):
+            return
+        await _start_kafka(settings, producer, consumer)
+        reachability["kafka"].answered()
         processor = BatchProcessor(
             routes=routes, dead_letters=dead_letter_publisher(producer, settings), settings=settings
         )
         loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
         loop.subscribe(list(routes))
-        redelivery_liveness = Liveness()
-        if settings.http_port:
-            health = Health(
-                last_poll=lambda: loop.last_progress,
-                mongodb_ready=lambda: gateway.connected,
-                has_assignment=lambda: bool(consumer.assignment()),
-                stuck_after_s=settings.health_stuck_after_s,
-                loops={"redelivery": redelivery_liveness} if settings.redelivery_enabled else {},
-            )
-            background.append(_background(serve_http(settings.http_port, health, stop), "http"))
-            background.append(_background(sample_until_stopped(gateway, settings, stop), "buffer_stats"))
+        health.last_poll = lambda: loop.last_progress
+        background += _watch(settings, reachability, gateway, kafka_probe, stop)
         if settings.redelivery_enabled:
             redelivery = asyncio.create_task(
                 redeliver_until_stopped(settings, gateway, stop, redelivery_liveness)
             )
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
-        log.info(
-            "worker_started",
-            topics=sorted(routes),
-            group=settings.kafka_consumer_group,
-            fail_closed=fail_closed,
-        )
+        log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
+                 fail_closed=fail_closed, **startup_facts(settings))  # fmt: skip
         await loop.run()
     finally:
         for task in background:
             task.cancel()
         if redelivery is not None:
             await finish_task(redelivery, stop, settings.shutdown_timeout_s)
-        await _close_all(consumer.stop, producer.stop, gateway.close)
+        await _close_all(consumer.stop, producer.stop, kafka_probe.close, gateway.close)
         log.info("worker_stopped")
 
 
@@ -130,21 +162,20 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
     """`redeliver`: the telemetry redelivery loop alone, until `stop` is set.
 
     With HTTP_PORT set it serves /metrics, /healthz (the loop's liveness) and /readyz (MongoDB).
+    Like `run`, it binds HTTP first and starts the loop only once MongoDB has answered.
     """
     gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
     liveness = Liveness()
-    background = [asyncio.create_task(connect_mongodb(gateway, settings, stop))]
-    if settings.http_port:
-        health = Health(
-            last_poll=None,
-            mongodb_ready=lambda: gateway.connected,
-            has_assignment=lambda: True,
-            stuck_after_s=settings.health_stuck_after_s,
-            loops={"redelivery": liveness},
-        )
-        background.append(_background(serve_http(settings.http_port, health, stop), "http"))
-        background.append(_background(sample_until_stopped(gateway, settings, stop), "buffer_stats"))
+    reachability = _reachability(settings, kafka=False)
+    health = Health(last_poll=None, mongodb_ready=lambda: gateway.connected, has_assignment=lambda: True,
+                    stuck_after_s=settings.health_stuck_after_s, loops={"redelivery": liveness},
+                    unreachable=reachability.unreachable)  # fmt: skip
+    background: list[asyncio.Task[None]] = []
     try:
+        background += await _start_http(settings, health, stop)
+        if not await wait_for_mongodb(gateway, settings, stop, reachability["mongodb"]):
+            return
+        background += _watch(settings, reachability, gateway, None, stop)
         await redeliver_until_stopped(settings, gateway, stop, liveness)
     finally:
         for task in background:
@@ -177,6 +208,7 @@ async def serve(
     settings: Settings, runner: Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]] = run_worker
 ) -> None:
     """Run the worker (or `runner`) until SIGTERM/SIGINT; then drain within `shutdown_timeout_s`."""
+    route_library_logs(interval_s=settings.library_log_interval_s)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -197,5 +229,7 @@ async def serve(
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:
-    log.info("shutdown_requested", signal=sig.name)
+    """Stop first, log after: a failing log write must never keep the worker running."""
     stop.set()
+    with contextlib.suppress(Exception):
+        log.info("shutdown_requested", signal=sig.name)

@@ -30,6 +30,7 @@ from worker.prepare import Refused, prepare
 from worker.retry import with_retries
 from worker.routes import FailurePolicy, Route
 from worker.settings import Settings
+from worker.trace import trace_id
 
 log = structlog.get_logger(__name__)
 
@@ -225,6 +226,7 @@ class BatchProcessor:
             ]
             for letter in result.dead:
                 log.error("event_refused_by_mongodb", **_coordinates(letter.record), error=letter.message)
+            metrics.RECORDS_SKIPPED.labels(route.name.value).inc(len(outcome.skipped))
             _log_saved(route, written, outcome)
         if failure is not None:
             lost = self._write_failed(route, failed, failure)
@@ -297,7 +299,13 @@ def _tp(letter: DeadLetter) -> TopicPartition:
 
 
 def _coordinates(record: Record) -> dict[str, Any]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    """The Kafka coordinates of a record's log lines, and its W3C trace id when it carries one."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "trace_id": trace_id(record.headers),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +360,7 @@ def _log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> No
             offset=first.record.offset,
             last_offset=last.record.offset,
             event_id=first.event_id if len(indexes) == 1 else None,
+            trace_id=trace_id(first.record.headers) if len(indexes) == 1 else None,
             stored=sum(1 for i in indexes if i not in outcome.skipped and i not in outcome.refused),
             skipped=sum(1 for i in indexes if i in outcome.skipped),
             refused=sum(1 for i in indexes if i in outcome.refused),

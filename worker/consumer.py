@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from worker import observability as metrics
 from worker.batch import Batch, BatchProcessor, BatchResult
 from worker.errors import WorkerError
 from worker.observability import CommitLag
@@ -113,6 +114,7 @@ class ConsumerLoop:
             await self._consumer.commit(offsets)
         except KafkaError as exc:
             # The group moved on (rebalance): the new owner re-reads these; writes are idempotent.
+            metrics.COMMITS_FAILED.inc()
             log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}", partitions=_names(offsets))
             return
         for tp in offsets:
@@ -147,6 +149,7 @@ class ConsumerLoop:
     def _seek_back_for_retry(self, batch: Batch, exc: Exception) -> float:
         """Seek every partition of a failed batch back to its first record; the backoff in seconds."""
         self._batch_failures += 1
+        metrics.BATCHES_FAILED.inc()
         delay = backoff_seconds(self._settings, self._batch_failures)
         expected = isinstance(exc, WorkerError | KafkaError | OSError)
         count = sum(map(len, batch.values()))

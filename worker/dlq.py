@@ -1,9 +1,11 @@
 """Dead-letter publishing: the original key, value and headers, plus headers naming the error.
 
 Dead-letter headers (all UTF-8):
-    x-error-type       validation | persist_failed | persist_refused
+    x-error-type       validation | unprocessable | persist_failed | persist_refused
     x-error-reason     a stable code (not_json, schema_violation, ...)
-    x-error-message    the human-readable detail
+    x-error-message    the human-readable detail, credentials scrubbed
+    x-error-class      with unprocessable: the exception class that preparation raised
+    x-trace-id         the W3C trace id, when the record carried a `traceparent` header
     x-source-topic, x-source-partition, x-source-offset
     x-failed-at        ISO-8601 UTC
     x-truncated        "true" when the value is cut (the whole record is at its source coordinates)
@@ -38,7 +40,9 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
 from worker.errors import TransientError
+from worker.redact import scrub
 from worker.settings import Settings
+from worker.trace import trace_id
 
 if TYPE_CHECKING:
     from worker.batch import Record
@@ -46,7 +50,7 @@ if TYPE_CHECKING:
 ERROR_TYPE_VALIDATION = "validation"
 ERROR_TYPE_PERSIST_FAILED = "persist_failed"
 ERROR_TYPE_PERSIST_REFUSED = "persist_refused"
-_OUR_PREFIXES = ("x-error-", "x-source-", "x-failed-at", "x-truncated", "x-original-size")
+_OUR_PREFIXES = ("x-error-", "x-source-", "x-failed-at", "x-truncated", "x-original-size", "x-trace-id")
 MAX_MESSAGE_CHARS = 2000
 DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 """aiokafka's default max_request_size."""
@@ -109,12 +113,14 @@ class DeadLetter:
         ours = {
             "x-error-type": self.error_type,
             "x-error-reason": self.reason,
-            "x-error-message": self.message[:MAX_MESSAGE_CHARS],
+            "x-error-message": scrub(self.message)[:MAX_MESSAGE_CHARS],
             "x-source-topic": self.record.topic,
             "x-source-partition": str(self.record.partition),
             "x-source-offset": str(self.record.offset),
             "x-failed-at": datetime.now(UTC).isoformat(),
         }
+        if (trace := trace_id(self.record.headers)) is not None:
+            ours["x-trace-id"] = trace
         return [(key, value.encode()) for key, value in ours.items()]
 
 

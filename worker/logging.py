@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, BinaryIO, TextIO, cast
 
 import orjson
 import structlog
 import structlog.tracebacks
 
+from worker.library_logs import route_library_logs
+from worker.observability import LOG_LINES_DROPPED
 from worker.redact import scrub
 
 
@@ -35,7 +38,9 @@ def _scrub_nested(value: Any) -> Any:
     return scrub(str(value))  # e.g. error=exc: the JSON renderer would str() it unscrubbed
 
 
-def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
+def configure_logging(
+    *, level: str = "INFO", fmt: str = "auto", library_log_interval_s: float = 60.0
+) -> None:
     """Configure structlog (and stdlib logging of libraries) for the whole process."""
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     shared: list[Any] = [
@@ -46,10 +51,10 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
     ]
     if use_console:
         renderer: Any = structlog.dev.ConsoleRenderer()
-        factory: Any = structlog.PrintLoggerFactory(file=sys.stderr)
+        factory: Any = structlog.PrintLoggerFactory(file=cast(TextIO, stderr_sink()))
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        factory = structlog.BytesLoggerFactory(file=sys.stderr.buffer)
+        factory = structlog.BytesLoggerFactory(file=cast(BinaryIO, stderr_sink()))
         shared.remove(structlog.processors.format_exc_info)
         tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
         shared.append(structlog.processors.ExceptionRenderer(tracebacks))
@@ -60,8 +65,48 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto") -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    route_library_logs(interval_s=library_log_interval_s)
 
 
 def _dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str)
+
+
+class SafeSink:
+    """Where log lines go: file descriptor 2, unbuffered, and a failed write is dropped, never raised.
+
+    A closed pipe, a full disk or a closed descriptor (OSError, BrokenPipeError, ValueError) must not
+    stop the worker or its shutdown; each lost line is counted in `persistence_log_lines_dropped_total`.
+    Nothing stays buffered in Python, so the interpreter's exit has nothing left to flush.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.dropped = 0
+
+    def write(self, data: str | bytes) -> int:
+        raw = data.encode("utf-8", "backslashreplace") if isinstance(data, str) else data
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except (OSError, ValueError):
+            self.dropped += 1
+            LOG_LINES_DROPPED.inc()
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: every write goes straight to the descriptor."""
+
+
+def stderr_sink() -> SafeSink:
+    """The sink for standard error's descriptor."""
+    return SafeSink(sys.stderr.fileno() if _has_fileno(sys.stderr) else 2)
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True

@@ -1,8 +1,8 @@
 """Prometheus metrics, and the HTTP endpoints ops probe: /metrics, /healthz, /readyz.
 
 /healthz answers 200 while every loop of the process (the consumer loop, the redelivery
-loop) has made progress recently; /readyz answers 200 when MongoDB has answered and the
-consumer holds an assignment.
+loop) has made progress recently; /readyz answers 200 when MongoDB has answered, every
+server is reachable and the consumer holds an assignment, else 503 with the reasons as JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import orjson
 import structlog
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
@@ -140,6 +141,13 @@ def publish_build_info() -> None:
 publish_build_info()
 # ---- end of ops metrics ----
 
+SERVER_UP = Gauge(
+    "persistence_server_up", "1 while the server answers the worker's probes, else 0", ["server"]
+)
+LOG_LINES_DROPPED = Counter(
+    "persistence_log_lines_dropped_total", "Log lines that could not be written (closed pipe, full disk)"
+)
+
 
 class _Record(Protocol):
     @property
@@ -242,6 +250,8 @@ class Health:
     stuck_after_s: float = 120.0
     loops: Mapping[str, Liveness] = field(default_factory=dict)
     """Other loops of the process by name (e.g. "redelivery")."""
+    unreachable: Callable[[], list[dict[str, str]]] = list
+    """The servers not answering now, each with `server`, `address`, `since` and `error`."""
 
     def stuck_loops(self) -> list[str]:
         stuck = [name for name, loop in self.loops.items() if loop.overdue_s() >= self.stuck_after_s]
@@ -253,7 +263,16 @@ class Health:
         return not self.stuck_loops()
 
     def ready(self) -> bool:
-        return self.mongodb_ready() and self.has_assignment()
+        return not self.not_ready_reasons()
+
+    def not_ready_reasons(self) -> list[dict[str, str]]:
+        """Why the process is not ready; empty when it is."""
+        reasons = self.unreachable()
+        if not self.mongodb_ready() and not any(r.get("server") == "mongodb" for r in reasons):
+            reasons.append({"reason": "mongodb_not_reached_yet"})
+        if not self.has_assignment():
+            reasons.append({"reason": "no_partition_assigned"})
+        return reasons
 
 
 def _response(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> bytes:
@@ -275,13 +294,16 @@ def respond(path: str, health: Health) -> bytes:
             return _response(503, "".join(f"{name} loop stuck\n" for name in stuck).encode())
         return _response(200, b"ok\n")
     if path == "/readyz":
-        ready = health.ready()
-        return _response(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+        reasons = health.not_ready_reasons()
+        if not reasons:
+            return _response(200, b"ready\n")
+        body = orjson.dumps({"ready": False, "reasons": reasons}) + b"\n"
+        return _response(503, body, "application/json")
     return _response(404, b"not found\n")
 
 
-async def serve_http(port: int, health: Health, stop: asyncio.Event) -> None:
-    """Serve the three endpoints on `port` until `stop` is set."""
+async def start_http(host: str, port: int, health: Health) -> asyncio.Server:
+    """Listen on `host:port` for the three endpoints; OSError (e.g. address in use) is the caller's."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):  # a broken probe connection must not hurt the worker
@@ -292,7 +314,17 @@ async def serve_http(port: int, health: Health, stop: asyncio.Event) -> None:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, host="0.0.0.0", port=port)  # probes come from outside the pod
-    log.info("http_listening", port=port, paths=["/metrics", "/healthz", "/readyz"])
+    server = await asyncio.start_server(handle, host=host, port=port)
+    log.info("http_listening", host=host, port=port, paths=["/metrics", "/healthz", "/readyz"])
+    return server
+
+
+async def serve_until(server: asyncio.Server, stop: asyncio.Event) -> None:
+    """Serve on the bound `server` until `stop` is set, then close it."""
     async with server:
         await stop.wait()
+
+
+async def serve_http(port: int, health: Health, stop: asyncio.Event, host: str = "0.0.0.0") -> None:
+    """Serve the three endpoints on `host:port` until `stop` is set."""
+    await serve_until(await start_http(host, port, health), stop)

@@ -143,6 +143,18 @@ class Settings(BaseSettings):
     settings_strict: bool = False
     """Variables that look like misspelled settings stop every command (exit 2), not just a warning."""
     # --- end of settings validation ---
+    # --- Start-up and reachability (issue 11, part A: start-up, stopping, outages visible) ---
+    mongodb_startup_timeout_s: float | None = Field(default=None, gt=0)
+    """How long start-up waits for MongoDB (ping and indexes) before exiting 3; unset: for ever."""
+    http_host: str = Field(default="0.0.0.0", min_length=1)
+    """Address the HTTP server binds (all interfaces by default: probes come from outside the pod)."""
+    kafka_health_interval_s: float = Field(default=10.0, gt=0, le=3600.0)
+    """How often Kafka is probed (a metadata request, which also times out after this long)."""
+    mongodb_health_interval_s: float = Field(default=10.0, gt=0, le=3600.0)
+    """How often MongoDB is pinged once the worker runs."""
+    library_log_interval_s: float = Field(default=60.0, gt=0, le=86_400.0)
+    """Libraries' log lines (aiokafka, pymongo): at most one per distinct message per interval."""
+    # --- end of start-up and reachability ---
 
     @field_validator("fail_closed_routes", mode="before")
     @classmethod
