@@ -300,12 +300,10 @@ def _tp(letter: DeadLetter) -> TopicPartition:
 
 def _coordinates(record: Record) -> dict[str, Any]:
     """The Kafka coordinates of a record's log lines, and its W3C trace id when it carries one."""
-    return {
-        "topic": record.topic,
-        "partition": record.partition,
-        "offset": record.offset,
-        "trace_id": trace_id(record.headers),
-    }
+    fields: dict[str, Any] = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+    if (trace := trace_id(record.headers)) is not None:
+        fields["trace_id"] = trace
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +358,6 @@ def _log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> No
             offset=first.record.offset,
             last_offset=last.record.offset,
             event_id=first.event_id if len(indexes) == 1 else None,
-            trace_id=trace_id(first.record.headers) if len(indexes) == 1 else None,
             stored=sum(1 for i in indexes if i not in outcome.skipped and i not in outcome.refused),
             skipped=sum(1 for i in indexes if i in outcome.skipped),
             refused=sum(1 for i in indexes if i in outcome.refused),

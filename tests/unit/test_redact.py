@@ -66,12 +66,12 @@ def test_the_log_processor_masks_secrets_in_non_string_values() -> None:
 
 
 @pytest.mark.usefixtures("restore_structlog")
-def test_a_json_log_line_never_carries_a_remembered_secret(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_json_log_line_never_carries_a_remembered_secret(capfd: pytest.CaptureFixture[str]) -> None:
     """Through the configured JSON chain, a secret in the event name, a value or a list is masked."""
     remember_secret("sasl-Quokka-99")
     configure_logging(level="INFO", fmt="json")
     structlog.get_logger("t").warning("x sasl-Quokka-99", hosts=["a", "sasl-Quokka-99"])
-    line = orjson.loads(capsys.readouterr().err.splitlines()[-1])
+    line = orjson.loads(capfd.readouterr().err.splitlines()[-1])  # the sink writes to fd 2
     assert "sasl-Quokka-99" not in str(line)
     assert line["hosts"] == ["a", MASK]
 
