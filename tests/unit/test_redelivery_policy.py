@@ -67,7 +67,7 @@ def test_out_of_range_redelivery_settings_are_refused(field: str, value: float) 
 def test_a_cap_below_the_base_is_refused() -> None:
     """REDELIVERY_BACKOFF_CAP_S below REDELIVERY_BACKOFF_BASE_S is a configuration error naming both."""
     with pytest.raises(
-        ValidationError, match="REDELIVERY_BACKOFF_CAP_S.* is below REDELIVERY_BACKOFF_BASE_S"
+        ValidationError, match=r"REDELIVERY_BACKOFF_CAP_S.* is below REDELIVERY_BACKOFF_BASE_S"
     ):
         Settings(redelivery_backoff_base_s=10, redelivery_backoff_cap_s=5)
 
