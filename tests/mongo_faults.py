@@ -1,0 +1,106 @@
+"""MongoDB refusing chosen commands with an operation-level error, through the fault proxy.
+
+    refusal = WriteRefusal()          # insert, update, findAndModify -> {ok: 0, code: 13, "Unauthorized"}
+    refusal.install(proxy)            # a FaultProxy in front of a real MongoDB-protocol server
+    refusal.refusing = True           # from now on those commands are refused ...
+    refusal.refusing = False          # ... until this (the server "heals")
+
+Which request a reply answers is tracked from the client -> server direction: each OP_MSG
+request (header 16 bytes, flagBits, sections) names its command as the first key of its
+kind-0 body section. While `refusing`, a request for a refused command never reaches the
+server as it is: it is replaced by a `ping` with the same requestID (a real server refusing
+the command does not perform it either; a proxy that only rewrote the reply would report a
+write refused that the server had in fact stored), and the `ping`'s reply (`responseTo` = that
+requestID) is replaced by the error. Every other message passes unchanged. The decision is
+taken when the request passes, so a command in flight when the switch flips is answered
+consistently. Requests are keyed by requestID alone, across connections: PyMongo draws each
+one at random over 32 bits, so two pending requests of one test do not collide in practice.
+Only OP_MSG (opcode 2013) is handled: drivers use it for every command after the handshake
+when no compression is negotiated (none is here). `delete` is not refused by default, so the
+redelivery loop can settle what it had claimed before the refusal began.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import bson
+
+from tests.faultproxy import FaultProxy, framed_by_length
+
+OP_MSG = 2013
+HEADER = 16
+MORE_TO_COME = 1 << 1
+UNAUTHORIZED: Mapping[str, Any] = {
+    "ok": 0.0,
+    "code": 13,
+    "codeName": "Unauthorized",
+    "errmsg": "not authorized on orchestrator to execute command",
+}
+WRITE_COMMANDS = frozenset({"insert", "update", "findAndModify"})
+
+
+def _int32(message: bytes, at: int) -> int:
+    return int.from_bytes(message[at : at + 4], "little", signed=True)
+
+
+def opcode(message: bytes) -> int:
+    return _int32(message, 12)
+
+
+def command_name(message: bytes) -> str | None:
+    """The command an OP_MSG request runs (the first key of its body section); None otherwise."""
+    if len(message) <= HEADER + 5 or opcode(message) != OP_MSG:
+        return None
+    offset = HEADER + 4  # after flagBits
+    while offset < len(message):
+        kind, size = message[offset], _int32(message, offset + 1)
+        if kind == 0:  # a BSON document: int32 length, then elements (type byte, cstring key, value)
+            key_start = offset + 1 + 4 + 1
+            return message[key_start : message.index(b"\x00", key_start)].decode()
+        offset += 1 + size  # kind 1: a document sequence, its size counted from the size field
+    return None
+
+
+def op_msg(request_id: int, response_to: int, body: Mapping[str, Any]) -> bytes:
+    """One OP_MSG message: header, flagBits 0, a kind-0 section holding `body`."""
+    payload = (0).to_bytes(4, "little") + b"\x00" + bson.encode(body)
+    header = [HEADER + len(payload), request_id, response_to, OP_MSG]
+    return b"".join(value.to_bytes(4, "little", signed=True) for value in header) + payload
+
+
+class WriteRefusal:
+    """While `refusing`, the commands in `commands` are answered with `error` and not performed."""
+
+    def __init__(
+        self, *, commands: frozenset[str] = WRITE_COMMANDS, error: Mapping[str, Any] = UNAUTHORIZED
+    ) -> None:
+        self.refusing = False
+        self.commands = commands
+        self.error = dict(error)
+        self.refused: Counter[str] = Counter()
+        """Commands refused so far, by name."""
+        self._pending: set[int] = set()
+
+    def install(self, proxy: FaultProxy) -> None:
+        proxy.request_rewriter = lambda: framed_by_length(self.on_request)
+        proxy.rewriter = lambda: framed_by_length(self.on_reply)
+
+    def on_request(self, message: bytes) -> bytes:
+        name = command_name(message)
+        if not self.refusing or name not in self.commands or _int32(message, HEADER) & MORE_TO_COME:
+            return message
+        assert name is not None
+        request_id = _int32(message, 4)
+        self._pending.add(request_id)
+        self.refused[name] += 1
+        return op_msg(request_id, 0, {"ping": 1, "$db": "admin"})
+
+    def on_reply(self, message: bytes) -> bytes:
+        answered = _int32(message, 8)
+        if opcode(message) != OP_MSG or answered not in self._pending:
+            return message
+        self._pending.discard(answered)
+        return op_msg(_int32(message, 4), answered, self.error)
