@@ -203,6 +203,12 @@ class Verdict:
     error_types: Counter[str] = field(default_factory=Counter)
     rebuffered: list[str] = field(default_factory=list)
     """Telemetry events delivered in two lives (buffered again after delivery)."""
+    error_type_of: dict[str, str] = field(default_factory=dict)
+    """chaos id -> `x-error-type` of its (latest) dead letter."""
+    stored_ids: set[str] = field(default_factory=set)
+    """chaos ids of the published records counted as stored."""
+    extra_dead_letters: int = 0
+    """Dead-letter copies beyond the first per record (part of `counts.duplicates`)."""
 
     @property
     def holds(self) -> bool:
@@ -261,6 +267,7 @@ def judge(
     copies: Counter[str] = Counter()
     reasons: dict[str, str] = {}
     error_types: Counter[str] = Counter()
+    error_type_of: dict[str, str] = {}
     unexpected_items: list[str] = []
     known = {p.chaos_id for p in published}
     for record in dead:
@@ -272,7 +279,8 @@ def judge(
         assert chaos_id is not None
         copies[chaos_id] += 1
         reasons[chaos_id] = headers.get("x-error-reason", "")
-        error_types[headers.get("x-error-type", "")] += 1
+        error_type_of[chaos_id] = headers.get("x-error-type", "")
+        error_types[error_type_of[chaos_id]] += 1
     deliveries = deliveries or Deliveries()
     expected = {(COLLECTION[p.route], p.document_id) for p in published if p.document_id is not None}
     for collection, present in ids.items():
@@ -283,6 +291,7 @@ def judge(
     ]
     stored = dead_lettered = both = 0
     lost_ids = []
+    stored_chaos_ids = set()
     for p in published:
         is_stored = p.document_id is not None and (
             p.document_id in ids[COLLECTION[p.route]]
@@ -290,6 +299,8 @@ def judge(
         )
         is_dead = copies[p.chaos_id] > 0
         stored += is_stored
+        if is_stored:
+            stored_chaos_ids.add(p.chaos_id)
         dead_lettered += is_dead and not is_stored
         both += is_stored and is_dead
         if not is_stored and not is_dead:
@@ -302,4 +313,15 @@ def judge(
         unexpected=len(unexpected_items), both=both,
     )  # fmt: skip
     rebuffered = sorted(i for i in deliveries.sent if deliveries.rebuffered(i))
-    return Verdict(counts, mongo_duplicates, lost_ids, unexpected_items, reasons, error_types, rebuffered)
+    return Verdict(
+        counts,
+        mongo_duplicates,
+        lost_ids,
+        unexpected_items,
+        reasons,
+        error_types,
+        rebuffered,
+        error_type_of,
+        stored_chaos_ids,
+        extra_dead,
+    )
