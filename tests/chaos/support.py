@@ -98,6 +98,18 @@ async def wait_all_committed(
     await wait_until(done, within=within, what=f"{count} offsets committed")
 
 
+async def committed_or_stalled(
+    settings: Settings, count: int, *, within: float, stalled_after: float
+) -> str | None:
+    """`wait_all_committed`, but a stall or timeout is returned (None: all committed), so that the
+    scenario can still count what became of every record before it fails."""
+    try:
+        await wait_all_committed(settings, count, within=within, stalled_after=stalled_after)
+    except AssertionError as exc:
+        return str(exc)
+    return None
+
+
 def log_events(worker: WorkerProcess) -> list[dict[str, Any]]:
     """The worker's JSON log lines (other lines, e.g. a traceback, are left out)."""
     lines = []

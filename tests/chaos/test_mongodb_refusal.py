@@ -24,6 +24,7 @@ from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import Published, Verdict, check_invariant, good_events, publish_all
 from tests.chaos.support import (
     chaos_settings,
+    committed_or_stalled,
     committed_total,
     good_count,
     mixed_stream,
@@ -103,13 +104,15 @@ async def test_mongodb_refuses_writes_as_unauthorized_then_heals(
         )  # fmt: skip
         await publish_all(settings, wave_c)
         everything = wave_a + wave_b + wave_c
-        await wait_all_committed(settings, len(everything), within=scale.pick(180, 900), stalled_after=45)
+        stalled = await committed_or_stalled(settings, len(everything), within=scale.pick(180, 900),
+                                             stalled_after=45)  # fmt: skip
         # The proxy runs in this event loop: wait for the worker's exit in a thread, or its last
         # MongoDB calls would hang until their socket timeout.
         assert await asyncio.to_thread(worker.terminate) == 0
     verdict = await check_invariant(settings, mongo_db, everything)
     chaos_result("MongoDB refuses writes (code 13), 2 routes fail-open, 2 fail-closed", verdict.counts,
                  servers=servers_label(server_kind, mongo="session, via a proxy refusing writes"))  # fmt: skip
+    assert stalled is None, f"{stalled}; {verdict.explain()}"
     assert refusal.refused["insert"] > 0, "the worker must have met the refusal"
     assert verdict.holds, verdict.explain()
     missed = expectations_missed(verdict, wave_b, everything, moved)
