@@ -95,7 +95,7 @@ async def test_mongodb_refuses_writes_as_unauthorized_then_heals(
         processes.append(worker)
         worker.start()
         await publish_all(settings, wave_a)
-        await wait_all_committed(settings, len(wave_a), within=scale.pick(120, 600), stalled_after=45)
+        await wait_all_committed(settings, len(wave_a), within=scale.pick(120, 600), stalled_after=30)
         refusal.refusing = True
         await publish_all(settings, wave_b)
         moved = await refuse_until_open_routes_pass(
@@ -105,7 +105,7 @@ async def test_mongodb_refuses_writes_as_unauthorized_then_heals(
         await publish_all(settings, wave_c)
         everything = wave_a + wave_b + wave_c
         stalled = await committed_or_stalled(settings, len(everything), within=scale.pick(180, 900),
-                                             stalled_after=45)  # fmt: skip
+                                             stalled_after=30)  # fmt: skip
         # The proxy runs in this event loop: wait for the worker's exit in a thread, or its last
         # MongoDB calls would hang until their socket timeout.
         assert await asyncio.to_thread(worker.terminate) == 0

@@ -77,7 +77,7 @@ async def test_poison_storm_is_dead_lettered_and_good_events_are_stored_once(
     processes.append(worker)
     worker.start()
     stalled = await committed_or_stalled(
-        settings, len(records), within=scale.pick(240, 900), stalled_after=45
+        settings, len(records), within=scale.pick(240, 900), stalled_after=30
     )
     assert worker.terminate() == 0
     verdict = await check_invariant(settings, mongo_db, records)
