@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import bson
 
@@ -69,6 +70,22 @@ def op_msg(request_id: int, response_to: int, body: Mapping[str, Any]) -> bytes:
     payload = (0).to_bytes(4, "little") + b"\x00" + bson.encode(body)
     header = [HEADER + len(payload), request_id, response_to, OP_MSG]
     return b"".join(value.to_bytes(4, "little", signed=True) for value in header) + payload
+
+
+def upstream_of(uri: str) -> tuple[str, int]:
+    """The (host, port) a single-host `mongodb://` URI names, for the proxy to forward to."""
+    parts = urlsplit(uri)
+    return parts.hostname or "127.0.0.1", parts.port or 27017
+
+
+def through_proxy(uri: str, address: str) -> str:
+    """`uri` (credentials and options kept) pointed at the proxy's `address`, as a direct connection
+    (a replica-set member list would lead the driver around the proxy)."""
+    parts = urlsplit(uri)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    query = "&".join(filter(None, [parts.query, "directConnection=true"]))
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", query, ""))
 
 
 class WriteRefusal:

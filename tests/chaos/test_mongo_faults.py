@@ -5,14 +5,25 @@ server's own error and are not performed; reads pass; healing restores writes.""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import OperationFailure
 
 from tests.faultproxy import FaultProxy
-from tests.mongo_faults import WriteRefusal, command_name, op_msg
+from tests.mongo_faults import WriteRefusal, command_name, op_msg, through_proxy, upstream_of
+
+
+def test_a_uri_through_the_proxy_keeps_credentials_and_options() -> None:
+    """The worker's URI names the proxy instead of the server, with the same credentials and options, directly."""
+    assert upstream_of("mongodb://u:p@db.example:27018/admin?authSource=admin") == ("db.example", 27018)
+    assert through_proxy("mongodb://u:p@db.example:27018/admin?authSource=admin", "127.0.0.1:5") == (
+        "mongodb://u:p@127.0.0.1:5/admin?authSource=admin&directConnection=true"
+    )
+    assert (
+        through_proxy("mongodb://127.0.0.1:27017", "127.0.0.1:5")
+        == "mongodb://127.0.0.1:5/?directConnection=true"
+    )
 
 
 def test_command_name_is_the_first_key_of_the_body() -> None:
@@ -25,12 +36,11 @@ async def test_refused_writes_fail_as_unauthorized_and_are_not_performed(
     mongo_uri: str, mongo_db: Any, unique_name: str
 ) -> None:
     """While refusing, insert/update/findAndModify raise OperationFailure code 13 and change nothing; reads work; after healing, writes work."""
-    upstream = urlsplit(mongo_uri)
     refusal = WriteRefusal()
-    async with FaultProxy(upstream=(upstream.hostname or "127.0.0.1", upstream.port or 27017)) as proxy:
+    async with FaultProxy(upstream=upstream_of(mongo_uri)) as proxy:
         refusal.install(proxy)
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            f"mongodb://{proxy.address}/?directConnection=true", serverSelectionTimeoutMS=5000
+            through_proxy(mongo_uri, proxy.address), serverSelectionTimeoutMS=5000
         )
         try:
             items = client[unique_name]["items"]

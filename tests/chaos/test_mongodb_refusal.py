@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import Published, Verdict, check_invariant, good_events, publish_all
@@ -34,7 +33,7 @@ from tests.chaos.support import (
 from tests.conftest import ServerKinds
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess
-from tests.mongo_faults import WriteRefusal
+from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
 from worker.settings import RouteName, Settings
 
 CLOSED = (RouteName.RESULTS, RouteName.INCIDENTS)
@@ -78,12 +77,11 @@ async def test_mongodb_refuses_writes_as_unauthorized_then_heals(
     chaos_result: Record,
 ) -> None:  # fmt: skip
     """Writes refused with code 13 mid-stream: fail-open records dead-lettered once as persist_failed, fail-closed records held (nothing committed, nothing dead-lettered) and stored after healing."""
-    upstream = urlsplit(mongo_uri)
     refusal = WriteRefusal()
-    async with FaultProxy(upstream=(upstream.hostname or "127.0.0.1", upstream.port or 27017)) as proxy:
+    async with FaultProxy(upstream=upstream_of(mongo_uri)) as proxy:
         refusal.install(proxy)
         settings = chaos_settings(name=unique_name, bootstrap=kafka_bootstrap,
-                                  mongo_uri=f"mongodb://{proxy.address}/?directConnection=true",
+                                  mongo_uri=through_proxy(mongo_uri, proxy.address),
                                   kafka_max_batch_records=100,
                                   fail_closed_routes=",".join(route.value for route in CLOSED))  # fmt: skip
         await prepare_chaos_topics(create_topics, settings)
