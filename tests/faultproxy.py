@@ -6,6 +6,7 @@
     proxy.freeze()                # keep connections open but forward nothing (server "stalled")
     proxy.heal()                  # back to normal
     proxy.rewriter = lambda: framed_by_length(handle)   # optional: rewrite replies, one rewriter per connection
+    proxy.request_rewriter = lambda: framed_by_length(h)  # optional: inspect or rewrite requests, likewise
 
 It runs inside the test's event loop; a worker in another process reaches the server
 through `127.0.0.1:proxy.port`.
@@ -41,6 +42,8 @@ class FaultProxy:
         self.accepted = 0
         self.rewriter: Callable[[], Rewrite] | None = None
         """Makes, per connection, a function applied to each chunk the server sends (`framed_by_length`)."""
+        self.request_rewriter: Callable[[], Rewrite] | None = None
+        """Makes, per connection, a function applied to each chunk the client sends (inspect or rewrite)."""
 
     async def start(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -95,9 +98,10 @@ class FaultProxy:
         pair = (writer, up_writer)
         self._connections.add(pair)
         rewrite = self.rewriter() if self.rewriter is not None else None
+        inspect = self.request_rewriter() if self.request_rewriter is not None else None
         try:
             await asyncio.gather(
-                self._pump(reader, up_writer, None),
+                self._pump(reader, up_writer, inspect),
                 self._pump(up_reader, writer, rewrite),
             )
         finally:

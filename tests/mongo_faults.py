@@ -1,87 +1,123 @@
-"""MongoDB faults for the fault proxy: rewrite the server's replies to write commands.
+"""MongoDB refusing chosen commands with an operation-level error, through the fault proxy.
 
-    refusal = WriteRefusal.unauthorized()
-    proxy.rewriter = refusal.rewriter      # every insert/update reply becomes {ok: 0, code: 13, ...}
-    ...
-    refusal.active = False                 # heal: replies pass unchanged again
+    refusal = WriteRefusal()          # insert, update, findAndModify -> {ok: 0, code: 13, "Unauthorized"}
+    refusal.install(proxy)            # a FaultProxy in front of a real MongoDB-protocol server
+    refusal.refusing = True           # from now on those commands are refused ...
+    refusal.refusing = False          # ... until this (the server "heals")
 
-Only replies are seen (the proxy rewrites the server-to-client direction), so a write reply is
-recognised by its shape: an OP_MSG whose body has `n` and `ok: 1` and no `cursor` (insert,
-update, delete; also `count`, which the worker does not send while consuming). The server has
-applied the write; the client is told it was refused, as a real server refuses before applying.
+Which request a reply answers is tracked from the client -> server direction: each OP_MSG
+request (header 16 bytes, flagBits, sections) names its command as the first key of its
+kind-0 body section. While `refusing`, a request for a refused command never reaches the
+server as it is: it is replaced by a `ping` with the same requestID (a real server refusing
+the command does not perform it either; a proxy that only rewrote the reply would report a
+write refused that the server had in fact stored), and the `ping`'s reply (`responseTo` = that
+requestID) is replaced by the error. Every other message passes unchanged. The decision is
+taken when the request passes, so a command in flight when the switch flips is answered
+consistently. Requests are keyed by requestID alone, across connections: PyMongo draws each
+one at random over 32 bits, so two pending requests of one test do not collide in practice.
+Only OP_MSG (opcode 2013) is handled: drivers use it for every command after the handshake
+when no compression is negotiated (none is here). `delete` is not refused by default, so the
+redelivery loop can settle what it had claimed before the refusal began.
 """
 
 from __future__ import annotations
 
-import struct
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import bson
 
-from tests.faultproxy import Rewrite, framed_by_length
+from tests.faultproxy import FaultProxy, framed_by_length
 
 OP_MSG = 2013
-_HEADER = struct.Struct("<iiii")
+HEADER = 16
+MORE_TO_COME = 1 << 1
+UNAUTHORIZED: Mapping[str, Any] = {
+    "ok": 0.0,
+    "code": 13,
+    "codeName": "Unauthorized",
+    "errmsg": "not authorized on orchestrator to execute command",
+}
+WRITE_COMMANDS = frozenset({"insert", "update", "findAndModify"})
+
+
+def _int32(message: bytes, at: int) -> int:
+    return int.from_bytes(message[at : at + 4], "little", signed=True)
+
+
+def opcode(message: bytes) -> int:
+    return _int32(message, 12)
+
+
+def command_name(message: bytes) -> str | None:
+    """The command an OP_MSG request runs (the first key of its body section); None otherwise."""
+    if len(message) <= HEADER + 5 or opcode(message) != OP_MSG:
+        return None
+    offset = HEADER + 4  # after flagBits
+    while offset < len(message):
+        kind, size = message[offset], _int32(message, offset + 1)
+        if kind == 0:  # a BSON document: int32 length, then elements (type byte, cstring key, value)
+            key_start = offset + 1 + 4 + 1
+            return message[key_start : message.index(b"\x00", key_start)].decode()
+        offset += 1 + size  # kind 1: a document sequence, its size counted from the size field
+    return None
+
+
+def op_msg(request_id: int, response_to: int, body: Mapping[str, Any]) -> bytes:
+    """One OP_MSG message: header, flagBits 0, a kind-0 section holding `body`."""
+    payload = (0).to_bytes(4, "little") + b"\x00" + bson.encode(body)
+    header = [HEADER + len(payload), request_id, response_to, OP_MSG]
+    return b"".join(value.to_bytes(4, "little", signed=True) for value in header) + payload
 
 
 def upstream_of(uri: str) -> tuple[str, int]:
-    """(host, port) of a single-host `mongodb://` URI, for `FaultProxy(upstream=...)`."""
+    """The (host, port) a single-host `mongodb://` URI names, for the proxy to forward to."""
     parts = urlsplit(uri)
     return parts.hostname or "127.0.0.1", parts.port or 27017
 
 
-def reply_body(message: bytes) -> dict[str, Any] | None:
-    """The body (section kind 0) of an OP_MSG reply, or None for any other message.
-    (A trailing checksum, flag bit 0, is ignored: the body is read by its BSON length.)"""
-    _, _, _, op_code = _HEADER.unpack_from(message)
-    if op_code != OP_MSG or message[_HEADER.size + 4] != 0:
-        return None
-    return bson.decode(message[_HEADER.size + 5 :][: _bson_length(message, _HEADER.size + 5)])
+def through_proxy(uri: str, address: str) -> str:
+    """`uri` (credentials and options kept) pointed at the proxy's `address`, as a direct connection
+    (a replica-set member list would lead the driver around the proxy)."""
+    parts = urlsplit(uri)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    query = "&".join(filter(None, [parts.query, "directConnection=true"]))
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", query, ""))
 
 
-def _bson_length(message: bytes, at: int) -> int:
-    return int.from_bytes(message[at : at + 4], "little")
-
-
-def is_write_reply(body: Mapping[str, Any]) -> bool:
-    """A reply to insert / update / delete: `n`, `ok: 1`, no cursor."""
-    return "n" in body and body.get("ok") == 1 and "cursor" not in body
-
-
-def op_msg_reply(like: bytes, body: Mapping[str, Any]) -> bytes:
-    """An OP_MSG answering the same request as `like`, carrying `body` (no checksum)."""
-    _, request_id, response_to, _ = _HEADER.unpack_from(like)
-    payload = struct.pack("<I", 0) + b"\x00" + bson.encode(body)
-    return _HEADER.pack(_HEADER.size + len(payload), request_id, response_to, OP_MSG) + payload
-
-
-@dataclass
 class WriteRefusal:
-    """While `active`, every reply to a write command becomes the server error `error`."""
+    """While `refusing`, the commands in `commands` are answered with `error` and not performed."""
 
-    error: dict[str, Any]
-    active: bool = True
-    rewritten: int = 0
+    def __init__(
+        self, *, commands: frozenset[str] = WRITE_COMMANDS, error: Mapping[str, Any] = UNAUTHORIZED
+    ) -> None:
+        self.refusing = False
+        self.commands = commands
+        self.error = dict(error)
+        self.refused: Counter[str] = Counter()
+        """Commands refused so far, by name."""
+        self._pending: set[int] = set()
 
-    @classmethod
-    def unauthorized(cls) -> WriteRefusal:
-        """MongoDB's answer to a user without the write role (code 13, e.g. after a credential rotation)."""
-        return cls({"ok": 0.0, "code": 13, "codeName": "Unauthorized",
-                    "errmsg": "not authorized on orchestrator to execute command { insert: ... }"})  # fmt: skip
+    def install(self, proxy: FaultProxy) -> None:
+        proxy.request_rewriter = lambda: framed_by_length(self.on_request)
+        proxy.rewriter = lambda: framed_by_length(self.on_reply)
 
-    def rewriter(self) -> Rewrite:
-        """The proxy's per-connection rewriter factory: `proxy.rewriter = refusal.rewriter`."""
-        return framed_by_length(self.handle)
-
-    def handle(self, message: bytes) -> bytes:
-        """Rewrite one whole reply if it answers a write while active; pass anything else."""
-        if not self.active:
+    def on_request(self, message: bytes) -> bytes:
+        name = command_name(message)
+        if not self.refusing or name not in self.commands or _int32(message, HEADER) & MORE_TO_COME:
             return message
-        body = reply_body(message)
-        if body is None or not is_write_reply(body):
+        assert name is not None
+        request_id = _int32(message, 4)
+        self._pending.add(request_id)
+        self.refused[name] += 1
+        return op_msg(request_id, 0, {"ping": 1, "$db": "admin"})
+
+    def on_reply(self, message: bytes) -> bytes:
+        answered = _int32(message, 8)
+        if opcode(message) != OP_MSG or answered not in self._pending:
             return message
-        self.rewritten += 1
-        return op_msg_reply(message, self.error)
+        self._pending.discard(answered)
+        return op_msg(_int32(message, 4), answered, self.error)

@@ -10,6 +10,13 @@ database), each built to trigger one dead-letter reason of worker/decode.py:
     empty_value        no bytes at all
     unstorable_number  an integer in [2^63, 2^64) (JSON allows it, BSON cannot hold it)
     schema_violation   a required field missing or of the wrong JSON type
+
+and, written out by hand on every route (`edge_poison`), the edges where parsers give way:
+timestamps at the ends of the representable range whose zone takes them beyond it once
+normalised to UTC (year 0 and year 10000), a value of 1.5 MB (over MAX_EVENT_BYTES and over
+Kafka's default 1 MiB message limit, so its dead letter must be cut down to be sent), integers
+of 23 digits (orjson reads them as floats, silently rounded), and broken UTF-8 (in a key, an
+overlong encoding, a sequence cut short at the end, a lone surrogate escape).
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ KEY_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max
 @dataclass(frozen=True, slots=True)
 class Poison:
     route: RouteName
-    reason: str
+    reason: str | None
+    """The `x-error-reason` it must be dead-lettered with; None: any (still `validation`)."""
     value: bytes
 
 
@@ -138,3 +146,50 @@ def generate_poison(count: int, *, max_bytes: int, max_depth: int) -> list[Poiso
 
     collect()
     return found
+
+
+TIMESTAMP_FIELD = {
+    RouteName.VALIDATION: "timestamp",
+    RouteName.RESULTS: "consolidated_at",
+    RouteName.INCIDENTS: "timestamp",
+    RouteName.TELEMETRY: "timestamp",
+}
+BEYOND_RANGE = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+"""Valid ISO-8601 instants whose UTC time (year 0, year 10000) no datetime can hold."""
+OVERSIZE_BYTES = 1_500_000
+HUGE_INTEGERS = (b"12345678901234567890123", b"-98765432109876543210987")
+FREE_FORM = {
+    RouteName.VALIDATION: "validation_result",
+    RouteName.RESULTS: "metrics",
+    RouteName.INCIDENTS: "details",
+    RouteName.TELEMETRY: "metrics",
+}
+"""The object each route stores as it came: a number in it would be stored rounded."""
+
+
+def _with_huge_integer(route: RouteName, event: dict[str, Any], digits: bytes) -> bytes:
+    free = FREE_FORM[route]
+    marked = orjson.dumps({**event, free: {**event[free], "counter": "<huge>"}})
+    return marked.replace(b'"<huge>"', digits)
+
+
+def _with_raw(event: dict[str, Any], fragment: bytes) -> bytes:
+    """The event's JSON with `fragment` (raw bytes, one or more members) added at the end."""
+    return orjson.dumps(event)[:-1] + b"," + fragment + b"}"
+
+
+def edge_poison(route: RouteName) -> list[Poison]:
+    """The hand-written edge cases of the module docstring, for one route."""
+    event = _base(route)
+    cases = [Poison(route, None, orjson.dumps({**event, TIMESTAMP_FIELD[route]: moment}))
+             for moment in BEYOND_RANGE]  # fmt: skip
+    padding = "x" * (OVERSIZE_BYTES - len(orjson.dumps(event)))
+    cases.append(Poison(route, "too_large", orjson.dumps({**event, "padding": padding})))
+    cases += [Poison(route, "unstorable_number", _with_huge_integer(route, event, n)) for n in HUGE_INTEGERS]
+    cases += [
+        Poison(route, "not_utf8", _with_raw(event, b'"ke\xffy":1')),
+        Poison(route, "not_utf8", _with_raw(event, b'"note":"slash \xc0\xaf overlong"')),
+        Poison(route, "not_utf8", _with_raw(event, b'"note":"cut \xe2\x82"')),
+        Poison(route, None, _with_raw(event, b'"note":"lone \\ud800 surrogate"')),
+    ]
+    return cases

@@ -4,7 +4,8 @@ everything, and reading a worker's JSON log."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -12,13 +13,40 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.chaos.invariant import Published, good_events
-from tests.integration.harness import WorkerProcess, input_topics, wait_until
+from tests.integration.harness import WorkerProcess, input_topics, prepare_topics, settings_for, wait_until
 from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
 
 # tansu hands a dead member's partitions over only after the session timeout, and a new group's
 # first join waits half of it: keep it short so restarts and rebalances are quick.
 QUICK_GROUP = {"kafka_session_timeout_ms": 3000, "kafka_heartbeat_interval_ms": 300}
+# The redelivery loop runs inside every worker, as in production (REDELIVERY_ENABLED's default),
+# with short leases and waits so that a killed loop's claims come back within the scenario.
+REDELIVERY_ON = {
+    "redelivery_enabled": True,
+    "redelivery_lease_s": 6.0,
+    "redelivery_backoff_base_s": 0.2,
+    "redelivery_backoff_cap_s": 1.0,
+    "redelivery_idle_poll_s": 0.5,
+}
+
+
+def chaos_settings(*, name: str, bootstrap: str, mongo_uri: str, **overrides: Any) -> Settings:
+    """A scenario's settings: its own topics and database, a quick group, and the redelivery loop
+    on, delivering to `<name>.delivered` (which the invariant reads)."""
+    values = {
+        **QUICK_GROUP,
+        **REDELIVERY_ON,
+        "kafka_telemetry_delivery_topic": f"{name}.delivered",
+        **overrides,
+    }
+    return settings_for(name=name, bootstrap=bootstrap, mongo_uri=mongo_uri, **values)
+
+
+async def prepare_chaos_topics(create_topics: Callable[..., Awaitable[None]], settings: Settings) -> None:
+    """The input and dead-letter topics, and the telemetry delivery topic."""
+    await prepare_topics(create_topics, settings)
+    await create_topics(settings.kafka_telemetry_delivery_topic, partitions=3)
 
 
 def mixed_stream(run: str, count: int, *, seed: int, malformed_share: float = 0.0) -> list[Published]:
@@ -51,13 +79,35 @@ async def committed_total(settings: Settings, topics: Sequence[str] | None = Non
         await consumer.stop()
 
 
-async def wait_all_committed(settings: Settings, count: int, *, within: float) -> None:
-    """Wait until the group has committed past `count` records in all (every one published)."""
+async def wait_all_committed(
+    settings: Settings, count: int, *, within: float, stalled_after: float | None = None
+) -> None:
+    """Wait until the group has committed past `count` records in all (every one published);
+    with `stalled_after`, fail early once the committed total has not moved for that long."""
+    progress = {"total": -1, "since": time.monotonic()}
 
     async def done() -> bool:
-        return await committed_total(settings) >= count
+        total = await committed_total(settings)
+        if total != progress["total"]:
+            progress.update(total=total, since=time.monotonic())
+        elif stalled_after is not None and time.monotonic() - progress["since"] > stalled_after:
+            raise AssertionError(f"commits stalled at {total} of {count} for {stalled_after:.0f}s "
+                                 "(read the worker log)")  # fmt: skip
+        return total >= count
 
     await wait_until(done, within=within, what=f"{count} offsets committed")
+
+
+async def committed_or_stalled(
+    settings: Settings, count: int, *, within: float, stalled_after: float
+) -> str | None:
+    """`wait_all_committed`, but a stall or timeout is returned (None: all committed), so that the
+    scenario can still count what became of every record before it fails."""
+    try:
+        await wait_all_committed(settings, count, within=within, stalled_after=stalled_after)
+    except AssertionError as exc:
+        return str(exc)
+    return None
 
 
 def log_events(worker: WorkerProcess) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.chaos.invariant import CHAOS_HEADER, Published, judge
+from tests.chaos.invariant import CHAOS_HEADER, Deliveries, Published, judge
 from worker.settings import RouteName
 
 
@@ -88,3 +88,39 @@ def test_a_poison_record_dead_lettered_for_another_reason_is_reported() -> None:
     """The reason a poison record was built to trigger is compared with its `x-error-reason`."""
     verdict = judge([POISON], found(), 0, [dead("c", reason="too_large")])
     assert verdict.wrong_reasons([POISON]) == [("c", "not_json", "too_large")]
+
+
+GOOD_TELEMETRY = Published("d", RouteName.TELEMETRY, b"{}", document_id="tel-d")
+
+
+def test_delivered_telemetry_counts_as_stored() -> None:
+    """With the redelivery loop on, a telemetry event gone from the buffer but delivered (by `buffer_id`) is stored."""
+    verdict = judge([GOOD_TELEMETRY], found(), 0, [], Deliveries(sent={"tel-d": [1]}))
+    assert verdict.holds
+    assert (verdict.counts.stored, verdict.counts.lost, verdict.counts.duplicates) == (1, 0, 0)
+
+
+def test_one_document_sent_again_is_a_duplicate_that_keeps_the_invariant() -> None:
+    """A buffer document delivered again after a lapsed lease (higher `retry_count`), or still buffered at its last delivered count, is an at-least-once duplicate."""
+    again = Deliveries(sent={"tel-d": [1, 2]})
+    unsettled = Deliveries(sent={"tel-d": [1]}, buffered={"tel-d": 1})
+    for deliveries in (again, unsettled):
+        verdict = judge([GOOD_TELEMETRY], found(telemetry_buffer=set(deliveries.buffered)), 0, [], deliveries)
+        assert verdict.holds, verdict.explain()
+        assert (verdict.counts.stored, verdict.counts.duplicates) == (1, 1)
+
+
+def test_telemetry_buffered_again_after_delivery_breaks_the_invariant() -> None:
+    """An event delivered twice at one `retry_count`, or buffered anew behind its delivered attempts, lived twice: the invariant fails."""
+    twice = Deliveries(sent={"tel-d": [1, 1]})
+    rebuffered = Deliveries(sent={"tel-d": [1]}, buffered={"tel-d": 0})
+    for deliveries in (twice, rebuffered):
+        verdict = judge([GOOD_TELEMETRY], found(telemetry_buffer=set(deliveries.buffered)), 0, [], deliveries)
+        assert not verdict.holds
+        assert verdict.rebuffered == ["tel-d"]
+
+
+def test_a_delivered_message_of_no_published_event_is_unexpected() -> None:
+    """A delivery whose `buffer_id` matches no published telemetry event is unexpected."""
+    verdict = judge([GOOD_TELEMETRY], found(telemetry_buffer={"tel-d"}), 0, [], Deliveries(sent={"zzz": [1]}))
+    assert not verdict.holds and verdict.counts.unexpected == 1

@@ -13,9 +13,15 @@ from pymongo import AsyncMongoClient
 
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import Published, check_invariant, publish_all
-from tests.chaos.support import QUICK_GROUP, good_count, mixed_stream, wait_all_committed
+from tests.chaos.support import (
+    chaos_settings,
+    good_count,
+    mixed_stream,
+    prepare_chaos_topics,
+    wait_all_committed,
+)
 from tests.conftest import ServerKinds
-from tests.integration.harness import WorkerProcess, prepare_topics, settings_for
+from tests.integration.harness import WorkerProcess
 from worker.dlq_replay import DlqReplayOptions, dlq_replay_command
 from worker.settings import RouteName, Settings
 
@@ -48,9 +54,9 @@ async def test_mongodb_stopped_and_restarted_mid_stream(
 ) -> None:  # fmt: skip
     """MongoDB goes away and comes back while events stream in: every event ends stored exactly once or dead-lettered (fail-open: as persist_failed; fail-closed: never)."""
     closed = {"fail_closed_routes": ALL_ROUTES} if policy == "fail-closed" else {}
-    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=controllable_mongo.uri,
-                            kafka_max_batch_records=100, **closed, **QUICK_GROUP)  # fmt: skip
-    await prepare_topics(create_topics, settings)
+    settings = chaos_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=controllable_mongo.uri,
+                              kafka_max_batch_records=100, **closed)  # fmt: skip
+    await prepare_chaos_topics(create_topics, settings)
     records = mixed_stream(unique_name, scale.pick(1200, 15_000), seed=61, malformed_share=0.02)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     processes.append(worker)

@@ -11,15 +11,16 @@ import pytest
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import check_invariant, publish_all
 from tests.chaos.support import (
-    QUICK_GROUP,
+    chaos_settings,
     count_events,
     good_count,
     mixed_stream,
+    prepare_chaos_topics,
     stored_total,
     wait_all_committed,
 )
 from tests.conftest import ServerKinds
-from tests.integration.harness import WorkerProcess, prepare_topics, settings_for, wait_until
+from tests.integration.harness import WorkerProcess, wait_until
 
 
 @pytest.mark.parametrize("replicas", [2, 3])
@@ -28,9 +29,9 @@ async def test_one_replica_killed_mid_batch_the_others_take_over(
     mongo_db: Any, tmp_path: Path, processes: list[WorkerProcess], scale: Scale, server_kind: ServerKinds, chaos_result: Record,
 ) -> None:  # fmt: skip
     """With N replicas draining a backlog, one killed with SIGKILL after it has written batches: the survivors rebalance and every event ends stored exactly once or dead-lettered."""
-    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
-                            kafka_max_batch_records=scale.pick(50, 100), **QUICK_GROUP)  # fmt: skip
-    await prepare_topics(create_topics, settings)
+    settings = chaos_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
+                              kafka_max_batch_records=scale.pick(50, 100))  # fmt: skip
+    await prepare_chaos_topics(create_topics, settings)
     records = mixed_stream(unique_name, scale.pick(6000, 40_000), seed=53 + replicas, malformed_share=0.03)
     await publish_all(settings, records)
     workers = [WorkerProcess(settings, tmp_path / f"replica-{i}.log") for i in range(replicas)]

@@ -10,15 +10,16 @@ from typing import Any
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import check_invariant, publish_all
 from tests.chaos.support import (
-    QUICK_GROUP,
+    chaos_settings,
     count_events,
     good_count,
     mixed_stream,
+    prepare_chaos_topics,
     stored_total,
     wait_all_committed,
 )
 from tests.conftest import ServerKinds
-from tests.integration.harness import WorkerProcess, prepare_topics, settings_for, wait_until
+from tests.integration.harness import WorkerProcess, wait_until
 
 
 async def test_sigkill_at_random_moments_while_draining(
@@ -26,9 +27,9 @@ async def test_sigkill_at_random_moments_while_draining(
     tmp_path: Path, processes: list[WorkerProcess], scale: Scale, server_kind: ServerKinds, chaos_result: Record,
 ) -> None:  # fmt: skip
     """Killed with SIGKILL at seeded random moments mid-drain and restarted each time, the worker ends with every event stored exactly once or dead-lettered."""
-    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
-                            kafka_max_batch_records=scale.pick(50, 100), **QUICK_GROUP)  # fmt: skip
-    await prepare_topics(create_topics, settings)
+    settings = chaos_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
+                              kafka_max_batch_records=scale.pick(50, 100))  # fmt: skip
+    await prepare_chaos_topics(create_topics, settings)
     records = mixed_stream(unique_name, scale.pick(4000, 30_000), seed=51, malformed_share=0.05)
     await publish_all(settings, records)
     kills, chooser = scale.pick(3, 10), random.Random(52)

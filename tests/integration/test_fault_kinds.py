@@ -18,7 +18,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from tests.mongo_faults import WriteRefusal, upstream_of
+from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
 from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
 
@@ -34,10 +34,11 @@ async def test_an_authorization_refusal_holds_a_fail_closed_route_until_it_heals
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
 ) -> None:
     """Writes refused with `not authorized` (13) on a fail-closed route: nothing dead-lettered or committed; all stored once healed."""
-    refusal = WriteRefusal.unauthorized()
+    refusal = WriteRefusal()
     async with FaultProxy(upstream=upstream_of(mongo_uri)) as proxy:
-        proxy.rewriter = refusal.rewriter
-        settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=f"mongodb://{proxy.address}/",
+        refusal.install(proxy)
+        refusal.refusing = True
+        settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=through_proxy(mongo_uri, proxy.address),
                                 fail_closed_routes=frozenset({RouteName.INCIDENTS}))  # fmt: skip
         await prepare_topics(create_topics, settings, partitions=PARTITIONS)
         topic = settings.topic_for(RouteName.INCIDENTS)
@@ -46,12 +47,12 @@ async def test_an_authorization_refusal_holds_a_fail_closed_route_until_it_heals
             await publish_good(settings, RouteName.INCIDENTS, 40, seed=31)
 
             async def refused_again_and_again() -> bool:
-                return refusal.rewritten >= 6
+                return sum(refusal.refused.values()) >= 6
 
             await wait_until(refused_again_and_again, within=60, what="the writes refused several times")
             assert await committed_sum(settings, topic) == 0
             assert await read_topic(kafka_bootstrap, dlq, idle_ms=500) == []
-            refusal.active = False
+            refusal.refusing = False
 
             async def all_committed() -> bool:
                 return await committed_sum(settings, topic) == 40
