@@ -7,29 +7,13 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
+from tests.integration import librdkafka
 from tests.integration.harness import prepare_topics, running_worker, settings_for, wait_until
 from worker.demo.events import EventFactory
 from worker.settings import RouteName
 
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
-
-
-def librdkafka_publish(bootstrap: str, topic: str, values: list[bytes], codec: str) -> None:
-    """Publish `values` through librdkafka (confluent-kafka) compressed with `codec`, acks=all."""
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "acks": "all",
-                         "linger.ms": 20, "enable.idempotence": False})  # fmt: skip
-    failures: list[str] = []
-
-    def delivered(error: Any, _message: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    for value in values:
-        producer.produce(topic, value=value, on_delivery=delivered)
-    assert producer.flush(30) == 0, "librdkafka could not deliver every record in time"
-    assert not failures, failures
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -42,7 +26,7 @@ async def test_records_compressed_by_librdkafka_with_each_codec_are_stored(
     factory = EventFactory(seed=41)
     values = [orjson.dumps({**factory.incident(), "event_id": f"{codec}-{i}"}) for i in range(20)]
     topic = settings.topic_for(RouteName.INCIDENTS)
-    await asyncio.to_thread(librdkafka_publish, kafka_bootstrap, topic, values, codec)
+    await asyncio.to_thread(librdkafka.publish, kafka_bootstrap, topic, values, codec=codec)
 
     async def all_stored() -> bool:
         return await mongo_db.incidents.count_documents({}) == len(values)
