@@ -15,6 +15,7 @@ install the codec, or move the group's offset past the batch with Kafka's tools)
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Literal
 
@@ -23,7 +24,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import (
     ConsumerStoppedError,
     CorruptRecordException,
-    IllegalStateError,
     KafkaError,
     UnsupportedCodecError,
 )
@@ -62,7 +62,7 @@ async def poll(
     `offset_reset` is the consumer's auto_offset_reset: where a partition assigned during the
     failed call, with no committed offset, is put back.
     """
-    before = await _positions(consumer)
+    before = await _positions(consumer, timeout_ms)
     try:
         return await consumer.getmany(  # type: ignore[no-any-return]
             timeout_ms=timeout_ms, max_records=max_records
@@ -78,13 +78,19 @@ async def poll(
     return batch
 
 
-async def _positions(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+async def _positions(consumer: AIOKafkaConsumer, timeout_ms: int) -> dict[TopicPartition, int]:
+    """Where each assigned partition stands; one still being reset (no position within the poll's
+    timeout, e.g. the group coordinator is away) is left out and handled as newly assigned."""
+    lookups = {tp: asyncio.ensure_future(consumer.position(tp)) for tp in consumer.assignment()}
+    if not lookups:
+        return {}
+    await asyncio.wait(lookups.values(), timeout=timeout_ms / 1000)
     positions = {}
-    for tp in consumer.assignment() - consumer.paused():
-        try:
-            positions[tp] = await consumer.position(tp)
-        except IllegalStateError:  # revoked meanwhile
-            continue
+    for tp, lookup in lookups.items():
+        if not lookup.done():
+            lookup.cancel()
+        elif lookup.exception() is None:  # IllegalStateError: revoked meanwhile
+            positions[tp] = lookup.result()
     return positions
 
 
