@@ -2,7 +2,9 @@
 
 Reads each chosen dead-letter topic from a start position up to the end it had when the
 run began (records dead-lettered again meanwhile wait for the next run: nothing loops),
-keeps the records whose `x-error-type` was asked for, and either
+with a consumer from the worker's factory (same fetch bounds; no record held beyond the batch
+in hand); a run that stops before those ends exits 1. It keeps the records whose
+`x-error-type` was asked for, and either
   - re-publishes each one's original key, value and headers to its source topic (acks=all);
     the worker then stores it, and its idempotent writers store a record replayed twice once; or
   - with --direct, validates and writes it through the worker's own BatchProcessor and
