@@ -2,8 +2,10 @@
 
 Each server is chosen in this order: the one named by KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI;
 else a testcontainers container when a Docker engine answers; else a local stand-in from
-`worker.demo.servers`. `server_kind` says which; a test marked `standin_deviation(reason)`
-is expected to fail (xfail, not strict) when either session server is a stand-in.
+`worker.demo.servers`. `server_kind` says which. A test marked
+`standin_deviation(server="kafka" | "mongo", raises=Exc, reason=...)` is written to the real
+server's behaviour; only when THAT server is a stand-in is it a strict xfail expecting `Exc`,
+so a failure of another kind (the product stored nothing) still fails the run.
 """
 
 from __future__ import annotations
@@ -86,14 +88,40 @@ def current_kinds() -> ServerKinds:
     return ServerKinds(kafka=_kind(KAFKA_ENV), mongo=_kind(MONGO_ENV))
 
 
+SERVERS = ("kafka", "mongo")
+
+
+def deviation_xfail(item: pytest.Item, kinds: ServerKinds) -> pytest.MarkDecorator | None:
+    """The strict xfail a `standin_deviation` marker stands for here; None when not marked or not a stand-in.
+
+    Raises pytest.UsageError (an error at collection) for a marker without a known `server`,
+    an exception type as `raises`, or a `reason`.
+    """
+    marker = item.get_closest_marker("standin_deviation")
+    if marker is None:
+        return None
+    server, raises, reason = (marker.kwargs.get(key) for key in ("server", "raises", "reason"))
+    if server not in SERVERS or not _exception_types(raises) or not reason or marker.args:
+        raise pytest.UsageError(
+            f"{item.nodeid}: standin_deviation needs keywords server={' or '.join(map(repr, SERVERS))}, "
+            f"raises=<exception type> and reason=<how the stand-in deviates>; got {marker.kwargs}"
+        )
+    if getattr(kinds, server) != "standin":
+        return None
+    return pytest.mark.xfail(strict=True, raises=raises, reason=f"{server} stand-in deviation: {reason}")
+
+
+def _exception_types(raises: object) -> bool:
+    types = raises if isinstance(raises, tuple) else (raises,)
+    return bool(types) and all(isinstance(t, type) and issubclass(t, BaseException) for t in types)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn `standin_deviation(reason)` into a non-strict xfail when a stand-in is in use."""
+    """Turn each `standin_deviation` into a strict xfail when its server is a stand-in."""
     for item in items:
-        marker = item.get_closest_marker("standin_deviation")
-        if marker is None or not current_kinds().any_standin:
-            continue
-        reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else "")
-        item.add_marker(pytest.mark.xfail(reason=f"stand-in deviation: {reason}", strict=False))
+        xfail = deviation_xfail(item, current_kinds())
+        if xfail is not None:
+            item.add_marker(xfail)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from worker.claims import BUFFER_COLLECTION
+from worker.claims import BUFFER_COLLECTION, TOMBSTONE_FREE
 from worker.errors import WorkerError
 from worker.mongo.errors import convert
 from worker.mongo.gateway import MongoGateway
@@ -32,8 +32,9 @@ log = structlog.get_logger(__name__)
 
 Document = dict[str, Any]
 
-# Parking sets `parked: true` and nothing sets it false (worker.claims): pending is "absent".
-PENDING: Mapping[str, Any] = {"parked": None}
+# Parking sets `parked: true` and nothing sets it false (worker.claims): pending is "absent";
+# delivered tombstones (kept for the dedup window) are neither pending nor parked.
+PENDING: Mapping[str, Any] = {"parked": None, **TOMBSTONE_FREE}
 PARKED: Mapping[str, Any] = {"parked": True}
 OLDEST_FIRST = [("buffered_at", 1)]
 

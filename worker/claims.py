@@ -1,4 +1,5 @@
-"""Leases on `telemetry_buffer` documents: claim one, then delete, release, reschedule or park it.
+"""Leases on `telemetry_buffer` documents: claim one, then settle it: delivered (a tombstone), released,
+rescheduled or parked.
 
 A claim is one `find_one_and_update` that takes a free document, raises its `retry_count`
 (so `retry_count` counts delivery attempts) and writes a lease. Only the holder of the
@@ -11,6 +12,11 @@ Fields the redelivery adds to a buffered document (absent until they apply):
     next_attempt_at    not tried again before this time (exponential backoff)
     last_error         why the last attempt failed; last_attempt_at, when
     parked             true once it may no longer be tried by the loop; parked_at, when
+    state              "delivered" once the broker acknowledged it (a tombstone; delivered_at,
+                       when): kept TELEMETRY_DEDUP_WINDOW_S so that the same event read again
+                       (a crash before the commit, `dlq replay`) collides on `_id` and is not
+                       buffered nor delivered twice; then purged. Claims, stats, queries and
+                       replay never see tombstones (TOMBSTONE_FREE).
 Clocks: leases and schedules compare the claimants' UTC clocks, so replicas need NTP;
 a lease must be far longer than the clock skew between them.
 """
@@ -39,6 +45,12 @@ Document = dict[str, Any]
 _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
 
 
+DELIVERED = "delivered"
+TOMBSTONE_FREE: dict[str, Any] = {"state": None}
+"""The condition every reader of buffered (still deliverable) documents adds."""
+_TOMBSTONE_DROPS = {**_LEASE_FIELDS, "next_attempt_at": "", "parked": "", "parked_at": "", "metrics": ""}
+
+
 class ParkedScope(StrEnum):
     """Which documents a claim may take with respect to parking."""
 
@@ -49,8 +61,8 @@ class ParkedScope(StrEnum):
     def condition(self) -> dict[str, Any]:
         # Parking sets `parked: true` and nothing ever sets it false: "not parked" is "absent".
         if self is ParkedScope.EXCLUDE:
-            return {"parked": None}
-        return {"parked": True} if self is ParkedScope.ONLY else {}
+            return {"parked": None, **TOMBSTONE_FREE}
+        return {"parked": True, **TOMBSTONE_FREE} if self is ParkedScope.ONLY else dict(TOMBSTONE_FREE)
 
 
 def backoff_s(settings: Settings, attempt: int) -> float:
@@ -86,7 +98,7 @@ class Attempt:
 @dataclass(slots=True)
 class Settled:
     removed: int = 0
-    """Delivered and deleted (or released, with keep)."""
+    """Delivered and made tombstones (or deleted; or released, with keep)."""
     rescheduled: int = 0
     parked: list[Document] = field(default_factory=list)
     unknown: int = 0
@@ -119,6 +131,7 @@ class TelemetryBuffer:
         now = datetime.now(UTC)
         due = {
             "parked": None,
+            **TOMBSTONE_FREE,
             "$and": [
                 {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]},
                 {"$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lte": now}}]},
@@ -166,11 +179,27 @@ class TelemetryBuffer:
         return settled
 
     async def _remove(self, owner: str, ids: list[Any], *, keep: bool) -> int:
+        """Delivered: tombstones (deleted at once without a dedup window), or released with `keep`."""
         mine = {"_id": {"$in": ids}, "lease_owner": owner}
-        if not keep:
+        now = datetime.now(UTC)
+        if keep:
+            update = {"$unset": _LEASE_FIELDS, "$set": {"last_delivered_at": now}}
+        elif self._settings.telemetry_dedup_window_s > 0:
+            update = {"$unset": _TOMBSTONE_DROPS, "$set": {"state": DELIVERED, "delivered_at": now}}
+        else:
             return (await self._collection().delete_many(mine)).deleted_count
-        update = {"$unset": _LEASE_FIELDS, "$set": {"last_delivered_at": datetime.now(UTC)}}
         return (await self._collection().update_many(mine, update)).modified_count
+
+    async def purge_tombstones(self) -> int:
+        """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S; how many went."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.telemetry_dedup_window_s)
+        try:
+            result = await self._collection().delete_many(
+                {"state": DELIVERED, "delivered_at": {"$lt": cutoff}}
+            )
+        except PyMongoError as exc:
+            raise convert(exc) from exc
+        return result.deleted_count
 
     async def release(self, owner: str) -> int:
         """Free every document `owner` still holds (an abandoned batch); retry counts stay raised."""

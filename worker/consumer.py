@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from worker import observability as metrics
+from worker import undecodable
 from worker.batch import Batch, BatchProcessor, BatchResult
 from worker.errors import WorkerError
 from worker.observability import CommitLag
@@ -77,9 +78,11 @@ class ConsumerLoop:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
         while not self._stop.is_set():
             self._resume_due_partitions()
-            batch = await self._consumer.getmany(
+            batch = await undecodable.poll(  # an undecodable record batch pauses its partition
+                self._consumer,
                 timeout_ms=self._settings.kafka_poll_timeout_ms,
                 max_records=self._settings.kafka_max_batch_records,
+                offset_reset=self._settings.kafka_auto_offset_reset,
             )
             self.last_progress = time.monotonic()
             self.lag.saw(batch)

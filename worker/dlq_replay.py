@@ -2,7 +2,9 @@
 
 Reads each chosen dead-letter topic from a start position up to the end it had when the
 run began (records dead-lettered again meanwhile wait for the next run: nothing loops),
-keeps the records whose `x-error-type` was asked for, and either
+with a consumer from the worker's factory (same fetch bounds; no record held beyond the batch
+in hand); a run that stops before those ends exits 1. It keeps the records whose
+`x-error-type` was asked for, and either
   - re-publishes each one's original key, value and headers to its source topic (acks=all);
     the worker then stores it, and its idempotent writers store a record replayed twice once; or
   - with --direct, validates and writes it through the worker's own BatchProcessor and
@@ -35,7 +37,7 @@ from aiokafka.structs import TopicPartition
 from worker.batch import BatchProcessor, Record
 from worker.dlq import ERROR_TYPE_PERSIST_FAILED, DeadLetter, DeadLetterPublisher
 from worker.errors import WorkerError
-from worker.kafka import connection_options, create_producer
+from worker.kafka import create_consumer, create_producer
 from worker.mongo.gateway import MongoGateway, create_client
 from worker.mongo.indexes import ensure_indexes, with_retention
 from worker.progress import Tally, reporting
@@ -47,7 +49,7 @@ DEAD_LETTER_HEADER_PREFIXES = ("x-error-", "x-source-", "x-failed-at")  # as wor
 REPLAYED_FROM_HEADER = "x-replayed-from"
 SAMPLE_ROWS = 10
 IDLE_POLLS_BEFORE_TRUSTING_END_OFFSETS = 10
-IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls: an end that never comes (records deleted)
+IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls without a record: the run ends incomplete (exit 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,6 @@ class DeadLetterReader:
         self._end: dict[TopicPartition, int] = {}
         self._next: dict[TopicPartition, int] = {}
         self._start: dict[TopicPartition, int] = {}
-        self._held: list[dict[TopicPartition, list[Any]]] = []
 
     async def open(self, topics: Iterable[str]) -> list[str]:
         """Assign and position every partition of `topics`; the topics that do not exist."""
@@ -197,15 +198,30 @@ class DeadLetterReader:
             self._consumer.seek(tp, committed)
 
     async def measure(self) -> int:
-        """Learn every partition's end (holding what the fetches bring); the records to read."""
+        """Learn every partition's end; the records to read. Holds no record.
+
+        A partition whose fetch brought records has its end (the fetch's high watermark): it is
+        sought back to its start and paused, so what was fetched is read again, in order, by
+        `batches()`; memory stays within the consumer's fetch bounds however long this takes.
+        """
         idle = 0
         while len(self._end) < len(self._start):
             batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
             idle = 0 if batch else idle + 1
             self._learn_ends(trust_guess=idle >= IDLE_POLLS_BEFORE_TRUSTING_END_OFFSETS)
-            if batch:
-                self._held.append(batch)
+            for tp in batch:
+                self._consumer.seek(tp, self._start[tp])
+                self._consumer.pause(tp)
+        self._consumer.resume(*self._start)
         return sum(max(0, self._end[tp] - start) for tp, start in self._start.items())
+
+    def shortfall(self) -> dict[str, int]:
+        """Per partition not read to its end: how many offsets are left."""
+        return {
+            f"{tp.topic}:{tp.partition}": self._end[tp] - self._next[tp]
+            for tp in self._start
+            if self._next[tp] < self._end[tp]
+        }
 
     def _learn_ends(self, *, trust_guess: bool) -> None:
         for tp in self._start:
@@ -223,13 +239,10 @@ class DeadLetterReader:
     async def batches(self) -> AsyncIterator[dict[TopicPartition, list[Any]]]:
         """Batches of records below each partition's end, in offset order per partition."""
         idle = 0
-        while self._held or (not self.finished() and idle < IDLE_POLLS_BEFORE_GIVING_UP):
-            if self._held:
-                batch = self._held.pop(0)
-            else:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
-                idle = 0 if batch else idle + 1
-                await self._advance_positions()
+        while not self.finished() and idle < IDLE_POLLS_BEFORE_GIVING_UP:
+            batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            idle = 0 if batch else idle + 1
+            await self._advance_positions()
             chunk = {}
             for tp, records in batch.items():
                 kept = [record for record in records if record.offset < self._end[tp]]
@@ -304,13 +317,7 @@ async def dlq_replay_command(settings: Settings, options: DlqReplayOptions) -> i
     """Exit 0 if every chosen record was replayed, 1 if not, 3 if unreachable, 130 if interrupted."""
     inputs = [settings.topic_for(route) for route in options.routes]
     sources = {settings.dlq_topic(topic): topic for topic in inputs}
-    consumer = AIOKafkaConsumer(
-        **connection_options(settings),
-        group_id=options.group_for(settings),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=settings.kafka_max_batch_records,
-    )
+    consumer = create_consumer(settings, group_id=options.group_for(settings), auto_offset_reset="earliest")
     closers: list[Any] = [consumer.stop]
     try:
         try:
@@ -363,10 +370,15 @@ async def _replay(
             reporter.update(summary.tally())
             if summary.error or stop.is_set():
                 break
+    interrupted = stop.is_set() and not reader.finished()
+    if not interrupted and summary.error is None and not reader.finished():
+        summary.error = f"stopped before the end offsets it set out to reach: left {reader.shortfall()}"
     if options.dry_run:
         print_dry_run(summary, total)
-        return EXIT_OK
-    return _finish(summary, options, settings, interrupted=stop.is_set() and not reader.finished())
+        if summary.error:
+            print(f"error: {summary.error}", file=sys.stderr)
+        return EXIT_OK if summary.error is None else EXIT_INCOMPLETE
+    return _finish(summary, options, settings, interrupted=interrupted)
 
 
 async def _handle(

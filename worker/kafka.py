@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
@@ -31,13 +31,23 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def create_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A group consumer with manual commits: offsets move only after records are safe."""
+def create_consumer(
+    settings: Settings,
+    *,
+    group_id: str | None = None,
+    auto_offset_reset: Literal["earliest", "latest"] | None = None,
+) -> AIOKafkaConsumer:
+    """A group consumer with manual commits: offsets move only after records are safe.
+
+    Every consumer (the worker's, `dlq replay`'s) has the same bounded prefetch and reads
+    with KAFKA_ISOLATION_LEVEL; `group_id` and `auto_offset_reset` default to the settings'.
+    """
     return AIOKafkaConsumer(
         **connection_options(settings),
-        group_id=settings.kafka_consumer_group,
+        group_id=group_id or settings.kafka_consumer_group,
         enable_auto_commit=False,
-        auto_offset_reset=settings.kafka_auto_offset_reset,
+        auto_offset_reset=auto_offset_reset or settings.kafka_auto_offset_reset,
+        isolation_level=settings.kafka_isolation_level,
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,

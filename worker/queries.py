@@ -101,10 +101,13 @@ def incidents_by_type_query() -> AggregateQuery:
 
 
 def telemetry_with_retries_query(limit: int = 20) -> FindQuery:
-    """Buffered telemetry retried at least once, most retried first: index (retry_count, buffered_at)."""
+    """Buffered telemetry retried at least once, most retried first: index (retry_count, buffered_at).
+
+    Delivered documents kept as tombstones (`state: "delivered"`, worker.claims) are not buffered.
+    """
     return FindQuery(
         "telemetry_buffer",
-        {"retry_count": {"$gt": 0}},
+        {"retry_count": {"$gt": 0}, "state": None},
         [("retry_count", DESCENDING), ("buffered_at", ASCENDING)],
         limit,
     )

@@ -1,13 +1,14 @@
 """The redelivery loop: `telemetry_buffer` -> KAFKA_TELEMETRY_DELIVERY_TOPIC, safe with many replicas.
 
 Each batch claims due documents one `find_one_and_update` at a time (oldest `buffered_at`
-first), sends each as it is claimed, waits for the acknowledgements (acks=all), then deletes
-the delivered and reschedules or parks the rest (worker.claims). When a whole batch fails
+first), sends each as it is claimed, waits for the acknowledgements (acks=all), then turns
+the delivered into tombstones and reschedules or parks the rest (worker.claims). When idle it
+purges the tombstones older than TELEMETRY_DEDUP_WINDOW_S (at most once a minute). When a whole batch fails
 (Kafka or MongoDB down) the loop backs off as a whole and probes with one document at a
 time until a delivery succeeds again.
 
 Logs: `telemetry_redelivered` (per batch, with counts), `telemetry_redelivery_failed`,
-`telemetry_parked` (per document), `telemetry_lease_lost`.
+`telemetry_parked` (per document), `telemetry_lease_lost`, `telemetry_tombstones_purged`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ REDELIVERY_FAILURES = Counter(
 # share of the lease, and acknowledgements are awaited until this one.
 CLAIM_SHARE_OF_LEASE = 0.25
 ACK_SHARE_OF_LEASE = 0.75
+PURGE_EVERY_S = 60.0  # a purge reads the collection (no index on delivered_at): not on every idle poll
 
 
 @dataclass(slots=True)
@@ -89,6 +91,7 @@ class RedeliveryLoop:
         """Consecutive failed batches; while non-zero the loop probes with one document."""
         self.liveness = liveness or Liveness()
         """Beats before each batch (bounded by the lease) and each pause: /healthz reads it."""
+        self._purged_at = -PURGE_EVERY_S
 
     async def run(self) -> None:
         while not self._stop.is_set():
@@ -103,7 +106,24 @@ class RedeliveryLoop:
             else:
                 self.failures = 0
                 if report.claimed == 0:
+                    await self.purge_tombstones()
                     await self._pause(self._settings.redelivery_idle_poll_s)
+
+    async def purge_tombstones(self) -> int:
+        """Delete tombstones past the dedup window, at most every PURGE_EVERY_S; never raises WorkerError."""
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY_S:
+            return 0
+        self._purged_at = now
+        try:
+            purged = await self._buffer.purge_tombstones()
+        except WorkerError as exc:
+            log.warning("telemetry_tombstones_purge_failed", error=str(exc))
+            return 0
+        if purged:
+            log.info("telemetry_tombstones_purged", documents=purged,
+                     window_s=self._settings.telemetry_dedup_window_s)  # fmt: skip
+        return purged
 
     async def _guarded_batch(self) -> BatchReport:
         try:

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
     """How often `run` compares each collection's indexes with the expected ones (the
     persistence_indexes_missing gauge); 0 turns the check off."""
     # ---- end of ops settings ----
+    # --- Kafka reading and telemetry de-duplication (issue 10, part C); one block for easy merges ---
+    kafka_isolation_level: Literal["read_committed", "read_uncommitted"] = "read_committed"
+    """read_committed: records of aborted (and still open) transactions are never handed out."""
+    telemetry_dedup_window_s: float = Field(default=86_400.0, ge=0, le=90 * 86_400.0)
+    """How long a delivered telemetry document stays as a tombstone, so a re-read record is not
+    delivered again; 0 deletes delivered documents at once (no de-duplication)."""
+    # --- end of the block ---
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
     max_nesting_depth: int = Field(default=64, ge=2, le=180)

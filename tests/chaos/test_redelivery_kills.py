@@ -25,7 +25,7 @@ REFILL_BELOW = 2000
 
 
 async def buffered(db: Any) -> int:
-    return int(await db.telemetry_buffer.count_documents({}))
+    return int(await db.telemetry_buffer.count_documents({"state": None}))  # not the delivered tombstones
 
 
 async def held_by(db: Any, pid: int) -> set[str]:

@@ -56,7 +56,11 @@ async def test_indexes_command_says_clearly_when_mongodb_is_unreachable(mongo_db
     assert "127.0.0.1:1" in result.stderr and "hunter2" not in result.stderr
 
 
-@pytest.mark.standin_deviation(reason="nx-27017 groups booleans under 1/0 keys instead of true/false")
+@pytest.mark.standin_deviation(
+    server="mongo",
+    raises=AssertionError,
+    reason="nx-27017 groups booleans under 1/0 keys instead of true/false",
+)
 async def test_validations_by_outcome_groups_on_the_boolean(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
 ) -> None:
@@ -190,7 +194,9 @@ async def _ttl_of(db: Any, collection: str, field: str) -> Any:
 
 
 @pytest.mark.standin_deviation(
-    reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed"
+    server="mongo",
+    raises=AssertionError,
+    reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed",
 )
 async def test_ttl_retention_is_off_by_default_then_set_and_changed_in_place(
     mongo_uri: str, mongo_db: Any

@@ -85,7 +85,7 @@ async def delivered_ids(settings: Settings, topic: str | None = None) -> list[st
 
 
 async def remaining(db: Any) -> set[str]:
-    return {doc["_id"] async for doc in db.telemetry_buffer.find({}, {"_id": 1})}
+    return {doc["_id"] async for doc in db.telemetry_buffer.find({"state": None}, {"_id": 1})}
 
 
 @pytest.mark.parametrize("case", list(FILTER_CASES))
@@ -152,7 +152,7 @@ async def test_exit_code_is_1_when_a_document_fails_and_it_stays_for_later(
     assert "sent=2 failed=1 skipped=0" in capsys.readouterr().out
     stored = await mongo_db.telemetry_buffer.find_one({"_id": documents[1]["_id"]})
     assert stored["parked"] and "MessageSizeTooLarge" in stored["last_error"]
-    assert await mongo_db.telemetry_buffer.count_documents({}) == 1
+    assert await mongo_db.telemetry_buffer.count_documents({"state": None}) == 1
 
 
 async def test_exit_code_is_1_when_another_claimant_holds_a_chosen_document(
@@ -210,7 +210,7 @@ async def test_a_replay_racing_the_loop_never_sends_a_document_twice(
 
 
 async def _is_empty(db: Any) -> bool:
-    return await db.telemetry_buffer.count_documents({}) == 0
+    return await db.telemetry_buffer.count_documents({"state": None}) == 0
 
 
 async def test_ctrl_c_stops_cleanly_losing_nothing_and_leaving_nothing_claimed(

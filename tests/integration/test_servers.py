@@ -1,6 +1,7 @@
 """The server fixtures give real Kafka-protocol and MongoDB-protocol servers."""
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -8,6 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from worker.mongo.gateway import MongoGateway
+from worker.mongo.writers import LatestWinsWriter
 
 Document = dict[str, Any]
 
@@ -108,9 +112,11 @@ async def test_controllable_mongo_keeps_data_across_an_outage(
 
 
 @pytest.mark.standin_deviation(
+    server="kafka",
+    raises=AssertionError,
     reason="tansu overshoots max_partition_fetch_bytes: asked for 64 KiB per partition it answered about "
     "280 KB, and asked for 1 MiB a whole 5 MB partition, so a consumer's prefetch (and the worker's RSS) "
-    "grows with the backlog until its answers reach about 5 MB per partition"
+    "grows with the backlog until its answers reach about 5 MB per partition",
 )
 async def test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch(
     kafka_bootstrap: str, create_topics: Any, unique_name: str
@@ -150,3 +156,59 @@ async def test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch(
     per_record = value_bytes + 70  # the value plus a record's framing, generously
     largest = max(len(records) for records in buffered.values())
     assert largest * per_record <= limit + batch_bytes, f"one partition brought {largest} records"
+
+
+async def _latest_wins_writer(mongo_client: AsyncMongoClient[Document], name: str) -> LatestWinsWriter:
+    gateway = MongoGateway(client=mongo_client, database_name=name)
+    await gateway.connect()
+    return LatestWinsWriter(gateway=gateway, collection="workflow_results", version_field="consolidated_at")
+
+
+def _result(status: str, hour: int) -> Document:
+    return {"_id": "wf-1", "workflow_id": "wf-1", "status": status,
+            "consolidated_at": datetime(2026, 11, 25, hour, tzinfo=UTC)}  # fmt: skip
+
+
+async def test_newer_workflow_result_replaces_the_stored_older_one(
+    mongo_client: AsyncMongoClient[Document], mongo_db: AsyncDatabase[Document]
+) -> None:
+    """The guarded upsert matches a stored result with an older consolidated_at and replaces its fields."""
+    writer = await _latest_wins_writer(mongo_client, mongo_db.name)
+    await writer.write([_result("RUNNING", 11)])
+
+    outcome = await writer.write([_result("COMPLETED", 12)])
+
+    assert (outcome.stored, outcome.skipped, dict(outcome.refused)) == (1, frozenset(), {})
+    stored = await mongo_db.workflow_results.find_one({"_id": "wf-1"})
+    assert stored is not None
+    assert stored["status"] == "COMPLETED"
+    assert await mongo_db.workflow_results.count_documents({}) == 1
+
+
+@pytest.mark.standin_deviation(
+    server="mongo",
+    raises=AssertionError,
+    reason="nx-27017 stores a datetime given by $set in an upsert-update as the text '2026-11-25 12:00:00'",
+)
+async def test_newer_workflow_result_keeps_its_version_a_date(
+    mongo_client: AsyncMongoClient[Document], mongo_db: AsyncDatabase[Document]
+) -> None:
+    """After the guarded upsert replaces a result, consolidated_at is still a date (the next guard compares dates)."""
+    writer = await _latest_wins_writer(mongo_client, mongo_db.name)
+    await writer.write([_result("RUNNING", 11)])
+    await writer.write([_result("COMPLETED", 12)])
+
+    assert await mongo_db.workflow_results.find_one({"_id": "wf-1"}) == _result("COMPLETED", 12)
+
+
+async def test_older_workflow_result_leaves_the_stored_newer_one(
+    mongo_client: AsyncMongoClient[Document], mongo_db: AsyncDatabase[Document]
+) -> None:
+    """The guarded upsert does not match a newer stored result; its insert collides (11000) and is skipped."""
+    writer = await _latest_wins_writer(mongo_client, mongo_db.name)
+    await writer.write([_result("COMPLETED", 12)])
+
+    outcome = await writer.write([_result("FAILED", 11)])
+
+    assert (outcome.stored, outcome.skipped, dict(outcome.refused)) == (0, frozenset({0}), {})
+    assert await mongo_db.workflow_results.find_one({"_id": "wf-1"}) == _result("COMPLETED", 12)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from worker.kafka import create_consumer
 from worker.settings import Settings
 
 
 async def test_the_consumer_commits_by_hand_and_bounds_its_prefetch_by_the_settings() -> None:
     settings = Settings(
-        kafka_max_batch_records=250, kafka_fetch_max_bytes=2 * 1024 * 1024, kafka_max_partition_fetch_bytes=65536
+        kafka_max_batch_records=250,
+        kafka_fetch_max_bytes=2 * 1024 * 1024,
+        kafka_max_partition_fetch_bytes=65536,
     )
     consumer = create_consumer(settings)
     # aiokafka keeps its options in private attributes; these are the ones it sends in fetch requests.
@@ -22,3 +26,23 @@ def test_the_default_prefetch_is_far_below_aiokafkas_50_mib() -> None:
     settings = Settings()
     assert settings.kafka_fetch_max_bytes == 8 * 1024 * 1024
     assert settings.kafka_max_partition_fetch_bytes == 1024 * 1024
+
+
+async def test_the_consumer_reads_committed_records_by_default() -> None:
+    """Without KAFKA_ISOLATION_LEVEL the consumer asks for read_committed (aborted transactions skipped)."""
+    assert create_consumer(Settings())._isolation_level == "read_committed"
+
+
+async def test_the_isolation_level_setting_reaches_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KAFKA_ISOLATION_LEVEL=read_uncommitted from the environment is what the consumer is built with."""
+    monkeypatch.setenv("KAFKA_ISOLATION_LEVEL", "read_uncommitted")
+    assert create_consumer(Settings())._isolation_level == "read_uncommitted"
+
+
+async def test_another_group_keeps_the_same_fetch_bounds() -> None:
+    """A consumer for another group (dlq replay's) has the worker's prefetch bounds and isolation."""
+    settings = Settings(kafka_fetch_max_bytes=2 * 1024 * 1024, kafka_max_partition_fetch_bytes=65536)
+    consumer = create_consumer(settings, group_id="other", auto_offset_reset="earliest")
+    assert consumer._group_id == "other"
+    assert (consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes) == (2 * 1024 * 1024, 65536)
+    assert consumer._isolation_level == "read_committed"

@@ -18,8 +18,8 @@ T0, T1 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def test_the_default_selection_is_every_unparked_document() -> None:
-    """Without filters a replay takes every document whose `parked` is absent."""
-    assert Selection().query() == {"parked": None}
+    """Without filters a replay takes every document whose `parked` is absent and that is not a delivered tombstone."""
+    assert Selection().query() == {"parked": None, "state": None}
 
 
 def test_filters_combine_into_one_query() -> None:
@@ -31,8 +31,13 @@ def test_filters_combine_into_one_query() -> None:
         "correlation.plan_id": "p",
         "buffered_at": {"$gte": T0, "$lt": T1},
         "retry_count": {"$gte": 2},
+        "state": None,
     }
-    assert Selection(parked=ParkedScope.ONLY, until=T1).query() == {"parked": True, "timestamp": {"$lt": T1}}
+    assert Selection(parked=ParkedScope.ONLY, until=T1).query() == {
+        "parked": True,
+        "state": None,
+        "timestamp": {"$lt": T1},
+    }
 
 
 def dead_letter(headers: list[tuple[str, bytes]]) -> SourceRecord:

@@ -1,0 +1,165 @@
+"""`dlq replay`: bounded reading of dead-letter partitions, an honest exit code, the shared consumer factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import TopicPartition
+
+from worker import dlq_replay
+from worker.dlq_replay import DeadLetterReader, DlqReplayOptions, dlq_replay_command
+from worker.replay import EXIT_INCOMPLETE, EXIT_UNREACHABLE
+from worker.settings import Settings
+
+TOPIC = "in.dlq"
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = None
+    value: bytes | None = b"{}"
+    headers: tuple[tuple[str, bytes], ...] = (("x-error-type", b"invalid_event"),)
+
+
+class FakeConsumer:
+    """A consumer over in-memory partitions: positions, pause, seek, high watermarks after a fetch."""
+
+    def __init__(self, sizes: list[int], *, served: int | None = None) -> None:
+        self.logs = {TopicPartition(TOPIC, p): n for p, n in enumerate(sizes)}
+        self.served = served  # serve at most this many offsets per partition (the rest never comes)
+        self.positions: dict[TopicPartition, int] = {}
+        self.paused_set: set[TopicPartition] = set()
+        self.fetched: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def topics(self) -> set[str]:
+        return {TOPIC}
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.logs} if topic == TOPIC else set()
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.positions = dict.fromkeys(partitions, 0)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return None
+
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.positions[tp] = 0
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.logs[tp] for tp in partitions}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.logs[tp] if tp in self.fetched else None
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_set.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_set.difference_update(partitions)
+
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]:
+        batch = {}
+        budget = max_records or 1_000_000
+        for tp, size in self.logs.items():
+            if tp in self.paused_set or budget == 0:
+                continue
+            self.fetched[tp] = self.fetched.get(tp, 0)
+            end = min(size, self.served) if self.served is not None else size
+            start = self.positions[tp]
+            offsets = range(start, min(end, start + budget))
+            if offsets:
+                batch[tp] = [FakeRecord(tp.topic, tp.partition, offset) for offset in offsets]
+                self.positions[tp] = offsets[-1] + 1
+                budget -= len(offsets)
+        return batch
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(offsets)
+
+
+async def test_measuring_the_ends_holds_no_record_and_every_record_is_read_once_in_order() -> None:
+    """Records fetched while learning the ends are not kept: their partitions go back to the start and are read again."""
+    consumer = FakeConsumer([30, 7, 0])
+    reader = DeadLetterReader(consumer, DlqReplayOptions(), max_records=10)  # type: ignore[arg-type]
+    await reader.open([TOPIC])
+
+    assert await reader.measure() == 37
+    assert consumer.positions == dict.fromkeys(consumer.logs, 0), "fetched records were kept, not sought back"
+    assert not consumer.paused_set
+    read: dict[int, list[int]] = {}
+    async for chunk in reader.batches():
+        assert sum(map(len, chunk.values())) <= 10
+        for tp, records in chunk.items():
+            read.setdefault(tp.partition, []).extend(record.offset for record in records)
+    assert read == {0: list(range(30)), 1: list(range(7))}
+
+
+async def test_a_run_that_stops_before_the_end_offsets_exits_incomplete(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the records up to the end it measured never arrive, dlq replay gives up with exit 1, not 0."""
+    monkeypatch.setattr(dlq_replay, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
+    consumer = FakeConsumer([10], served=4)
+    reader = DeadLetterReader(consumer, DlqReplayOptions(), max_records=100)  # type: ignore[arg-type]
+    await reader.open([TOPIC])
+
+    class Sent:
+        async def replay(self, records: list[Any]) -> tuple[int, Any]:
+            from collections import Counter
+
+            return len(records), Counter()
+
+    code = await dlq_replay._replay(consumer, reader, Sent(), DlqReplayOptions(), Settings())  # type: ignore[arg-type]
+
+    assert code == EXIT_INCOMPLETE
+    assert reader.shortfall() == {f"{TOPIC}:0": 6}
+
+
+async def test_a_dry_run_that_stops_before_the_end_exits_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run that could not count every record up to the end says so with exit 1."""
+    monkeypatch.setattr(dlq_replay, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
+    consumer = FakeConsumer([10], served=4)
+    reader = DeadLetterReader(consumer, DlqReplayOptions(dry_run=True), max_records=100)  # type: ignore[arg-type]
+    await reader.open([TOPIC])
+
+    code = await dlq_replay._replay(consumer, reader, None, DlqReplayOptions(dry_run=True), Settings())  # type: ignore[arg-type]
+
+    assert code == EXIT_INCOMPLETE
+
+
+async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """dlq replay builds its consumer with worker.kafka.create_consumer (same fetch bounds), under its own group."""
+    calls: list[tuple[Settings, dict[str, Any]]] = []
+
+    class Unreachable:
+        async def start(self) -> None:
+            raise KafkaConnectionError("no broker")
+
+        async def stop(self) -> None:
+            return None
+
+    def factory(settings: Settings, **kwargs: Any) -> Unreachable:
+        calls.append((settings, kwargs))
+        return Unreachable()
+
+    monkeypatch.setattr(dlq_replay, "create_consumer", factory)
+    settings = Settings(kafka_consumer_group="g")
+
+    assert await dlq_replay_command(settings, DlqReplayOptions()) == EXIT_UNREACHABLE
+    assert calls == [(settings, {"group_id": "g-dlq-replay", "auto_offset_reset": "earliest"})]
