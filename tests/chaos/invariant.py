@@ -133,7 +133,7 @@ class Deliveries:
     sent: dict[str, list[int]] = field(default_factory=dict)
     """buffer_id -> the `retry_count` header of each delivered copy."""
     buffered: dict[str, int] = field(default_factory=dict)
-    """_id -> `retry_count` of each document still in telemetry_buffer."""
+    """_id -> `retry_count` of each document still to deliver in telemetry_buffer (not a tombstone)."""
 
     def extra_copies(self, event_id: str) -> int:
         """Copies beyond one of a delivered event, counting its buffered document as a copy."""
@@ -150,6 +150,10 @@ class Deliveries:
         return event_id in self.buffered and self.buffered[event_id] < max(counts)
 
 
+PENDING = {"state": None}
+"""Buffered telemetry still to deliver; a delivered document stays as a tombstone (`state: delivered`)."""
+
+
 async def read_deliveries(settings: Settings, db: Any) -> Deliveries:
     """The delivery topic's messages and the buffer's retry counts (empty when the loop is off)."""
     if not settings.redelivery_enabled:
@@ -158,7 +162,7 @@ async def read_deliveries(settings: Settings, db: Any) -> Deliveries:
         sent=sent_counts(await read_delivered(settings.kafka_bootstrap_servers,
                                               settings.kafka_telemetry_delivery_topic, idle_ms=2000)),
         buffered={d["_id"]: int(d.get("retry_count") or 0)
-                  async for d in db[COLLECTION[RouteName.TELEMETRY]].find({}, {"retry_count": 1})},
+                  async for d in db[COLLECTION[RouteName.TELEMETRY]].find(PENDING, {"retry_count": 1})},
     )  # fmt: skip
 
 

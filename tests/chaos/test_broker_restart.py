@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.chaos.conftest import Record, Scale, servers_label
-from tests.chaos.invariant import check_invariant, publish_all, read_dead_letters
+from tests.chaos.invariant import PENDING, check_invariant, publish_all, read_dead_letters
 from tests.chaos.support import chaos_settings, count_events, good_count, mixed_stream, wait_all_committed
 from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, ensure_topics, input_topics, wait_until
@@ -91,4 +91,4 @@ async def _joined_again(worker: WorkerProcess, before: int) -> bool:
 
 
 async def _buffer_empty(db: Any) -> bool:
-    return await db.telemetry_buffer.count_documents({}) == 0
+    return await db.telemetry_buffer.count_documents(PENDING) == 0
