@@ -189,7 +189,7 @@ async def main() -> int:
         await show_queries(db)
         await show_metrics(http_port)
         redelivered = redeliver_once(env)
-        left = await db.telemetry_buffer.count_documents({})
+        left = await db.telemetry_buffer.count_documents({"state": None})
         print(f"telemetry_buffer after delivery: {left} documents")
         await client.close()
         worker.send_signal(signal.SIGTERM)
