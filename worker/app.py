@@ -11,24 +11,24 @@ from typing import Any
 import structlog
 from aiokafka.errors import KafkaError
 
-from worker.about import startup_facts
-from worker.batch import BatchProcessor
-from worker.buffer_stats import sample_until_stopped
-from worker.consumer import ConsumerLoop
-from worker.dlq import dead_letter_publisher
-from worker.index_health import check_until_stopped
-from worker.kafka import create_consumer, create_producer
-from worker.kafka_health import KafkaProbe
-from worker.kafka_probe import kafka_failure
-from worker.library_logs import route_library_logs
-from worker.mongo.gateway import MongoGateway, create_client
-from worker.observability import Health, Liveness, serve_until, track_readiness
-from worker.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
-from worker.redelivery import redeliver_until_stopped
-from worker.routes import build_routes
+from worker.kafka.clients import create_consumer, create_producer
+from worker.kafka.failures import kafka_failure
+from worker.kafka.probe import KafkaProbe
+from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.index_health import check_until_stopped
+from worker.ops.about import startup_facts
+from worker.ops.library_logs import route_library_logs
+from worker.ops.metrics import Health, Liveness, serve_until, track_readiness
+from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
+from worker.pipeline.batch import BatchProcessor
+from worker.pipeline.consumer import ConsumerLoop
+from worker.pipeline.dead_letters import dead_letter_publisher
+from worker.pipeline.routes import build_routes
 from worker.settings import Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
 from worker.startup import bind_http, wait_for_mongodb
+from worker.telemetry.loop import redeliver_until_stopped
+from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +99,7 @@ def _worker_health(
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     consumer, producer = create_consumer(settings), create_producer(settings)
     kafka_probe = KafkaProbe(settings)
     routes = build_routes(settings, gateway)
@@ -164,7 +164,7 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
     With HTTP_PORT set it serves /metrics, /healthz (the loop's liveness) and /readyz (MongoDB).
     Like `run`, it binds HTTP first and starts the loop only once MongoDB has answered.
     """
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     liveness = Liveness()
     reachability = _reachability(settings, kafka=False)
     health = Health(last_poll=None, mongodb_ready=lambda: gateway.connected, has_assignment=lambda: True,

@@ -20,7 +20,7 @@ from tenacity import (
 )
 
 from worker.errors import TransientError
-from worker.observability import WRITE_RETRIES
+from worker.ops.metrics import WRITE_RETRIES
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)

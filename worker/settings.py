@@ -17,9 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.commands.typos import UnknownVariable, find_unknown_variables
 from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
-from worker.redact import redact_uri, remember_secret, remember_uri_password, scrub
-from worker.unknown_variables import UnknownVariable, find_unknown_variables
+from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password, scrub
 
 
 class RouteName(StrEnum):

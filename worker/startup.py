@@ -17,8 +17,8 @@ import structlog
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.observability import Health, start_http
-from worker.reachability import ServerReachability
+from worker.ops.metrics import Health, start_http
+from worker.ops.reachability import ServerReachability
 from worker.retry import backoff_seconds
 from worker.settings import Settings
 

@@ -32,10 +32,10 @@ from tests.benchmarks.report import (
     markdown,
 )
 from tests.benchmarks.worker_run import Drain, drain
-from worker.demo.servers import LocalKafka, LocalMongo
-from worker.logging import configure_logging
+from tests.standins import LocalKafka, LocalMongo
 from worker.mongo.gateway import MongoGateway
-from worker.routes import build_routes
+from worker.ops.logging import configure_logging
+from worker.pipeline.routes import build_routes
 from worker.settings import Settings
 
 

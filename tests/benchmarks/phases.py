@@ -22,11 +22,11 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from tests.benchmarks.backlog import Backlog, events
-from worker.decode import decode_json_object, validate_event
-from worker.kafka import connection_options
+from worker.kafka.clients import connection_options
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes
-from worker.routes import Route, build_routes
+from worker.pipeline.decode import decode_json_object, validate_event
+from worker.pipeline.routes import Route, build_routes
 from worker.settings import Settings
 
 Document = dict[str, Any]

@@ -22,7 +22,7 @@ from tests.chaos.support import (
 )
 from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess
-from worker.dlq_replay import DlqReplayOptions, dlq_replay_command
+from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
 from worker.settings import RouteName, Settings
 
 ALL_ROUTES = ",".join(route.value for route in RouteName)

@@ -15,13 +15,13 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.documents import telemetry_buffer_document
 from schemas.events import TelemetryEvent
+from tests.demo.events import EventFactory
 from tests.integration.harness import settings_for
-from worker.claims import TelemetryBuffer
-from worker.delivery import TelemetryPublisher, create_delivery_producer
-from worker.demo.events import EventFactory
-from worker.mongo.gateway import MongoGateway, create_client
-from worker.redelivery import BatchReport, RedeliveryLoop
+from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.telemetry.buffer import TelemetryBuffer
+from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
+from worker.telemetry.loop import BatchReport, RedeliveryLoop
 
 QUICK_REDELIVERY = {
     "redelivery_lease_s": 6.0,
@@ -106,7 +106,7 @@ class CountingLoop(RedeliveryLoop):
 @contextlib.asynccontextmanager
 async def running_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator[CountingLoop]:
     """A redelivery loop with its own MongoDB client and producer, run as a task until `stop`."""
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     await gateway.connect()
     producer = create_delivery_producer(settings)
     await producer.start()

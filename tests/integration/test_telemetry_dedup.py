@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from worker.claims import Attempt, TelemetryBuffer
-from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
+from worker.telemetry.buffer import Attempt, TelemetryBuffer
 
 
 async def delivered_ids(settings: Settings) -> Counter[str]:

@@ -1,4 +1,4 @@
-"""Specification of worker.batch.BatchProcessor: one polled batch in, writes, dead letters and commits out."""
+"""Specification of worker.pipeline.batch.BatchProcessor: one polled batch in, writes, dead letters and commits out."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from worker.batch import BatchProcessor, BatchResult
-from worker.demo.events import EventFactory
-from worker.dlq import DeadLetter
+from tests.demo.events import EventFactory
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
-from worker.routes import FailurePolicy, Route
+from worker.pipeline.batch import BatchProcessor, BatchResult
+from worker.pipeline.dead_letters import DeadLetter
+from worker.pipeline.routes import FailurePolicy, Route
 from worker.settings import RouteName, Settings
 
 Document = Mapping[str, Any]

@@ -1,4 +1,4 @@
-"""Specification of worker.consumer.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
+"""Specification of worker.pipeline.consumer.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from worker.batch import BatchResult
-from worker.consumer import ConsumerLoop, _FinishInFlightBatch
 from worker.errors import TransientError
+from worker.pipeline.batch import BatchResult
+from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch
 from worker.settings import Settings
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)

@@ -9,9 +9,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
-from worker import dlq_replay
-from worker.dlq_replay import DeadLetterReader, DlqReplayOptions, dlq_replay_command
-from worker.replay import EXIT_INCOMPLETE, EXIT_UNREACHABLE
+from worker.commands import dlq_replay
+from worker.commands.dlq_replay import DeadLetterReader, DlqReplayOptions, dlq_replay_command
+from worker.commands.replay import EXIT_INCOMPLETE, EXIT_UNREACHABLE
 from worker.settings import Settings
 
 TOPIC = "in.dlq"
@@ -144,7 +144,7 @@ async def test_a_dry_run_that_stops_before_the_end_exits_incomplete(monkeypatch:
 
 
 async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.MonkeyPatch) -> None:
-    """dlq replay builds its consumer with worker.kafka.create_consumer (same fetch bounds), under its own group."""
+    """dlq replay builds its consumer with worker.kafka.clients.create_consumer (same fetch bounds), under its own group."""
     calls: list[tuple[Settings, dict[str, Any]]] = []
 
     class Unreachable:

@@ -1,4 +1,4 @@
-"""Specification of the periodic index check (worker.index_health) without a server."""
+"""Specification of the periodic index check (worker.mongo.index_health) without a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
-from worker.index_health import check_once, check_until_stopped
+from worker.mongo.index_health import check_once, check_until_stopped
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import Settings
 

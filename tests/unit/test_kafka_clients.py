@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.kafka import create_consumer
+from worker.kafka.clients import create_consumer
 from worker.settings import Settings
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from worker.claims import Attempt, Settled
 from worker.errors import TransientError
-from worker.observability import Health, Liveness, respond, serve_http
-from worker.redelivery import RedeliveryLoop
+from worker.ops.metrics import Health, Liveness, respond, serve_http
 from worker.retry import with_retries
 from worker.settings import Settings
+from worker.telemetry.buffer import Attempt, Settled
+from worker.telemetry.loop import RedeliveryLoop
 
 
 def health(*, polled_ago: float = 0.0, mongodb: bool = True, assigned: bool = True) -> Health:
@@ -67,7 +67,7 @@ async def test_each_retry_is_counted_in_the_metrics() -> None:
 
 async def test_metrics_endpoint_serves_prometheus_text_over_http() -> None:
     """GET /metrics over a real socket answers Prometheus text with the worker's counters."""
-    from worker.demo.servers import free_port
+    from tests.standins import free_port
 
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_http(port, health(), stop))

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.claims import ParkedScope
-from worker.cli import build_parser, main
-from worker.dlq_replay import DlqReplayOptions, SourceRecord, error_type, replay_headers
-from worker.progress import PlainReporter, Tally, reporting
-from worker.replay import Selection
+from worker.commands.cli import build_parser, main
+from worker.commands.dlq_replay import DlqReplayOptions, SourceRecord, error_type, replay_headers
+from worker.commands.progress import PlainReporter, Tally, reporting
+from worker.commands.replay import Selection
 from worker.settings import RouteName, Settings
+from worker.telemetry.buffer import ParkedScope
 
 T0, T1 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
 

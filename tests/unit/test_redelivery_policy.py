@@ -13,11 +13,11 @@ from bson.tz_util import FixedOffset
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from worker.claims import Attempt, Settled, backoff_s
-from worker.delivery import MalformedDocument, _outcome, telemetry_message
 from worker.errors import TransientError
-from worker.redelivery import RedeliveryLoop
 from worker.settings import Settings
+from worker.telemetry.buffer import Attempt, Settled, backoff_s
+from worker.telemetry.delivery import MalformedDocument, _outcome, telemetry_message
+from worker.telemetry.loop import RedeliveryLoop
 
 MOMENT = datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
 

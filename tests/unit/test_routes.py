@@ -1,4 +1,4 @@
-"""Specification of worker.routes: the routing table built from the settings."""
+"""Specification of worker.pipeline.routes: the routing table built from the settings."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from worker.demo.events import EventFactory
+from tests.demo.events import EventFactory
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter
-from worker.routes import FailurePolicy, Route, build_routes
+from worker.pipeline.routes import FailurePolicy, Route, build_routes
 from worker.settings import RouteName, Settings
 
 

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 
 import worker.app
 from worker.errors import TransientError
-from worker.observability import Health
-from worker.reachability import ServerReachability
+from worker.ops.metrics import Health
+from worker.ops.reachability import ServerReachability
 from worker.settings import Settings
 from worker.startup import StartupError, bind_http, wait_for_mongodb
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,12 +14,11 @@ from pymongo.errors import PyMongoError
 from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
+from worker.mongo.collections import Document
 from worker.mongo.errors import convert
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-Document = dict[str, Any]
 
 
 def write_concern_options(settings: Settings) -> dict[str, Any]:
@@ -80,3 +81,18 @@ class MongoGateway:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def gateway_for(settings: Settings) -> MongoGateway:
+    """The one way to build a gateway from the settings (not yet connected; close it when done)."""
+    return gateway_for(settings)
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[MongoGateway]:
+    """A gateway for the duration of a `with` block, closed on the way out (not yet connected)."""
+    gateway = gateway_for(settings)
+    try:
+        yield gateway
+    finally:
+        await gateway.close()

@@ -1,0 +1,317 @@
+"""`persistence-worker replay`: re-send chosen buffered telemetry, through the loop's own claims.
+
+The documents matching the filters are chosen once, oldest `buffered_at` first. Each is
+then claimed by `_id` (the loop's lease, whatever its backoff schedule), sent, and settled
+as the loop settles it: deleted once acknowledged (`--keep`: released instead), rescheduled
+or parked on failure. A document held by another claimant or already gone is skipped.
+Ctrl-C (SIGINT) or SIGTERM: the batch in hand is finished and the rest left in the buffer;
+a second signal abandons the batch and releases its leases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pymongo.errors import PyMongoError
+from rich.console import Console
+from rich.table import Table
+
+from worker.commands.exit_codes import ExitCode
+from worker.commands.progress import Reporter, Tally, reporting
+from worker.errors import WorkerError
+from worker.kafka.failures import kafka_failure
+from worker.mongo.diagnose import mongodb_failure
+from worker.mongo.errors import convert
+from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.ops.messages import report_failure
+from worker.ops.redaction import scrub
+from worker.settings import Settings
+from worker.telemetry.buffer import BUFFER_COLLECTION, Attempt, ParkedScope, TelemetryBuffer
+from worker.telemetry.delivery import Pending, TelemetryPublisher, create_delivery_producer
+from worker.telemetry.loop import ACK_SHARE_OF_LEASE, CLAIM_SHARE_OF_LEASE
+
+EXIT_OK, EXIT_INCOMPLETE = ExitCode.OK, ExitCode.PROBLEM
+EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
+SAMPLE_ROWS = 20
+COLUMNS = ("buffer_id", "workflow_id", "plan_id", "source", "timestamp", "buffered_at", "retries", "state")
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO-8601 date or date-time; without a zone it is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 date or time: {text!r}") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which buffered documents a replay takes."""
+
+    workflow_id: str | None = None
+    plan_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    time_field: str = "timestamp"
+    min_retry_count: int | None = None
+    parked: ParkedScope = ParkedScope.EXCLUDE
+    limit: int | None = None
+
+    def query(self) -> dict[str, Any]:
+        query: dict[str, Any] = dict(self.parked.condition())
+        if self.workflow_id is not None:
+            query["correlation.workflow_id"] = self.workflow_id
+        if self.plan_id is not None:
+            query["correlation.plan_id"] = self.plan_id
+        window = {op: at for op, at in (("$gte", self.since), ("$lt", self.until)) if at is not None}
+        if window:
+            query[self.time_field] = window
+        if self.min_retry_count is not None:
+            query["retry_count"] = {"$gte": self.min_retry_count}
+        return query
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    selection: Selection
+    to_topic: str | None = None
+    dry_run: bool = False
+    keep: bool = False
+
+
+async def replay_command(settings: Settings, options: ReplayOptions) -> int:
+    """Exit 0 if every chosen document was sent, 1 if not, 3 if unreachable, 130 if interrupted."""
+    gateway = gateway_for(settings)
+    try:
+        try:
+            await gateway.connect()
+            ids = await choose(gateway, options.selection)
+        except WorkerError as exc:
+            report_failure(mongodb_failure(exc, settings))
+            return EXIT_UNREACHABLE
+        topic = options.to_topic or settings.kafka_telemetry_delivery_topic
+        if options.dry_run:
+            await print_dry_run(gateway, ids, topic)
+            return EXIT_OK
+        if not ids:
+            print(f"replay: nothing matches; nothing sent to {topic}")
+            return EXIT_OK
+        return await _send_chosen(settings, gateway, ids, topic, options)
+    finally:
+        await gateway.close()
+
+
+async def choose(gateway: MongoGateway, selection: Selection) -> list[Any]:
+    """The `_id`s of the matching documents, oldest `buffered_at` first, at most `limit`."""
+    collection = gateway.database()[BUFFER_COLLECTION]
+    try:
+        cursor = collection.find(selection.query(), {"_id": 1}).sort("buffered_at", 1)
+        if selection.limit is not None:
+            cursor = cursor.limit(selection.limit)
+        return [document["_id"] async for document in cursor]
+    except PyMongoError as exc:
+        raise convert(exc) from exc
+
+
+async def _send_chosen(
+    settings: Settings, gateway: MongoGateway, ids: list[Any], topic: str, options: ReplayOptions
+) -> int:
+    producer = create_delivery_producer(settings)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        report_failure(kafka_failure(exc, settings))
+        await producer.stop()
+        return EXIT_UNREACHABLE
+    job = ReplayJob(
+        buffer=TelemetryBuffer(database=gateway.database, settings=settings),
+        publisher=TelemetryPublisher(producer=producer, topic=topic),
+        settings=settings,
+        options=options,
+    )
+    try:
+        with StopOnSignals(job.stop), reporting("replay", len(ids)) as reporter:
+            await job.run(ids, reporter)
+    finally:
+        await _stop_quietly(producer)
+    return job.finish(len(ids), topic)
+
+
+class ReplayJob:
+    """Claims, sends and settles the chosen documents batch by batch."""
+
+    def __init__(
+        self,
+        *,
+        buffer: TelemetryBuffer,
+        publisher: TelemetryPublisher,
+        settings: Settings,
+        options: ReplayOptions,
+    ) -> None:
+        self._buffer = buffer
+        self._publisher = publisher
+        self._settings = settings
+        self._options = options
+        self.stop = asyncio.Event()
+        self.tally = Tally()
+        self.error: str | None = None
+
+    async def run(self, ids: Sequence[Any], reporter: Reporter) -> None:
+        position = 0
+        while position < len(ids) and not self.stop.is_set():
+            try:
+                position = await self._batch(ids, position, reporter)
+            except WorkerError as exc:
+                self.error = f"MongoDB: {exc}"
+                return
+
+    async def _batch(self, ids: Sequence[Any], position: int, reporter: Reporter) -> int:
+        """Claim, send and settle from `ids[position]` on; the position after this batch."""
+        owner = self._buffer.new_lease_owner()
+        try:
+            pending, position = await self._claim_and_send(owner, ids, position, reporter)
+            within_s = self._settings.redelivery_lease_s * ACK_SHARE_OF_LEASE
+            attempts = await self._publisher.outcomes(pending, within_s=within_s)
+            settled = await self._buffer.settle(owner, attempts, keep=self._options.keep)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._buffer.release(owner))
+            raise
+        self._count(attempts, lost=settled.lost)
+        reporter.update(self.tally)
+        return position
+
+    async def _claim_and_send(
+        self, owner: str, ids: Sequence[Any], position: int, reporter: Reporter
+    ) -> tuple[list[Pending], int]:
+        pending: list[Pending] = []
+        claim_until = time.monotonic() + self._settings.redelivery_lease_s * CLAIM_SHARE_OF_LEASE
+        while position < len(ids) and len(pending) < self._settings.redelivery_batch_size:
+            if self.stop.is_set() or time.monotonic() > claim_until:
+                break
+            document_id, position = ids[position], position + 1
+            document = await self._buffer.claim_by_id(document_id, owner, self._options.selection.parked)
+            if document is None:
+                self.tally.skipped += 1
+                reporter.update(self.tally)
+            else:
+                pending.append(await self._publisher.send(document))
+        return pending, position
+
+    def _count(self, attempts: Sequence[Attempt], *, lost: int) -> None:
+        delivered = sum(1 for attempt in attempts if attempt.delivered)
+        self.tally.sent += delivered
+        self.tally.failed += len(attempts) - delivered
+        unanswered = sum(1 for attempt in attempts if attempt.unknown)
+        if unanswered:
+            self.error = f"{unanswered} send(s) unanswered in time; they return when their leases lapse"
+        if lost:
+            self.error = f"{lost} lease(s) lapsed during the batch; those documents may be sent again"
+
+    def finish(self, chosen: int, topic: str) -> int:
+        """Print the summary; the exit code."""
+        remaining = chosen - self.tally.done
+        state = "interrupted" if self.stop.is_set() and remaining else "done"
+        summary = f"replay {state}: chosen={chosen} {self.tally.describe()} not_attempted={remaining}"
+        fate = "kept in the buffer" if self._options.keep else "removed from the buffer"
+        error = f"; error: {self.error}" if self.error else ""
+        print(scrub(f"{summary} topic={topic} (sent: {fate}){error}"))
+        if self.tally.skipped:
+            print(f"  {self.tally.skipped} skipped: being delivered by another worker, or no longer buffered")
+        if self.stop.is_set() and remaining:
+            return EXIT_INTERRUPTED
+        return EXIT_OK if self.tally.sent == chosen and self.error is None else EXIT_INCOMPLETE
+
+
+class StopOnSignals:
+    """SIGINT/SIGTERM set `stop`; a second one cancels the running task outright."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._stop = stop
+        self._task = asyncio.current_task()
+        self._signals = (signal.SIGINT, signal.SIGTERM)
+
+    def _handle(self) -> None:
+        if self._stop.is_set() and self._task is not None:
+            self._task.cancel()
+        self._stop.set()
+
+    def __enter__(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.add_signal_handler(sig, self._handle)
+
+    def __exit__(self, *_exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.stop()
+    except Exception as exc:
+        print(scrub(f"warning: closing the Kafka producer: {type(exc).__name__}: {exc}"), file=sys.stderr)
+
+
+async def print_dry_run(gateway: MongoGateway, ids: list[Any], topic: str) -> None:
+    """The count that would be sent and a table of the first rows; sends nothing."""
+    print(f"dry run: {len(ids)} buffered document(s) would be sent to {topic}")
+    if not ids:
+        return
+    first = ids[:SAMPLE_ROWS]
+    collection = gateway.database()[BUFFER_COLLECTION]
+    try:
+        found = {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": first}})}
+    except PyMongoError as exc:
+        raise convert(exc) from exc
+    table = Table(title=f"first {len(first)} of {len(ids)}", title_justify="left")
+    for column in COLUMNS:
+        table.add_column(column, overflow="fold")
+    for document_id in first:
+        if document_id in found:
+            table.add_row(*_row(found[document_id]))
+    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+
+
+def _row(document: Mapping[str, Any]) -> list[str]:
+    correlation = document.get("correlation") or {}
+    return [
+        str(document["_id"]),
+        str(correlation.get("workflow_id", "")),
+        str(correlation.get("plan_id", "")),
+        str(document.get("source", "")),
+        _when(document.get("timestamp")),
+        _when(document.get("buffered_at")),
+        str(document.get("retry_count", 0)),
+        _state(document),
+    ]
+
+
+def _state(document: Mapping[str, Any]) -> str:
+    if document.get("parked"):
+        return f"parked: {document.get('last_error', '')}"[:80]
+    if document.get("lease_owner"):
+        return f"claimed by {document['lease_owner']} until {_when(document.get('lease_expires_at'))}"
+    if document.get("next_attempt_at"):
+        return f"retry after {_when(document['next_attempt_at'])}"
+    return "due"
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is None else value.astimezone(UTC)
+        return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+    if isinstance(value, date):
+        return value.isoformat()
+    return "" if value is None else str(value)

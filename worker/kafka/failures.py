@@ -1,0 +1,80 @@
+"""Kafka as the commands see it: a probe of the cluster, and aiokafka errors in a few words."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from worker.kafka.clients import connection_options
+from worker.ops.messages import ServerFailure
+from worker.ops.redaction import scrub
+from worker.settings import Settings
+
+CREDENTIALS = "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD"
+_REFUSALS: tuple[tuple[type[BaseException], str, str], ...] = (
+    (SaslAuthenticationFailed, "authentication failed", CREDENTIALS),
+    (AuthenticationFailedError, "authentication failed", CREDENTIALS),
+    (AuthenticationMethodNotSupported, "SASL mechanism not supported", "KAFKA_SASL_MECHANISM"),
+    (UnsupportedSaslMechanismError, "SASL mechanism not supported", "KAFKA_SASL_MECHANISM"),
+    (ClusterAuthorizationFailedError, "not authorised", CREDENTIALS),
+)
+
+
+async def probe_kafka(settings: Settings, timeout_s: float = 10) -> ServerFailure | None:
+    """None when the brokers answer a cluster description, else why not."""
+    admin = AIOKafkaAdminClient(**connection_options(settings), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout=timeout_s)
+        await asyncio.wait_for(admin.describe_cluster(), timeout=timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        return kafka_failure(exc, settings, timeout_s=timeout_s)
+    finally:
+        await admin.close()
+    return None
+
+
+def kafka_failure(
+    error: BaseException, settings: Settings, *, timeout_s: float | None = None
+) -> ServerFailure:
+    """The operator's view of an aiokafka (or socket) error met talking to the brokers."""
+    reason, refused, variable = _classify(error, timeout_s)
+    if not refused and settings.kafka_security_protocol != "PLAINTEXT":
+        # aiokafka reports a refused SASL login or TLS handshake as "Unable to bootstrap" too.
+        variable = f"{variable} and the KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} settings"
+    return ServerFailure(
+        server="Kafka",
+        where=scrub(settings.kafka_bootstrap_servers),
+        reason=reason,
+        variable=variable,
+        refused=refused,
+        detail=f"{type(error).__name__}: {error}",
+    )
+
+
+def _classify(error: BaseException, timeout_s: float | None) -> tuple[str, bool, str]:
+    """(reason, refused, variable to check)."""
+    for kind, reason, variable in _REFUSALS:
+        if isinstance(error, kind):
+            return reason, True, variable
+    if isinstance(error, ssl.SSLError):
+        return "TLS handshake failed", False, "KAFKA_SECURITY_PROTOCOL, KAFKA_SSL_CAFILE"
+    if isinstance(error, TimeoutError | KafkaTimeoutError):
+        within = f" within {timeout_s:g} s" if timeout_s is not None else ""
+        return f"no answer{within}", False, "KAFKA_BOOTSTRAP_SERVERS"
+    if isinstance(error, KafkaConnectionError):
+        return "no broker answered", False, "KAFKA_BOOTSTRAP_SERVERS"
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__, False, "KAFKA_BOOTSTRAP_SERVERS"
+    return f"{type(error).__name__}: {str(error)[:120]}", False, "KAFKA_BOOTSTRAP_SERVERS"
