@@ -17,8 +17,10 @@ from worker.kafka.probe import KafkaProbe
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.mongo.index_health import check_until_stopped
 from worker.ops.about import startup_facts
+from worker.ops.health import Health, Liveness
+from worker.ops.http import serve_until
 from worker.ops.library_logs import route_library_logs
-from worker.ops.metrics import Health, Liveness, serve_until, track_readiness
+from worker.ops.metrics import track_readiness
 from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop

@@ -17,7 +17,8 @@ import structlog
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.ops.metrics import Health, start_http
+from worker.ops.health import Health
+from worker.ops.http import start_http
 from worker.ops.reachability import ServerReachability
 from worker.retry import backoff_seconds
 from worker.settings import Settings

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 import worker.app
 from worker.errors import TransientError
-from worker.ops.metrics import Health
+from worker.ops.health import Health
 from worker.ops.reachability import ServerReachability
 from worker.settings import Settings
 from worker.startup import StartupError, bind_http, wait_for_mongodb
