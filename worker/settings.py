@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.commands.typos import UnknownVariable, find_unknown_variables
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
 from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password, scrub
 
@@ -272,10 +273,10 @@ class Settings(BaseSettings):
     def ttl_days(self) -> dict[str, int | None]:
         """Retention per collection, in days (None: kept for ever)."""
         return {
-            "validation_audit": self.ttl_validation_audit_days,
-            "workflow_results": self.ttl_workflow_results_days,
-            "incidents": self.ttl_incidents_days,
-            "telemetry_buffer": self.ttl_telemetry_buffer_days,
+            VALIDATION_AUDIT: self.ttl_validation_audit_days,
+            WORKFLOW_RESULTS: self.ttl_workflow_results_days,
+            INCIDENTS: self.ttl_incidents_days,
+            TELEMETRY_BUFFER: self.ttl_telemetry_buffer_days,
         }
 
     def mongodb_uri_for_logs(self) -> str:

@@ -15,6 +15,7 @@ import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.errors import convert
 
 log = structlog.get_logger(__name__)
@@ -41,27 +42,27 @@ def _asc(*names: str) -> IndexSpec:
 
 
 EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
-    "validation_audit": (
+    VALIDATION_AUDIT: (
         _asc("plan_id"),
         _asc("workflow_id"),
         _asc("timestamp"),
         _asc("plan_id", "timestamp"),
     ),
-    "workflow_results": (
+    WORKFLOW_RESULTS: (
         IndexSpec(keys=(("workflow_id", 1),), unique=True),
         _asc("plan_id"),
         _asc("status"),
         _asc("consolidated_at"),
         _asc("status", "consolidated_at"),
     ),
-    "incidents": (
+    INCIDENTS: (
         _asc("workflow_id"),
         _asc("type"),
         _asc("severity"),
         _asc("timestamp"),
         _asc("severity", "timestamp"),
     ),
-    "telemetry_buffer": (
+    TELEMETRY_BUFFER: (
         _asc("correlation.workflow_id"),
         _asc("buffered_at"),
         _asc("retry_count"),
@@ -74,10 +75,10 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
 
 # The date field each collection's retention (TTL) applies to.
 TTL_FIELDS: Mapping[str, str] = {
-    "validation_audit": "timestamp",
-    "workflow_results": "consolidated_at",
-    "incidents": "timestamp",
-    "telemetry_buffer": "buffered_at",
+    VALIDATION_AUDIT: "timestamp",
+    WORKFLOW_RESULTS: "consolidated_at",
+    INCIDENTS: "timestamp",
+    TELEMETRY_BUFFER: "buffered_at",
 }
 
 
