@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.commands.typos import UnknownVariable, find_unknown_variables
@@ -23,6 +23,7 @@ from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
 from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password
 from worker.settings_checks import (
     SASL_FIELDS,
+    SECRET_FIELDS,
     SSL_FILE_FIELDS,
     CrossFieldProblems,
     cross_field_problems,
@@ -171,12 +172,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("mongodb_uri", mode="before")
+    @field_validator(*SECRET_FIELDS, mode="before")
     @classmethod
-    def _remember_uri_password(cls, value: object) -> object:
+    def _remember_secrets(cls, value: object, info: ValidationInfo) -> object:
+        """Let the log scrubber know each secret (the URI's password) before any message can hold it."""
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(raw, str):
-            remember_uri_password(raw)
+            remember = remember_uri_password if info.field_name == "mongodb_uri" else remember_secret
+            remember(raw)
         return value
 
     @field_validator("mongodb_uri")
@@ -187,14 +190,6 @@ class Settings(BaseSettings):
         problem = mongodb_uri_problem(value.get_secret_value())
         if problem is not None:
             raise ValueError(f"not a MongoDB connection string: {problem}")
-        return value
-
-    @field_validator("kafka_sasl_password", mode="before")
-    @classmethod
-    def _remember_password(cls, value: object) -> object:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            remember_secret(raw)
         return value
 
     @field_validator(*SASL_FIELDS, *SSL_FILE_FIELDS, mode="before")
