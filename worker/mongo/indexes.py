@@ -13,10 +13,9 @@ from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
-from worker.mongo.errors import convert
+from worker.mongo.errors import converted
 
 log = structlog.get_logger(__name__)
 
@@ -132,11 +131,9 @@ async def inspect_collection(
     database: AsyncDatabase[Any], collection: str, expected: tuple[IndexSpec, ...]
 ) -> CollectionIndexReport:
     """Compare the collection's indexes with `expected` (the `_id` index is implicit)."""
-    try:
+    with converted():
         cursor = await database[collection].list_indexes()
         found = {spec.keys: spec for spec in map(_spec_of, await cursor.to_list())}
-    except PyMongoError as exc:
-        raise convert(exc) from exc
     report = CollectionIndexReport(collection=collection)
     for spec in expected:
         existing = found.get(spec.keys)
@@ -188,10 +185,8 @@ def _ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
 
 async def _set_ttl(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
     index = {"keyPattern": dict(spec.keys), "expireAfterSeconds": spec.expire_after_seconds}
-    try:
+    with converted():
         await database.command("collMod", collection, index=index)
-    except PyMongoError as exc:
-        raise convert(exc) from exc
     log.info("index_ttl_updated", collection=collection, index=spec.describe())
 
 
@@ -199,7 +194,5 @@ async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec
     options: dict[str, Any] = {"unique": spec.unique} if spec.unique else {}
     if spec.expire_after_seconds is not None:
         options["expireAfterSeconds"] = spec.expire_after_seconds
-    try:
+    with converted():
         await database[collection].create_index(list(spec.keys), **options)
-    except PyMongoError as exc:
-        raise convert(exc) from exc

@@ -16,6 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS, Document
+from worker.mongo.errors import converted
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,10 @@ class FindQuery:
     limit: int
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
-        cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
-        return await cursor.to_list()
+        """The matching documents; TransientError or PermanentError when MongoDB fails."""
+        with converted():
+            cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
+            return await cursor.to_list()
 
     def explain_command(self) -> Document:
         """The `find` command this query sends, for `db.command("explain", ...)`."""
@@ -40,8 +43,10 @@ class AggregateQuery:
     pipeline: list[Document] = field(default_factory=list)
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
-        cursor = await db[self.collection].aggregate(self.pipeline)
-        return await cursor.to_list()
+        """The pipeline's output; TransientError or PermanentError when MongoDB fails."""
+        with converted():
+            cursor = await db[self.collection].aggregate(self.pipeline)
+            return await cursor.to_list()
 
     def explain_command(self) -> Document:
         """The `aggregate` command this query sends, for `db.command("explain", ...)`."""
