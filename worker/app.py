@@ -16,9 +16,12 @@ from worker.kafka.failures import kafka_failure
 from worker.kafka.probe import KafkaProbe
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.mongo.index_health import check_until_stopped
+from worker.mongo.indexes import with_retention
 from worker.ops.about import startup_facts
+from worker.ops.health import Health, Liveness
+from worker.ops.http import serve_until
 from worker.ops.library_logs import route_library_logs
-from worker.ops.metrics import Health, Liveness, serve_until, track_readiness
+from worker.ops.metrics import track_readiness
 from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
@@ -50,7 +53,7 @@ def _mongodb_probe(gateway: MongoGateway) -> Callable[[], Awaitable[None]]:
 
 async def _start_http(settings: Settings, health: Health, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """Bind the probes' port before anything else (StartupError if taken), then serve it."""
-    server = await bind_http(settings, health)
+    server = await bind_http(health, host=settings.http_host, port=settings.http_port)
     return [] if server is None else [_background(serve_until(server, stop), "http")]
 
 
@@ -70,10 +73,14 @@ def _watch(
     mongodb_probe = probe_until_stopped(
         reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
     )
+    expected_indexes = with_retention(settings.ttl_days())
+    index_check = check_until_stopped(
+        gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes
+    )
     tasks = [
         _background(mongodb_probe, "mongodb_probe"),
         _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
-        _background(check_until_stopped(gateway, settings, stop), "index_check"),
+        _background(index_check, "index_check"),
     ]
     if kafka is not None:
         kafka_probe = probe_until_stopped(

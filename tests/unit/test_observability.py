@@ -9,7 +9,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from worker.errors import TransientError
-from worker.ops.metrics import Health, Liveness, respond, serve_http
+from worker.ops.health import Health, Liveness
+from worker.ops.http import respond, serve_http
 from worker.retry import with_retries
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt, Settled

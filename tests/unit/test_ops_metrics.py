@@ -9,7 +9,8 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 import worker.app  # noqa: F401  (every module that defines a metric)
-from worker.ops.metrics import RECORDS_STORED, CommitLag
+from worker.kafka.lag import CommitLag
+from worker.ops.metrics import RECORDS_STORED
 
 TP = TopicPartition("ops-metrics.results", 4)
 LABELS = {"topic": TP.topic, "partition": "4"}

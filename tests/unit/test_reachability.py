@@ -9,7 +9,8 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from worker.errors import TransientError
-from worker.ops.metrics import Health, respond
+from worker.ops.health import Health
+from worker.ops.http import respond
 from worker.ops.reachability import Reachability, ServerReachability, probe_once, server_address
 
 

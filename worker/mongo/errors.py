@@ -13,6 +13,8 @@ refusal. Inside a bulk write's `writeErrors`, codes are per document unless in O
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 
 from bson.errors import InvalidDocument
@@ -121,3 +123,12 @@ def error_for(kind: Kind, message: str) -> WorkerError:
 def convert(exc: BaseException) -> WorkerError:
     """Our error for a PyMongo (or BSON) one; raise it `from exc`."""
     return error_for(kind_of(exc), f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def converted() -> Iterator[None]:
+    """The adapter boundary as a block: a PyMongoError inside leaves it as ours (`convert`), `from` it."""
+    try:
+        yield
+    except PyMongoError as exc:
+        raise convert(exc) from exc

@@ -10,12 +10,11 @@ from urllib.parse import urlsplit
 import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
 from worker.mongo.collections import Document
-from worker.mongo.errors import convert
+from worker.mongo.errors import converted
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -65,10 +64,8 @@ class MongoGateway:
 
     async def connect(self) -> AsyncDatabase[Document]:
         """Ping the server; from then on `database()` answers. Raises TransientError/PermanentError."""
-        try:
+        with converted():
             await self._client.admin.command("ping")
-        except PyMongoError as exc:
-            raise convert(exc) from exc
         self._database = self._client[self._database_name]
         return self._database
 

@@ -7,7 +7,6 @@ read the indexes logs one `index_check_failed` warning and leaves the gauges as 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +16,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway
-from worker.mongo.indexes import CollectionIndexReport, IndexSpec, inspect_collection, with_retention
+from worker.mongo.indexes import CollectionIndexReport, IndexSpec, inspect_collection
 from worker.ops.metrics import INDEX_CHECK_TIMESTAMP, INDEX_CONFLICTS, INDEXES_MISSING
-from worker.settings import Settings
+from worker.ops.waiting import wait_for_stop
 
 log = structlog.get_logger(__name__)
 
@@ -51,14 +50,17 @@ async def check_once(
     return reports
 
 
-async def check_until_stopped(gateway: MongoGateway, settings: Settings, stop: asyncio.Event) -> None:
-    """Check every `index_check_interval_s` once MongoDB has answered, until `stop`; 0 means never."""
-    interval = settings.index_check_interval_s
-    if interval <= 0:
+async def check_until_stopped(
+    gateway: MongoGateway,
+    stop: asyncio.Event,
+    *,
+    interval_s: float,
+    expected: Mapping[str, tuple[IndexSpec, ...]],
+) -> None:
+    """Check every `interval_s` once MongoDB has answered, until `stop`; 0 means never."""
+    if interval_s <= 0:
         return
-    expected = with_retention(settings.ttl_days())
     while not stop.is_set():
         if gateway.connected:
             await check_once(gateway.database(), expected)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+        await wait_for_stop(stop, interval_s)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from worker.mongo.collections import Document
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS, Document
+from worker.mongo.errors import converted
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +27,10 @@ class FindQuery:
     limit: int
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
-        cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
-        return await cursor.to_list()
+        """The matching documents; TransientError or PermanentError when MongoDB fails."""
+        with converted():
+            cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
+            return await cursor.to_list()
 
     def explain_command(self) -> Document:
         """The `find` command this query sends, for `db.command("explain", ...)`."""
@@ -40,8 +43,10 @@ class AggregateQuery:
     pipeline: list[Document] = field(default_factory=list)
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
-        cursor = await db[self.collection].aggregate(self.pipeline)
-        return await cursor.to_list()
+        """The pipeline's output; TransientError or PermanentError when MongoDB fails."""
+        with converted():
+            cursor = await db[self.collection].aggregate(self.pipeline)
+            return await cursor.to_list()
 
     def explain_command(self) -> Document:
         """The `aggregate` command this query sends, for `db.command("explain", ...)`."""
@@ -54,7 +59,7 @@ Query = FindQuery | AggregateQuery
 def validations_by_outcome_query() -> AggregateQuery:
     """`validation_audit` grouped by `validation_result.valid`, with totals."""
     return AggregateQuery(
-        "validation_audit",
+        VALIDATION_AUDIT,
         [
             {"$group": {"_id": "$validation_result.valid", "total": {"$sum": 1}}},
             {"$sort": {"_id": 1}},
@@ -64,23 +69,23 @@ def validations_by_outcome_query() -> AggregateQuery:
 
 def plan_validation_history_query(plan_id: str, limit: int = 20) -> FindQuery:
     """A plan's validations, newest first: index (plan_id, timestamp)."""
-    return FindQuery("validation_audit", {"plan_id": plan_id}, [("timestamp", DESCENDING)], limit)
+    return FindQuery(VALIDATION_AUDIT, {"plan_id": plan_id}, [("timestamp", DESCENDING)], limit)
 
 
 def workflows_with_sla_violations_query(limit: int = 20) -> FindQuery:
     """Results with `sla_status.violations_count` above zero, latest first: walks index consolidated_at."""
     query = {"sla_status.violations_count": {"$gt": 0}}
-    return FindQuery("workflow_results", query, [("consolidated_at", DESCENDING)], limit)
+    return FindQuery(WORKFLOW_RESULTS, query, [("consolidated_at", DESCENDING)], limit)
 
 
 def workflows_by_status_query(status: str, limit: int = 20) -> FindQuery:
     """Results with a status (e.g. FAILED), latest first: index (status, consolidated_at)."""
-    return FindQuery("workflow_results", {"status": status.upper()}, [("consolidated_at", DESCENDING)], limit)
+    return FindQuery(WORKFLOW_RESULTS, {"status": status.upper()}, [("consolidated_at", DESCENDING)], limit)
 
 
 def recent_incidents_query(severity: str = "CRITICAL", limit: int = 20) -> FindQuery:
     """The most recent incidents of a severity: index (severity, timestamp)."""
-    return FindQuery("incidents", {"severity": severity.upper()}, [("timestamp", DESCENDING)], limit)
+    return FindQuery(INCIDENTS, {"severity": severity.upper()}, [("timestamp", DESCENDING)], limit)
 
 
 def incidents_by_type_query() -> AggregateQuery:
@@ -90,7 +95,7 @@ def incidents_by_type_query() -> AggregateQuery:
     index scan) instead of every document.
     """
     return AggregateQuery(
-        "incidents",
+        INCIDENTS,
         [
             {"$sort": {"type": ASCENDING}},
             {"$group": {"_id": "$type", "total": {"$sum": 1}}},
@@ -105,7 +110,7 @@ def telemetry_with_retries_query(limit: int = 20) -> FindQuery:
     Delivered documents kept as tombstones (`state: "delivered"`, worker.telemetry.buffer) are not buffered.
     """
     return FindQuery(
-        "telemetry_buffer",
+        TELEMETRY_BUFFER,
         {"retry_count": {"$gt": 0}, "state": None},
         [("retry_count", DESCENDING), ("buffered_at", ASCENDING)],
         limit,

@@ -9,12 +9,17 @@ from worker.settings import Settings
 DISTRIBUTION = "persistence-worker"
 
 
-def worker_version() -> str:
-    """The installed distribution's version ("unknown" when run from a bare source tree)."""
+def installed_version(distribution: str) -> str:
+    """An installed distribution's version ("unknown" when not installed, e.g. a bare source tree)."""
     try:
-        return version(DISTRIBUTION)
+        return version(distribution)
     except PackageNotFoundError:
         return "unknown"
+
+
+def worker_version() -> str:
+    """This worker's installed version."""
+    return installed_version(DISTRIBUTION)
 
 
 def startup_facts(settings: Settings) -> dict[str, str]:

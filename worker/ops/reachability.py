@@ -8,7 +8,6 @@ persistence_server_up{server="kafka"|"mongodb"}: 1 while it answers, 0 while it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import structlog
 
 from worker.errors import WorkerError
 from worker.ops.metrics import SERVER_UP
+from worker.ops.waiting import wait_for_stop
 
 log = structlog.get_logger(__name__)
 
@@ -120,5 +120,4 @@ async def probe_until_stopped(
     """Probe every `interval_s` (each probe bounded by the same) until `stop` is set."""
     while not stop.is_set():
         await probe_once(server, probe, timeout_s=interval_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        await wait_for_stop(stop, interval_s)

@@ -20,8 +20,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from worker.errors import WorkerError
+from worker.kafka.lag import CommitLag
 from worker.ops import metrics
-from worker.ops.metrics import CommitLag
 from worker.pipeline import undecodable
 from worker.pipeline.batch import Batch, BatchProcessor, BatchResult
 from worker.retry import backoff_seconds

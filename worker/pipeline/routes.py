@@ -21,6 +21,7 @@ from schemas.events import (
     ValidationEvent,
     WorkflowResultEvent,
 )
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter, Writer
 from worker.settings import RouteName, Settings
@@ -63,14 +64,14 @@ def build_routes(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
 
     table: list[tuple[RouteName, type[EventModel], Callable[[Any], Mapping[str, Any]], Writer, str]] = [
         (RouteName.VALIDATION, ValidationEvent, validation_audit_document,
-         insert("validation_audit"), "validation_audit_saved"),
+         insert(VALIDATION_AUDIT), "validation_audit_saved"),
         (RouteName.RESULTS, WorkflowResultEvent, workflow_result_document,
-         LatestWinsWriter(gateway=gateway, collection="workflow_results", version_field="consolidated_at"),
+         LatestWinsWriter(gateway=gateway, collection=WORKFLOW_RESULTS, version_field="consolidated_at"),
          "workflow_result_saved"),
         (RouteName.INCIDENTS, IncidentEvent, incident_document,
-         insert("incidents"), "incident_saved"),
+         insert(INCIDENTS), "incident_saved"),
         (RouteName.TELEMETRY, TelemetryEvent, _telemetry_document,
-         insert("telemetry_buffer"), "telemetry_buffered"),
+         insert(TELEMETRY_BUFFER), "telemetry_buffered"),
     ]  # fmt: skip
     routes = {}
     for name, model, to_document, writer, saved_event in table:

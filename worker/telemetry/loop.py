@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway, gateway_for
-from worker.ops.metrics import Liveness
+from worker.ops.health import Liveness
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt, Settled, TelemetryBuffer, backoff_s
 from worker.telemetry.delivery import Pending, TelemetryPublisher, create_delivery_producer
