@@ -29,6 +29,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from worker.errors import WorkerError
+
 log = structlog.get_logger(__name__)
 
 # No `<counter>_created` twin per series: it doubles the series count and no alert reads it.
@@ -214,7 +216,7 @@ class CommitLag:
                 if tp not in self._committed:
                     # Fetched, but no record handed out yet: the position is still the committed offset.
                     self._committed[tp] = await consumer.position(tp)
-            except (AssertionError, KafkaError):  # revoked meanwhile: the rebalance listener forgets it
+            except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
                 continue
             self._highwater[tp] = highwater
             lag = max(highwater - self._committed[tp], 0)
