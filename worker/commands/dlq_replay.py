@@ -38,7 +38,7 @@ from worker.app import batch_processor, routes_for
 from worker.commands.progress import Tally, reporting
 from worker.commands.replay import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, StopOnSignals
 from worker.errors import WorkerError
-from worker.kafka.clients import create_consumer, create_producer
+from worker.kafka.clients import ProducerPurpose, create_consumer, create_producer
 from worker.mongo.gateway import gateway_for
 from worker.mongo.indexes import ensure_indexes, with_retention
 from worker.pipeline.batch import BatchProcessor
@@ -341,7 +341,7 @@ async def _open_target(
     settings: Settings, options: DlqReplayOptions, sources: Mapping[str, str], closers: list[Any]
 ) -> Target:
     if not options.direct:
-        producer = create_producer(settings)
+        producer = create_producer(settings, purpose=ProducerPurpose.REPUBLISH)
         closers.append(producer.stop)
         await producer.start()
         return Republisher(producer, sources)

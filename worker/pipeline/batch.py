@@ -34,23 +34,19 @@ class BatchResult:
     dead_lettered: int
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class BatchProcessor:
-    """Prepares, writes and dead-letters the records of a batch, per the routing table."""
+    """Prepares, writes and dead-letters the records of a batch, per the routing table.
 
-    def __init__(
-        self,
-        *,
-        routes: Mapping[str, Route],
-        dead_letters: DeadLetterPublisher,
-        retrying: Retrying,
-        max_event_bytes: int,
-        max_depth: int,
-    ) -> None:
-        self._routes = routes
-        self._dead_letters = dead_letters
-        self._retrying = retrying
-        self._max_event_bytes = max_event_bytes
-        self._max_depth = max_depth
+    `retrying` runs each write under the retry policy; records larger than `max_event_bytes`
+    or nested deeper than `max_depth` are dead-lettered unread.
+    """
+
+    routes: Mapping[str, Route]
+    dead_letters: DeadLetterPublisher
+    retrying: Retrying
+    max_event_bytes: int
+    max_depth: int
 
     async def process(self, batch: Batch) -> BatchResult:
         """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down.
@@ -71,11 +67,11 @@ class BatchProcessor:
 
     def settled(self, commits: Mapping[TopicPartition, int]) -> None:
         """Offsets committed: the dead letters of those records need not be remembered."""
-        self._dead_letters.settled(commits)
+        self.dead_letters.settled(commits)
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions revoked: forget which of their dead letters were acknowledged."""
-        self._dead_letters.forget(partitions)
+        self.dead_letters.forget(partitions)
 
     async def _prepare_all(
         self, batch: Batch, writes: dict[str, RouteWrites], rejected: Rejected
@@ -84,7 +80,7 @@ class BatchProcessor:
         items: list[Prepared] = []
         filling: dict[str, list[Prepared]] = defaultdict(list)
         for tp, records in batch.items():
-            route = self._routes[tp.topic]
+            route = self.routes[tp.topic]
             for record in records:
                 item = self._prepare(route, tp, record)
                 if isinstance(item, Refused):
@@ -101,13 +97,13 @@ class BatchProcessor:
 
     def _start(self, writes: dict[str, RouteWrites], topic: str, items: list[Prepared]) -> None:
         if topic not in writes:
-            writes[topic] = RouteWrites(self._routes[topic], self._retrying)
+            writes[topic] = RouteWrites(self.routes[topic], self.retrying)
         writes[topic].start(items)
 
     def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared | Refused:
         """The record's document, or why it must be dead-lettered; never raises."""
         outcome = prepare(
-            route, record.value, record.headers, max_bytes=self._max_event_bytes, max_depth=self._max_depth
+            route, record.value, record.headers, max_bytes=self.max_event_bytes, max_depth=self.max_depth
         )
         if isinstance(outcome, Refused):
             return outcome
@@ -123,8 +119,8 @@ class BatchProcessor:
             if _tp(letter) not in blocked:
                 letters.append(letter)
                 reports.log_rejection(letter, refused)
-        await self._dead_letters.publish(letters)
-        _count(batch, letters, blocked, self._routes)
+        await self.dead_letters.publish(letters)
+        _count(batch, letters, blocked, self.routes)
         written = [item for item in items if item.tp not in blocked]
         stored = len(written) - sum(len(r.dead) for r in results)
         return BatchResult(
