@@ -59,9 +59,11 @@ HEADER_SOURCE_OFFSET = "x-source-offset"
 HEADER_FAILED_AT = "x-failed-at"
 HEADER_TRUNCATED = "x-truncated"
 HEADER_ORIGINAL_SIZE = "x-original-size"
+ERROR_HEADER_PREFIX = "x-error-"
+SOURCE_HEADER_PREFIX = "x-source-"
 OUR_HEADER_PREFIXES = (
-    "x-error-",
-    "x-source-",
+    ERROR_HEADER_PREFIX,
+    SOURCE_HEADER_PREFIX,
     HEADER_FAILED_AT,
     HEADER_TRUNCATED,
     HEADER_ORIGINAL_SIZE,
