@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
-from aiokafka.errors import KafkaError
 
+from worker.errors import WorkerError
 from worker.kafka.clients import create_consumer, create_producer
+from worker.kafka.consumer import GroupConsumer
+from worker.kafka.errors import converted
 from worker.kafka.failures import kafka_failure
 from worker.kafka.probe import KafkaProbe
 from worker.mongo.gateway import MongoGateway, gateway_for
@@ -25,9 +28,10 @@ from worker.ops.metrics import track_readiness
 from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
-from worker.pipeline.dead_letters import dead_letter_publisher
-from worker.pipeline.routes import build_routes
-from worker.settings import Settings
+from worker.pipeline.dead_letters import DeadLetterPublisher
+from worker.pipeline.routes import Route, build_routes
+from worker.retry import backoff_seconds, with_retries
+from worker.settings import RouteName, Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
 from worker.startup import bind_http, wait_for_mongodb
 from worker.telemetry.loop import redeliver_until_stopped
@@ -59,10 +63,50 @@ async def _start_http(settings: Settings, health: Health, stop: asyncio.Event) -
 
 async def _start_kafka(settings: Settings, producer: Any, consumer: Any) -> None:
     try:
-        await producer.start()
-        await consumer.start()
-    except KafkaError as exc:
+        await converted(producer.start())
+        await converted(consumer.start())
+    except WorkerError as exc:
         raise StartupError(kafka_failure(exc, settings).message()) from exc
+
+
+def routes_for(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
+    """The routing table with the settings' topics and FAIL_CLOSED_ROUTES."""
+    topics = {name: settings.topic_for(name) for name in RouteName}
+    return build_routes(
+        gateway, topics=topics, dlq_suffix=settings.kafka_dlq_suffix, fail_closed=settings.fail_closed_routes
+    )
+
+
+def batch_processor(
+    settings: Settings, routes: Mapping[str, Route], dead_letters: DeadLetterPublisher
+) -> BatchProcessor:
+    """The processor with the settings' retry policy and input limits."""
+    return BatchProcessor(
+        routes=routes,
+        dead_letters=dead_letters,
+        retrying=functools.partial(with_retries, settings),
+        max_event_bytes=settings.max_event_bytes,
+        max_depth=settings.max_nesting_depth,
+    )
+
+
+def _consumer_loop(
+    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, stop: asyncio.Event
+) -> ConsumerLoop:
+    """The consumer loop over the started clients: routes, dead letters, and the settings' bounds."""
+    dead_letters = DeadLetterPublisher(
+        producer=producer,
+        max_request_bytes=settings.kafka_max_request_bytes,
+        truncated_value_bytes=settings.dlq_truncated_value_bytes,
+    )
+    return ConsumerLoop(
+        consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
+        processor=batch_processor(settings, routes, dead_letters),
+        stop=stop,
+        poll_timeout_ms=settings.kafka_poll_timeout_ms,
+        max_records=settings.kafka_max_batch_records,
+        backoff=functools.partial(backoff_seconds, settings),
+    )
 
 
 def _watch(
@@ -109,7 +153,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     gateway = gateway_for(settings)
     consumer, producer = create_consumer(settings), create_producer(settings)
     kafka_probe = KafkaProbe(settings)
-    routes = build_routes(settings, gateway)
+    routes = routes_for(settings, gateway)
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
     health = _worker_health(settings, gateway, consumer, reachability, redelivery_liveness)
@@ -122,10 +166,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         await _start_kafka(settings, producer, consumer)
         reachability["kafka"].answered()
-        processor = BatchProcessor(
-            routes=routes, dead_letters=dead_letter_publisher(producer, settings), settings=settings
-        )
-        loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
+        loop = _consumer_loop(settings, routes, consumer, producer, stop)
         loop.subscribe(list(routes))
         health.last_poll = lambda: loop.last_progress
         background += _watch(settings, reachability, gateway, kafka_probe, stop)

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from tests.demo.events import DemoEvent, EventFactory
-from worker.kafka.clients import connection_options
+from worker.kafka.clients import ProducerPurpose, connection_options, create_admin, create_producer
 from worker.settings import RouteName, Settings
 
 
@@ -29,7 +29,7 @@ def all_topics(settings: Settings) -> list[str]:
 
 async def ensure_topics(settings: Settings, *, partitions: int = 3) -> None:
     """Create the input and dead-letter topics; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(**connection_options(settings))
+    admin = create_admin(settings)
     await admin.start()
     try:
         for topic in all_topics(settings):
@@ -41,7 +41,7 @@ async def ensure_topics(settings: Settings, *, partitions: int = 3) -> None:
 
 async def publish(settings: Settings, events: Iterable[DemoEvent]) -> int:
     """Publish `events` to their routes' topics (acks=all); returns how many were sent."""
-    producer = AIOKafkaProducer(**connection_options(settings), acks="all", linger_ms=10)
+    producer = create_producer(settings, purpose=ProducerPurpose.DEMO)
     await producer.start()
     sent = 0
     try:

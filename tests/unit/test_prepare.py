@@ -21,7 +21,8 @@ from tests.unit.test_batch import (
     make_pipeline,
     record,
 )
-from worker.pipeline.prepare import ERROR_TYPE_UNPROCESSABLE, Ready, Refused, prepare
+from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE
+from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.settings import RouteName, Settings
 
 INCIDENTS_DLQ = f"{TOPICS[RouteName.INCIDENTS]}.dlq"

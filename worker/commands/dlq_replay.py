@@ -34,15 +34,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from worker.app import batch_processor, routes_for
 from worker.commands.progress import Tally, reporting
 from worker.commands.replay import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNREACHABLE, StopOnSignals
 from worker.errors import WorkerError
-from worker.kafka.clients import create_consumer, create_producer
+from worker.kafka.clients import ProducerPurpose, create_consumer, create_producer
 from worker.mongo.gateway import gateway_for
 from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.pipeline.batch import BatchProcessor, Record
+from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.dead_letters import ERROR_TYPE_PERSIST_FAILED, DeadLetter, DeadLetterPublisher
-from worker.pipeline.routes import build_routes
+from worker.pipeline.records import Record
 from worker.settings import RouteName, Settings
 
 DEAD_LETTER_HEADER_PREFIXES = ("x-error-", "x-source-", "x-failed-at")  # as pipeline.dead_letters writes
@@ -340,7 +341,7 @@ async def _open_target(
     settings: Settings, options: DlqReplayOptions, sources: Mapping[str, str], closers: list[Any]
 ) -> Target:
     if not options.direct:
-        producer = create_producer(settings)
+        producer = create_producer(settings, purpose=ProducerPurpose.REPUBLISH)
         closers.append(producer.stop)
         await producer.start()
         return Republisher(producer, sources)
@@ -349,8 +350,8 @@ async def _open_target(
     database = await gateway.connect()
     await ensure_indexes(database, with_retention(settings.ttl_days()))
     letters = KeptDeadLetters()
-    routes = build_routes(settings, gateway)
-    processor = BatchProcessor(routes=routes, dead_letters=letters, settings=settings)
+    routes = routes_for(settings, gateway)
+    processor = batch_processor(settings, routes, letters)
     return DirectWriter(processor, letters, sources)
 
 

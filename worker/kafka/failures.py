@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     AuthenticationFailedError,
     AuthenticationMethodNotSupported,
@@ -17,7 +16,8 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from worker.kafka.clients import connection_options
+from worker.errors import WorkerError
+from worker.kafka.clients import create_admin
 from worker.ops.messages import ServerFailure
 from worker.ops.redaction import scrub
 from worker.settings import Settings
@@ -34,7 +34,7 @@ _REFUSALS: tuple[tuple[type[BaseException], str, str], ...] = (
 
 async def probe_kafka(settings: Settings, timeout_s: float = 10) -> ServerFailure | None:
     """None when the brokers answer a cluster description, else why not."""
-    admin = AIOKafkaAdminClient(**connection_options(settings), request_timeout_ms=int(timeout_s * 1000))
+    admin = create_admin(settings, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout=timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout=timeout_s)
@@ -48,7 +48,12 @@ async def probe_kafka(settings: Settings, timeout_s: float = 10) -> ServerFailur
 def kafka_failure(
     error: BaseException, settings: Settings, *, timeout_s: float | None = None
 ) -> ServerFailure:
-    """The operator's view of an aiokafka (or socket) error met talking to the brokers."""
+    """The operator's view of an aiokafka (or socket) error met talking to the brokers.
+
+    `error` may be one of ours converted by worker.kafka.errors: its cause is then what is told.
+    """
+    if isinstance(error, WorkerError) and error.__cause__ is not None:
+        error = error.__cause__
     reason, refused, variable = _classify(error, timeout_s)
     if not refused and settings.kafka_security_protocol != "PLAINTEXT":
         # aiokafka reports a refused SASL login or TLS handshake as "Unable to bootstrap" too.

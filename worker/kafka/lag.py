@@ -10,6 +10,7 @@ from typing import Protocol
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
+from worker.errors import WorkerError
 from worker.ops.metrics import CONSUMER_LAG, LAST_COMMIT_TIMESTAMP
 
 
@@ -78,7 +79,7 @@ class CommitLag:
                 if tp not in self._committed:
                     # Fetched, but no record handed out yet: the position is still the committed offset.
                     self._committed[tp] = await consumer.position(tp)
-            except (AssertionError, KafkaError):  # revoked meanwhile: the rebalance listener forgets it
+            except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
                 continue
             self._highwater[tp] = highwater
             lag = max(highwater - self._committed[tp], 0)

@@ -11,7 +11,7 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from worker.errors import TransientError
-from worker.kafka.clients import connection_options
+from worker.kafka.clients import create_metadata_client
 from worker.settings import Settings
 
 
@@ -35,7 +35,7 @@ class KafkaProbe:
 
     async def _bootstrap(self) -> None:
         timeout_ms = max(int(self._settings.kafka_health_interval_s * 1000), 1000)
-        client = AIOKafkaClient(**connection_options(self._settings), request_timeout_ms=timeout_ms)
+        client = create_metadata_client(self._settings, request_timeout_ms=timeout_ms)
         try:
             await client.bootstrap()
         except BaseException:

@@ -12,25 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import KafkaError
-from aiokafka.structs import TopicPartition
 
-from worker.errors import WorkerError
+from worker.errors import TransientError, WorkerError
+from worker.kafka.consumer import GroupConsumer, TopicPartition
 from worker.kafka.lag import CommitLag
 from worker.ops import metrics
-from worker.pipeline import undecodable
-from worker.pipeline.batch import Batch, BatchProcessor, BatchResult
-from worker.retry import backoff_seconds
-from worker.settings import Settings
+from worker.pipeline.batch import BatchProcessor, BatchResult
+from worker.pipeline.records import Batch
 
 log = structlog.get_logger(__name__)
 
 
-class _FinishInFlightBatch(ConsumerRebalanceListener):  # type: ignore[misc]
+class _FinishInFlightBatch:
     """On revoke, wait for the batch in hand to be committed before giving partitions up."""
 
     def __init__(self, loop: ConsumerLoop) -> None:
@@ -46,18 +42,28 @@ class _FinishInFlightBatch(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ConsumerLoop:
+    """Polls batches of at most `max_records` and hands them to the processor until `stop` is set.
+
+    `backoff(attempt)` is the wait in seconds after failed attempt number `attempt` (1-based):
+    of a blocked partition before it is resumed, and of a failed batch before it is retried.
+    """
+
     def __init__(
         self,
         *,
-        consumer: AIOKafkaConsumer,
+        consumer: GroupConsumer,
         processor: BatchProcessor,
-        settings: Settings,
         stop: asyncio.Event,
+        poll_timeout_ms: int,
+        max_records: int,
+        backoff: Callable[[int], float],
     ) -> None:
         self._consumer = consumer
         self._processor = processor
-        self._settings = settings
         self._stop = stop
+        self._poll_timeout_ms = poll_timeout_ms
+        self._max_records = max_records
+        self._backoff = backoff
         self.processing = asyncio.Lock()
         self._paused: dict[TopicPartition, tuple[float, int]] = {}  # tp -> (resume at, attempts)
         self._batch_failures = 0
@@ -65,7 +71,7 @@ class ConsumerLoop:
         self.lag = CommitLag()
 
     def subscribe(self, topics: list[str]) -> None:
-        self._consumer.subscribe(topics=topics, listener=_FinishInFlightBatch(self))
+        self._consumer.subscribe(topics, _FinishInFlightBatch(self))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         partitions = list(partitions)
@@ -78,12 +84,8 @@ class ConsumerLoop:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
         while not self._stop.is_set():
             self._resume_due_partitions()
-            batch = await undecodable.poll(  # an undecodable record batch pauses its partition
-                self._consumer,
-                timeout_ms=self._settings.kafka_poll_timeout_ms,
-                max_records=self._settings.kafka_max_batch_records,
-                offset_reset=self._settings.kafka_auto_offset_reset,
-            )
+            # An undecodable record batch pauses its partition (worker.kafka.undecodable).
+            batch = await self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
             self.last_progress = time.monotonic()
             self.lag.saw(batch)
             retry_in = None
@@ -115,10 +117,10 @@ class ConsumerLoop:
             return
         try:
             await self._consumer.commit(offsets)
-        except KafkaError as exc:
+        except TransientError as exc:
             # The group moved on (rebalance): the new owner re-reads these; writes are idempotent.
             metrics.COMMITS_FAILED.inc()
-            log.warning("commit_failed", error=f"{type(exc).__name__}: {exc}", partitions=_names(offsets))
+            log.warning("commit_failed", error=str(exc), partitions=_names(offsets))
             return
         for tp in offsets:
             self._paused.pop(tp, None)
@@ -132,7 +134,7 @@ class ConsumerLoop:
             if tp not in assigned:
                 continue
             attempts = self._paused.get(tp, (0.0, 0))[1] + 1
-            delay = backoff_seconds(self._settings, attempts)
+            delay = self._backoff(attempts)
             self._consumer.seek(tp, offset)
             self._consumer.pause(tp)
             self._paused[tp] = (time.monotonic() + delay, attempts)
@@ -153,8 +155,8 @@ class ConsumerLoop:
         """Seek every partition of a failed batch back to its first record; the backoff in seconds."""
         self._batch_failures += 1
         metrics.BATCHES_FAILED.inc()
-        delay = backoff_seconds(self._settings, self._batch_failures)
-        expected = isinstance(exc, WorkerError | KafkaError | OSError)
+        delay = self._backoff(self._batch_failures)
+        expected = isinstance(exc, WorkerError | OSError)
         count = sum(map(len, batch.values()))
         log.error("batch_failed", error=f"{type(exc).__name__}: {exc}", records=count,
                   retry_in_s=round(delay, 3), exc_info=not expected)  # fmt: skip

@@ -1,7 +1,7 @@
 """Dead-letter publishing: the original key, value and headers, plus headers naming the error.
 
 Dead-letter headers (all UTF-8):
-    x-error-type       validation | unprocessable | persist_failed | persist_refused
+    x-error-type       validation | unprocessable | persist_failed | persist_refused (ERROR_TYPES)
     x-error-reason     a stable code (not_json, schema_violation, ...)
     x-error-message    the human-readable detail, credentials scrubbed
     x-error-class      with unprocessable: the exception class that preparation raised
@@ -26,43 +26,55 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    CorruptRecordException,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-)
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from aiokafka.structs import TopicPartition
-
-from worker.errors import TransientError
+from worker.errors import DocumentRefused, TransientError
+from worker.kafka.consumer import TopicPartition
+from worker.kafka.producer import Delivery, Producer, acknowledged, enqueue, record_size
 from worker.ops.redaction import scrub
 from worker.ops.trace import trace_id
-from worker.settings import Settings
+from worker.pipeline.records import Record, source_of
 
-if TYPE_CHECKING:
-    from worker.pipeline.batch import Record
-
+# The values of x-error-type.
 ERROR_TYPE_VALIDATION = "validation"
+ERROR_TYPE_UNPROCESSABLE = "unprocessable"
+"""A record whose preparation raised something no check foresaw."""
 ERROR_TYPE_PERSIST_FAILED = "persist_failed"
 ERROR_TYPE_PERSIST_REFUSED = "persist_refused"
-_OUR_PREFIXES = ("x-error-", "x-source-", "x-failed-at", "x-truncated", "x-original-size", "x-trace-id")
+ERROR_TYPES = (
+    ERROR_TYPE_VALIDATION,
+    ERROR_TYPE_UNPROCESSABLE,
+    ERROR_TYPE_PERSIST_FAILED,
+    ERROR_TYPE_PERSIST_REFUSED,
+)
+
+# The headers a dead letter gets (see the module docstring).
+HEADER_ERROR_TYPE = "x-error-type"
+HEADER_ERROR_REASON = "x-error-reason"
+HEADER_ERROR_MESSAGE = "x-error-message"
+HEADER_ERROR_CLASS = "x-error-class"
+HEADER_TRACE_ID = "x-trace-id"
+HEADER_SOURCE_TOPIC = "x-source-topic"
+HEADER_SOURCE_PARTITION = "x-source-partition"
+HEADER_SOURCE_OFFSET = "x-source-offset"
+HEADER_FAILED_AT = "x-failed-at"
+HEADER_TRUNCATED = "x-truncated"
+HEADER_ORIGINAL_SIZE = "x-original-size"
+ERROR_HEADER_PREFIX = "x-error-"
+SOURCE_HEADER_PREFIX = "x-source-"
+OUR_HEADER_PREFIXES = (
+    ERROR_HEADER_PREFIX,
+    SOURCE_HEADER_PREFIX,
+    HEADER_FAILED_AT,
+    HEADER_TRUNCATED,
+    HEADER_ORIGINAL_SIZE,
+    HEADER_TRACE_ID,
+)
+"""Every header above starts with one of these; a record's own headers are those that do not."""
+
 MAX_MESSAGE_CHARS = 2000
 DEFAULT_MAX_REQUEST_BYTES = 1_048_576
 """aiokafka's default max_request_size."""
 DEFAULT_TRUNCATED_VALUE_BYTES = 65_536
-INVALID_RECORD = 87
-"""The broker's INVALID_RECORD error code (aiokafka has no class for it: UnknownError)."""
-_REFUSED_AS_SUCH = (
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-    RecordListTooLargeError,
-    CorruptRecordException,
-)
 
 Headers = list[tuple[str, bytes]]
 
@@ -78,11 +90,13 @@ class Outgoing:
 
     def size(self) -> int:
         """The size aiokafka compares with max_request_size."""
-        return int(DefaultRecordBatchBuilder.estimate_size_in_bytes(self.key, self.value, self.headers))
+        return record_size(self.key, self.value, self.headers)
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
+    """A record for its dead-letter topic, and why it is there."""
+
     record: Record
     dlq_topic: str
     error_type: str
@@ -102,35 +116,41 @@ class DeadLetter:
         originals = self._original_headers()
         if sum(len(name) + len(data) for name, data in originals) > keep:
             originals = []
-        marks = [("x-truncated", b"true"), ("x-original-size", str(len(value)).encode())]
+        marks = [(HEADER_TRUNCATED, b"true"), (HEADER_ORIGINAL_SIZE, str(len(value)).encode())]
         short_key = key[:keep] if key is not None else None
         return Outgoing(self.dlq_topic, short_key, value[:keep], originals + self._our_headers() + marks)
 
     def _original_headers(self) -> Headers:
-        return [(k, bytes(v)) for k, v in self.record.headers if not k.startswith(_OUR_PREFIXES)]
+        return [(k, bytes(v)) for k, v in self.record.headers if not k.startswith(OUR_HEADER_PREFIXES)]
 
     def _our_headers(self) -> Headers:
         ours = {
-            "x-error-type": self.error_type,
-            "x-error-reason": self.reason,
-            "x-error-message": scrub(self.message)[:MAX_MESSAGE_CHARS],
-            "x-source-topic": self.record.topic,
-            "x-source-partition": str(self.record.partition),
-            "x-source-offset": str(self.record.offset),
-            "x-failed-at": datetime.now(UTC).isoformat(),
+            HEADER_ERROR_TYPE: self.error_type,
+            HEADER_ERROR_REASON: self.reason,
+            HEADER_ERROR_MESSAGE: scrub(self.message)[:MAX_MESSAGE_CHARS],
+            HEADER_SOURCE_TOPIC: self.record.topic,
+            HEADER_SOURCE_PARTITION: str(self.record.partition),
+            HEADER_SOURCE_OFFSET: str(self.record.offset),
+            HEADER_FAILED_AT: datetime.now(UTC).isoformat(),
         }
         if (trace := trace_id(self.record.headers)) is not None:
-            ours["x-trace-id"] = trace
+            ours[HEADER_TRACE_ID] = trace
         return [(key, value.encode()) for key, value in ours.items()]
 
 
-def _refused_as_such(exc: BaseException) -> bool:
-    """The broker (or the producer) refuses this record for its size or form, not for now."""
-    return isinstance(exc, _REFUSED_AS_SUCH) or getattr(exc, "errno", None) == INVALID_RECORD
+@dataclass(frozen=True, slots=True)
+class UnprocessableLetter(DeadLetter):
+    """A dead letter whose preparation raised unexpectedly: `x-error-class` names the exception."""
+
+    error_class: str = ""
+
+    def headers(self) -> Headers:
+        return [*DeadLetter.headers(self), (HEADER_ERROR_CLASS, self.error_class.encode())]
 
 
-def _source(letter: DeadLetter) -> TopicPartition:
-    return TopicPartition(letter.record.topic, letter.record.partition)
+def error_class(error: BaseException) -> str:
+    """The `x-error-class` of an unexpected exception: its module and qualified name."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 class DeadLetterPublisher:
@@ -139,7 +159,7 @@ class DeadLetterPublisher:
     def __init__(
         self,
         *,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         truncated_value_bytes: int = DEFAULT_TRUNCATED_VALUE_BYTES,
     ) -> None:
@@ -172,8 +192,7 @@ class DeadLetterPublisher:
             self._acknowledged.pop(tp, None)
 
     def _was_acknowledged(self, letter: DeadLetter) -> bool:
-        source = letter.record
-        return source.offset in self._acknowledged.get(TopicPartition(source.topic, source.partition), ())
+        return letter.record.offset in self._acknowledged.get(source_of(letter.record), ())
 
     def _outgoing(self, letter: DeadLetter, keep: int | None) -> Outgoing:
         if keep is not None:
@@ -186,47 +205,38 @@ class DeadLetterPublisher:
     async def _attempt(self, letters: Sequence[DeadLetter], keep: int | None) -> list[DeadLetter]:
         """Send `letters` (truncated to `keep` if given); return those refused for their size or form."""
         sent, refused, failure = await self._enqueue(letters, keep)
-        outcomes = await asyncio.gather(*(delivery for _, delivery in sent), return_exceptions=True)
+        outcomes = await asyncio.gather(
+            *(acknowledged(delivery) for _, delivery in sent), return_exceptions=True
+        )
         for (letter, _), outcome in zip(sent, outcomes, strict=True):
             if not isinstance(outcome, BaseException):
-                self._acknowledged[_source(letter)].add(letter.record.offset)
-            elif _refused_as_such(outcome):
+                self._acknowledged[source_of(letter.record)].add(letter.record.offset)
+            elif isinstance(outcome, DocumentRefused):
                 refused.append(letter)
-            elif isinstance(outcome, KafkaError):
+            elif isinstance(outcome, TransientError):
                 failure = failure or outcome
             else:
                 raise outcome
         if failure is not None:
-            raise TransientError(
-                f"dead-letter publish failed: {type(failure).__name__}: {failure}"
-            ) from failure
+            raise TransientError(f"dead-letter publish failed: {failure}") from failure
         return refused
 
     async def _enqueue(
         self, letters: Sequence[DeadLetter], keep: int | None
-    ) -> tuple[list[tuple[DeadLetter, asyncio.Future[object]]], list[DeadLetter], KafkaError | None]:
+    ) -> tuple[list[tuple[DeadLetter, Delivery]], list[DeadLetter], TransientError | None]:
         """Hand letters to the producer until one cannot be (then the rest wait for a retry)."""
-        sent: list[tuple[DeadLetter, asyncio.Future[object]]] = []
+        sent: list[tuple[DeadLetter, Delivery]] = []
         refused: list[DeadLetter] = []
         for letter in letters:
             out = self._outgoing(letter, keep)
             try:
-                delivery = await self._producer.send(
-                    out.topic, value=out.value, key=out.key, headers=out.headers
+                delivery = await enqueue(
+                    self._producer, out.topic, key=out.key, value=out.value, headers=out.headers
                 )
-            except KafkaError as exc:
-                if not _refused_as_such(exc):
-                    return sent, refused, exc
+            except DocumentRefused:
                 refused.append(letter)
                 continue
+            except TransientError as exc:
+                return sent, refused, exc
             sent.append((letter, delivery))
         return sent, refused, None
-
-
-def dead_letter_publisher(producer: AIOKafkaProducer, settings: Settings) -> DeadLetterPublisher:
-    """The publisher for a producer built by `worker.kafka.clients.create_producer` from the same settings."""
-    return DeadLetterPublisher(
-        producer=producer,
-        max_request_bytes=settings.kafka_max_request_bytes,
-        truncated_value_bytes=settings.dlq_truncated_value_bytes,
-    )

@@ -14,12 +14,9 @@ from typing import Any
 
 from worker.errors import EventRejected
 from worker.mongo.encoding import check_encodable
-from worker.pipeline.dead_letters import ERROR_TYPE_VALIDATION
+from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE, ERROR_TYPE_VALIDATION
 from worker.pipeline.decode import decode_vouched, validate_event
 from worker.pipeline.routes import Route
-
-ERROR_TYPE_UNPROCESSABLE = "unprocessable"
-"""`x-error-type` of a record whose preparation raised something no check foresaw."""
 
 SURELY_ENCODABLE_BYTES = 2 * 1024 * 1024
 """Below this size, JSON that passes `surely_storable` always fits in 16 MiB of BSON.

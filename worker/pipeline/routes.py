@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -21,10 +21,10 @@ from schemas.events import (
     ValidationEvent,
     WorkflowResultEvent,
 )
-from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
+from worker.mongo import collections
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter, Writer
-from worker.settings import RouteName, Settings
+from worker.settings import RouteName
 
 
 class FailurePolicy(StrEnum):
@@ -56,35 +56,43 @@ def _telemetry_document(event: TelemetryEvent) -> Mapping[str, Any]:
     return telemetry_buffer_document(event, buffered_at=datetime.now(UTC))
 
 
-def build_routes(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
-    """The routing table, keyed by input topic."""
+def build_routes(
+    gateway: MongoGateway,
+    *,
+    topics: Mapping[RouteName, str],
+    dlq_suffix: str,
+    fail_closed: Collection[RouteName] = frozenset(),
+) -> dict[str, Route]:
+    """The routing table, keyed by input topic: `topics` names each route's input topic, whose
+    dead-letter topic is that name plus `dlq_suffix`; the `fail_closed` routes hold on an outage."""
 
     def insert(collection: str) -> Writer:
         return InsertWriter(gateway=gateway, collection=collection)
 
+    results = LatestWinsWriter(
+        gateway=gateway, collection=collections.WORKFLOW_RESULTS, version_field="consolidated_at"
+    )
     table: list[tuple[RouteName, type[EventModel], Callable[[Any], Mapping[str, Any]], Writer, str]] = [
         (RouteName.VALIDATION, ValidationEvent, validation_audit_document,
-         insert(VALIDATION_AUDIT), "validation_audit_saved"),
+         insert(collections.VALIDATION_AUDIT), "validation_audit_saved"),
         (RouteName.RESULTS, WorkflowResultEvent, workflow_result_document,
-         LatestWinsWriter(gateway=gateway, collection=WORKFLOW_RESULTS, version_field="consolidated_at"),
-         "workflow_result_saved"),
+         results, "workflow_result_saved"),
         (RouteName.INCIDENTS, IncidentEvent, incident_document,
-         insert(INCIDENTS), "incident_saved"),
+         insert(collections.INCIDENTS), "incident_saved"),
         (RouteName.TELEMETRY, TelemetryEvent, _telemetry_document,
-         insert(TELEMETRY_BUFFER), "telemetry_buffered"),
+         insert(collections.TELEMETRY_BUFFER), "telemetry_buffered"),
     ]  # fmt: skip
     routes = {}
     for name, model, to_document, writer, saved_event in table:
-        topic = settings.topic_for(name)
-        policy = FailurePolicy.FAIL_CLOSED if name in settings.fail_closed_routes else FailurePolicy.FAIL_OPEN
+        topic = topics[name]
         routes[topic] = Route(
             name=name,
             topic=topic,
-            dlq_topic=settings.dlq_topic(topic),
+            dlq_topic=f"{topic}{dlq_suffix}",
             model=model,
             to_document=to_document,
             writer=writer,
             saved_event=saved_event,
-            policy=policy,
+            policy=FailurePolicy.FAIL_CLOSED if name in fail_closed else FailurePolicy.FAIL_OPEN,
         )
     return routes

@@ -18,7 +18,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from worker.kafka.clients import connection_options
+from worker.kafka.clients import ProducerPurpose, create_producer
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt
 
@@ -67,18 +67,8 @@ def telemetry_message(document: Mapping[str, Any]) -> Message:
 
 
 def create_delivery_producer(settings: Settings) -> AIOKafkaProducer:
-    """acks=all, and every send resolves well within the lease (a quarter of it per request).
-
-    Without idempotence (the stand-in broker refuses it) aiokafka retries a batch until it
-    is `request_timeout_ms` old, so an outcome is known before the lease can lapse.
-    """
-    return AIOKafkaProducer(
-        **connection_options(settings),
-        acks="all",
-        linger_ms=5,
-        enable_idempotence=False,
-        request_timeout_ms=int(settings.redelivery_lease_s * 1000 / 4),
-    )
+    """The factory's telemetry producer: acks=all, every send resolved well within the lease."""
+    return create_producer(settings, purpose=ProducerPurpose.TELEMETRY)
 
 
 class TelemetryPublisher:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer
@@ -30,8 +30,6 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 from prometheus_client import Counter
 
-from worker.pipeline.batch import Batch, Record
-
 log = structlog.get_logger(__name__)
 
 PROBE_MIN_WAIT_MS = 1000  # above a fetch's long poll (fetch_max_wait_ms, 500 ms by default)
@@ -41,6 +39,8 @@ UNDECODABLE_BATCHES = Counter(
     "Record batches the consumer could not decode; their partition is paused",
     ["topic"],
 )
+Fetched = dict[TopicPartition, list[Any]]
+"""Records per partition, as `getmany` returns them (aiokafka's ConsumerRecord, untyped)."""
 
 
 def is_decode_error(exc: BaseException) -> bool:
@@ -56,7 +56,7 @@ async def poll(
     timeout_ms: int,
     max_records: int,
     offset_reset: Literal["earliest", "latest"] = "earliest",
-) -> Batch:
+) -> Fetched:
     """`consumer.getmany`, except that an undecodable batch pauses its partition instead of raising.
 
     `offset_reset` is the consumer's auto_offset_reset: where a partition assigned during the
@@ -119,9 +119,9 @@ async def _seek_back(
 
 async def _isolate(
     consumer: AIOKafkaConsumer, before: Mapping[TopicPartition, int], *, timeout_ms: int, max_records: int
-) -> tuple[Batch, bool]:
+) -> tuple[Fetched, bool]:
     """Each partition read alone, one record at a time; the decodable records, and whether one failed."""
-    batch: dict[TopicPartition, list[Record]] = {}
+    batch: Fetched = {}
     found = False
     for tp in before:
         records, failed = await _read_alone(consumer, tp, timeout_ms=timeout_ms, limit=max_records)
@@ -138,9 +138,9 @@ async def _isolate(
 
 async def _read_alone(
     consumer: AIOKafkaConsumer, tp: TopicPartition, *, timeout_ms: int, limit: int
-) -> tuple[list[Record], Exception | None]:
+) -> tuple[list[Any], Exception | None]:
     """Up to `limit` records of `tp` until its end; stops at the first that fails to decode."""
-    records: list[Record] = []
+    records: list[Any] = []
     waits = 0
     while len(records) < limit and waits < PROBE_WAITS:
         try:
