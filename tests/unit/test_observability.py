@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from worker.errors import TransientError
 from worker.ops.metrics import Health, Liveness, respond, serve_http
-from worker.retry import with_retries
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt, Settled
 from worker.telemetry.loop import RedeliveryLoop
@@ -60,7 +60,7 @@ async def test_each_retry_is_counted_in_the_metrics() -> None:
             raise TransientError("down")
         return "ok"
 
-    assert await with_retries(settings, "metrics_test", flaky, None) == "ok"
+    assert await with_retries(RetryPolicy.from_settings(settings), "metrics_test", flaky, None) == "ok"
     after = REGISTRY.get_sample_value("persistence_write_retries_total", {"collection": "metrics_test"})
     assert after == before + 2
 

@@ -29,7 +29,7 @@ from worker.pipeline.dead_letters import (
 )
 from worker.pipeline.prepare import Refused, prepare
 from worker.pipeline.routes import FailurePolicy, Route
-from worker.retry import with_retries
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -189,7 +189,8 @@ class BatchProcessor:
         """Write with retries; a refused document is isolated, any other failure is the chunk's outage."""
         documents = [item.document for item in items]
         try:
-            return await with_retries(self._settings, route.writer.collection, route.writer.write, documents)
+            policy = RetryPolicy.from_settings(self._settings)
+            return await with_retries(policy, route.writer.collection, route.writer.write, documents)
         except DocumentRefused as exc:
             if len(items) == 1:
                 return WriteOutcome(stored=0, refused={0: str(exc)})
