@@ -27,7 +27,7 @@ from worker.pipeline.routes import build_routes
 from worker.settings import Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
 from worker.startup import bind_http, wait_for_mongodb
-from worker.telemetry.loop import redeliver_until_stopped
+from worker.telemetry.redeliver import redeliver_until_stopped
 from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
@@ -70,9 +70,11 @@ def _watch(
     mongodb_probe = probe_until_stopped(
         reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
     )
+    stats_every_s = settings.telemetry_buffer_stats_interval_s
+    buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
     tasks = [
         _background(mongodb_probe, "mongodb_probe"),
-        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
+        _background(buffer_stats, "buffer_stats"),
         _background(check_until_stopped(gateway, settings, stop), "index_check"),
     ]
     if kafka is not None:

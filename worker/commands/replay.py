@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,15 +28,17 @@ from worker.commands.exit_codes import ExitCode
 from worker.commands.progress import Reporter, Tally, reporting
 from worker.errors import WorkerError
 from worker.kafka.failures import kafka_failure
+from worker.mongo.collections import TELEMETRY_BUFFER
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.errors import convert
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.ops.messages import report_failure
 from worker.ops.redaction import scrub
 from worker.settings import Settings
-from worker.telemetry.buffer import BUFFER_COLLECTION, Attempt, ParkedScope, TelemetryBuffer
-from worker.telemetry.delivery import Pending, TelemetryPublisher, create_delivery_producer
-from worker.telemetry.loop import ACK_SHARE_OF_LEASE, CLAIM_SHARE_OF_LEASE
+from worker.telemetry.batches import BatchRun, ChosenClaims
+from worker.telemetry.buffer import Attempt, ParkedScope
+from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
+from worker.telemetry.redeliver import buffer_for
 
 EXIT_OK, EXIT_INCOMPLETE = ExitCode.OK, ExitCode.PROBLEM
 EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
@@ -113,7 +114,7 @@ async def replay_command(settings: Settings, options: ReplayOptions) -> int:
 
 async def choose(gateway: MongoGateway, selection: Selection) -> list[Any]:
     """The `_id`s of the matching documents, oldest `buffered_at` first, at most `limit`."""
-    collection = gateway.database()[BUFFER_COLLECTION]
+    collection = gateway.database()[TELEMETRY_BUFFER]
     try:
         cursor = collection.find(selection.query(), {"_id": 1}).sort("buffered_at", 1)
         if selection.limit is not None:
@@ -133,12 +134,11 @@ async def _send_chosen(
         report_failure(kafka_failure(exc, settings))
         await producer.stop()
         return EXIT_UNREACHABLE
-    job = ReplayJob(
-        buffer=TelemetryBuffer(database=gateway.database, settings=settings),
-        publisher=TelemetryPublisher(producer=producer, topic=topic),
-        settings=settings,
-        options=options,
-    )
+    stop = asyncio.Event()
+    batch = BatchRun(buffer=buffer_for(settings, gateway.database), keep=options.keep, stop=stop,
+                     publisher=TelemetryPublisher(producer=producer, topic=topic),
+                     lease_s=settings.redelivery_lease_s)  # fmt: skip
+    job = ReplayJob(batch=batch, batch_size=settings.redelivery_batch_size, options=options)
     try:
         with StopOnSignals(job.stop), reporting("replay", len(ids)) as reporter:
             await job.run(ids, reporter)
@@ -148,64 +148,40 @@ async def _send_chosen(
 
 
 class ReplayJob:
-    """Claims, sends and settles the chosen documents batch by batch."""
+    """Claims, sends and settles the chosen documents batch by batch (worker.telemetry.batches)."""
 
-    def __init__(
-        self,
-        *,
-        buffer: TelemetryBuffer,
-        publisher: TelemetryPublisher,
-        settings: Settings,
-        options: ReplayOptions,
-    ) -> None:
-        self._buffer = buffer
-        self._publisher = publisher
-        self._settings = settings
+    def __init__(self, *, batch: BatchRun, batch_size: int, options: ReplayOptions) -> None:
+        self._batch = batch
+        self._batch_size = batch_size
         self._options = options
-        self.stop = asyncio.Event()
+        self.stop = batch.stop
         self.tally = Tally()
         self.error: str | None = None
 
     async def run(self, ids: Sequence[Any], reporter: Reporter) -> None:
-        position = 0
-        while position < len(ids) and not self.stop.is_set():
-            try:
-                position = await self._batch(ids, position, reporter)
-            except WorkerError as exc:
-                self.error = f"MongoDB: {exc}"
+        def skipped() -> None:
+            self.tally.skipped += 1
+            reporter.update(self.tally)
+
+        claims = ChosenClaims(self._batch.buffer, ids, self._options.selection.parked, on_skip=skipped)
+        while claims.remaining and not self.stop.is_set():
+            if not await self._one_batch(claims, reporter):
                 return
 
-    async def _batch(self, ids: Sequence[Any], position: int, reporter: Reporter) -> int:
-        """Claim, send and settle from `ids[position]` on; the position after this batch."""
-        owner = self._buffer.new_lease_owner()
+    async def _one_batch(self, claims: ChosenClaims, reporter: Reporter) -> bool:
+        """One batch; False if MongoDB failed. A second signal (cancellation) releases its leases."""
+        owner = self._batch.buffer.new_lease_owner()
         try:
-            pending, position = await self._claim_and_send(owner, ids, position, reporter)
-            within_s = self._settings.redelivery_lease_s * ACK_SHARE_OF_LEASE
-            attempts = await self._publisher.outcomes(pending, within_s=within_s)
-            settled = await self._buffer.settle(owner, attempts, keep=self._options.keep)
+            report = await self._batch.deliver(claims, owner, self._batch_size)
         except asyncio.CancelledError:
-            await asyncio.shield(self._buffer.release(owner))
+            await asyncio.shield(self._batch.buffer.release(owner))
             raise
-        self._count(attempts, lost=settled.lost)
+        self._count(report.attempts, lost=report.settled.lost if report.settled else 0)
         reporter.update(self.tally)
-        return position
-
-    async def _claim_and_send(
-        self, owner: str, ids: Sequence[Any], position: int, reporter: Reporter
-    ) -> tuple[list[Pending], int]:
-        pending: list[Pending] = []
-        claim_until = time.monotonic() + self._settings.redelivery_lease_s * CLAIM_SHARE_OF_LEASE
-        while position < len(ids) and len(pending) < self._settings.redelivery_batch_size:
-            if self.stop.is_set() or time.monotonic() > claim_until:
-                break
-            document_id, position = ids[position], position + 1
-            document = await self._buffer.claim_by_id(document_id, owner, self._options.selection.parked)
-            if document is None:
-                self.tally.skipped += 1
-                reporter.update(self.tally)
-            else:
-                pending.append(await self._publisher.send(document))
-        return pending, position
+        if report.error is not None:
+            self.error = f"MongoDB: {report.error.split(': ', 1)[1]}"
+            return False
+        return True
 
     def _count(self, attempts: Sequence[Attempt], *, lost: int) -> None:
         delivered = sum(1 for attempt in attempts if attempt.delivered)
@@ -269,7 +245,7 @@ async def print_dry_run(gateway: MongoGateway, ids: list[Any], topic: str) -> No
     if not ids:
         return
     first = ids[:SAMPLE_ROWS]
-    collection = gateway.database()[BUFFER_COLLECTION]
+    collection = gateway.database()[TELEMETRY_BUFFER]
     try:
         found = {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": first}})}
     except PyMongoError as exc:

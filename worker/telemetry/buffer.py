@@ -37,11 +37,10 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
-from worker.mongo.collections import Document
+from worker.mongo.collections import TELEMETRY_BUFFER, Document
 from worker.mongo.errors import convert
-from worker.settings import Settings
+from worker.retry import RetryPolicy
 
-BUFFER_COLLECTION = "telemetry_buffer"
 _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
 
 
@@ -63,13 +62,6 @@ class ParkedScope(StrEnum):
         if self is ParkedScope.EXCLUDE:
             return {"parked": None, **TOMBSTONE_FREE}
         return {"parked": True, **TOMBSTONE_FREE} if self is ParkedScope.ONLY else dict(TOMBSTONE_FREE)
-
-
-def backoff_s(settings: Settings, attempt: int) -> float:
-    """The wait after failed attempt number `attempt` (1-based): base * factor**(n-1), capped."""
-    exponent = min(max(attempt - 1, 0), 64)  # factor**64 already exceeds any cap
-    delay = settings.redelivery_backoff_base_s * settings.redelivery_backoff_factor**exponent
-    return float(min(settings.redelivery_backoff_cap_s, delay))
 
 
 def replica_name() -> str:
@@ -108,22 +100,39 @@ class Settled:
 
 
 class TelemetryBuffer:
-    """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError."""
+    """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError.
 
-    def __init__(self, *, database: Callable[[], AsyncDatabase[Document]], settings: Settings) -> None:
+    `backoff` schedules the next attempt after a failed one and parks a document after
+    `backoff.attempts` claims; `dedup_window_s` 0 deletes the delivered instead of keeping tombstones.
+    """
+
+    def __init__(
+        self,
+        *,
+        database: Callable[[], AsyncDatabase[Document]],
+        lease_s: float,
+        backoff: RetryPolicy,
+        dedup_window_s: float,
+    ) -> None:
         self._database = database
-        self._settings = settings
+        self._lease_s = lease_s
+        self._backoff = backoff
+        self.dedup_window_s = dedup_window_s
         self._replica = replica_name()
 
+    @property
+    def max_attempts(self) -> int:
+        return self._backoff.attempts
+
     def _collection(self) -> AsyncCollection[Document]:
-        return self._database()[BUFFER_COLLECTION]
+        return self._database()[TELEMETRY_BUFFER]
 
     def new_lease_owner(self) -> str:
         """A lease owner for one batch of claims: the replica plus a random claim id."""
         return f"{self._replica}/{uuid.uuid4().hex[:12]}"
 
     def _lease(self, owner: str, now: datetime) -> dict[str, Any]:
-        expires = now + timedelta(seconds=self._settings.redelivery_lease_s)
+        expires = now + timedelta(seconds=self._lease_s)
         return {"$inc": {"retry_count": 1}, "$set": {"lease_owner": owner, "lease_expires_at": expires}}
 
     async def claim_next_due(self, owner: str) -> Document | None:
@@ -184,7 +193,7 @@ class TelemetryBuffer:
         now = datetime.now(UTC)
         if keep:
             update = {"$unset": _LEASE_FIELDS, "$set": {"last_delivered_at": now}}
-        elif self._settings.telemetry_dedup_window_s > 0:
+        elif self.dedup_window_s > 0:
             update = {"$unset": _TOMBSTONE_DROPS, "$set": {"state": DELIVERED, "delivered_at": now}}
         else:
             return (await self._collection().delete_many(mine)).deleted_count
@@ -192,7 +201,7 @@ class TelemetryBuffer:
 
     async def purge_tombstones(self) -> int:
         """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S; how many went."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.telemetry_dedup_window_s)
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.dedup_window_s)
         try:
             result = await self._collection().delete_many(
                 {"state": DELIVERED, "delivered_at": {"$lt": cutoff}}
@@ -211,11 +220,11 @@ class TelemetryBuffer:
 
     def exhausted(self, document: Mapping[str, Any]) -> bool:
         """More claims than attempts allowed: earlier claimants died before an outcome."""
-        return int(document["retry_count"]) > self._settings.telemetry_max_delivery_attempts
+        return int(document["retry_count"]) > self.max_attempts
 
     def _must_park(self, attempt: Attempt) -> bool:
         attempts = int(attempt.document["retry_count"])
-        return attempt.permanent or attempts >= self._settings.telemetry_max_delivery_attempts
+        return attempt.permanent or attempts >= self.max_attempts
 
     async def _record_failures(self, owner: str, failed: list[Attempt]) -> tuple[int, list[Document]]:
         now = datetime.now(UTC)
@@ -234,7 +243,7 @@ class TelemetryBuffer:
         return (await self._collection().bulk_write(retries, ordered=False)).matched_count, parked
 
     def _reschedule(self, attempt: Attempt, now: datetime) -> dict[str, Any]:
-        wait = backoff_s(self._settings, int(attempt.document["retry_count"]))
+        wait = self._backoff.backoff_s(int(attempt.document["retry_count"]))
         fields = {
             "next_attempt_at": now + timedelta(seconds=wait),
             "last_error": attempt.error,

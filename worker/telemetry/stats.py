@@ -11,7 +11,6 @@ the gauges at their last values.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +21,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from worker.errors import WorkerError
-from worker.mongo.collections import Document
+from worker.mongo.collections import TELEMETRY_BUFFER, Document
 from worker.mongo.errors import convert
 from worker.mongo.gateway import MongoGateway
 from worker.ops.metrics import BUFFER_OLDEST_PENDING_AGE, BUFFER_PARKED, BUFFER_PENDING
-from worker.settings import Settings
-from worker.telemetry.buffer import BUFFER_COLLECTION, TOMBSTONE_FREE
+from worker.ops.waiting import wait_for_stop
+from worker.telemetry.buffer import TOMBSTONE_FREE
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +59,7 @@ def age_s(buffered_at: object, now: datetime) -> float:
 
 async def sample(database: AsyncDatabase[Document], now: datetime | None = None) -> BufferStats:
     """Count pending and parked documents and find the oldest pending one; PyMongo errors converted."""
-    collection = database[BUFFER_COLLECTION]
+    collection = database[TELEMETRY_BUFFER]
     try:
         pending = await collection.count_documents(PENDING)
         parked = await collection.count_documents(PARKED)
@@ -92,10 +91,9 @@ async def sample_and_publish(database: AsyncDatabase[Document]) -> BufferStats |
     return stats
 
 
-async def sample_until_stopped(gateway: MongoGateway, settings: Settings, stop: asyncio.Event) -> None:
-    """Sample every `telemetry_buffer_stats_interval_s` once MongoDB has answered, until `stop`."""
+async def sample_until_stopped(gateway: MongoGateway, *, interval_s: float, stop: asyncio.Event) -> None:
+    """Sample every `interval_s` once MongoDB has answered, until `stop`."""
     while not stop.is_set():
         if gateway.connected:
             await sample_and_publish(gateway.database())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.telemetry_buffer_stats_interval_s)
+        await wait_for_stop(stop, interval_s)
