@@ -19,7 +19,7 @@ from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, with_retention
 from worker.ops.metrics import Health, start_http
 from worker.ops.reachability import ServerReachability
-from worker.retry import RetryPolicy
+from worker.retry import backoff_seconds
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,7 @@ async def wait_for_mongodb(
 
 def _next_wait(settings: Settings, attempt: int, waited_s: float, error: str) -> float:
     """The backoff before the next attempt, cut to what is left of the start-up timeout."""
-    delay = RetryPolicy.from_settings(settings).backoff_s(attempt)
+    delay = backoff_seconds(settings, attempt)
     limit = settings.mongodb_startup_timeout_s
     if limit is None:
         return delay

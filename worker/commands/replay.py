@@ -20,7 +20,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
@@ -28,15 +27,13 @@ from worker.commands.exit_codes import ExitCode
 from worker.commands.progress import Reporter, Tally, reporting
 from worker.errors import WorkerError
 from worker.kafka.failures import kafka_failure
-from worker.mongo.collections import TELEMETRY_BUFFER
 from worker.mongo.diagnose import mongodb_failure
-from worker.mongo.errors import convert
-from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.gateway import gateway_for
 from worker.ops.messages import report_failure
 from worker.ops.redaction import scrub
 from worker.settings import Settings
 from worker.telemetry.batches import BatchRun, ChosenClaims
-from worker.telemetry.buffer import Attempt, ParkedScope
+from worker.telemetry.buffer import Attempt, ParkedScope, TelemetryBuffer
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.redeliver import buffer_for
 
@@ -93,39 +90,28 @@ class ReplayOptions:
 async def replay_command(settings: Settings, options: ReplayOptions) -> int:
     """Exit 0 if every chosen document was sent, 1 if not, 3 if unreachable, 130 if interrupted."""
     gateway = gateway_for(settings)
+    buffer = buffer_for(settings, gateway.database)
     try:
         try:
             await gateway.connect()
-            ids = await choose(gateway, options.selection)
+            ids = await buffer.ids_matching(options.selection.query(), options.selection.limit)
         except WorkerError as exc:
             report_failure(mongodb_failure(exc, settings))
             return EXIT_UNREACHABLE
         topic = options.to_topic or settings.kafka_telemetry_delivery_topic
         if options.dry_run:
-            await print_dry_run(gateway, ids, topic)
+            await print_dry_run(buffer, ids, topic)
             return EXIT_OK
         if not ids:
             print(f"replay: nothing matches; nothing sent to {topic}")
             return EXIT_OK
-        return await _send_chosen(settings, gateway, ids, topic, options)
+        return await _send_chosen(settings, buffer, ids, topic, options)
     finally:
         await gateway.close()
 
 
-async def choose(gateway: MongoGateway, selection: Selection) -> list[Any]:
-    """The `_id`s of the matching documents, oldest `buffered_at` first, at most `limit`."""
-    collection = gateway.database()[TELEMETRY_BUFFER]
-    try:
-        cursor = collection.find(selection.query(), {"_id": 1}).sort("buffered_at", 1)
-        if selection.limit is not None:
-            cursor = cursor.limit(selection.limit)
-        return [document["_id"] async for document in cursor]
-    except PyMongoError as exc:
-        raise convert(exc) from exc
-
-
 async def _send_chosen(
-    settings: Settings, gateway: MongoGateway, ids: list[Any], topic: str, options: ReplayOptions
+    settings: Settings, buffer: TelemetryBuffer, ids: list[Any], topic: str, options: ReplayOptions
 ) -> int:
     producer = create_delivery_producer(settings)
     try:
@@ -134,10 +120,9 @@ async def _send_chosen(
         report_failure(kafka_failure(exc, settings))
         await producer.stop()
         return EXIT_UNREACHABLE
-    stop = asyncio.Event()
-    batch = BatchRun(buffer=buffer_for(settings, gateway.database), keep=options.keep, stop=stop,
-                     publisher=TelemetryPublisher(producer=producer, topic=topic),
-                     lease_s=settings.redelivery_lease_s)  # fmt: skip
+    publisher = TelemetryPublisher(producer=producer, topic=topic)
+    batch = BatchRun(buffer=buffer, publisher=publisher, lease_s=settings.redelivery_lease_s,
+                     stop=asyncio.Event(), keep=options.keep)  # fmt: skip
     job = ReplayJob(batch=batch, batch_size=settings.redelivery_batch_size, options=options)
     try:
         with StopOnSignals(job.stop), reporting("replay", len(ids)) as reporter:
@@ -239,17 +224,13 @@ async def _stop_quietly(producer: AIOKafkaProducer) -> None:
         print(scrub(f"warning: closing the Kafka producer: {type(exc).__name__}: {exc}"), file=sys.stderr)
 
 
-async def print_dry_run(gateway: MongoGateway, ids: list[Any], topic: str) -> None:
+async def print_dry_run(buffer: TelemetryBuffer, ids: list[Any], topic: str) -> None:
     """The count that would be sent and a table of the first rows; sends nothing."""
     print(f"dry run: {len(ids)} buffered document(s) would be sent to {topic}")
     if not ids:
         return
     first = ids[:SAMPLE_ROWS]
-    collection = gateway.database()[TELEMETRY_BUFFER]
-    try:
-        found = {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": first}})}
-    except PyMongoError as exc:
-        raise convert(exc) from exc
+    found = await buffer.documents(first)
     table = Table(title=f"first {len(first)} of {len(ids)}", title_justify="left")
     for column in COLUMNS:
         table.add_column(column, overflow="fold")

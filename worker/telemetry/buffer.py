@@ -35,10 +35,9 @@ from typing import Any
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from worker.mongo.collections import TELEMETRY_BUFFER, Document
-from worker.mongo.errors import convert
+from worker.mongo.errors import converted
 from worker.retry import RetryPolicy
 
 _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
@@ -47,6 +46,7 @@ _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
 DELIVERED = "delivered"
 TOMBSTONE_FREE: dict[str, Any] = {"state": None}
 """The condition every reader of buffered (still deliverable) documents adds."""
+OLDEST_FIRST = [("buffered_at", 1)]
 _TOMBSTONE_DROPS = {**_LEASE_FIELDS, "next_attempt_at": "", "parked": "", "parked_at": "", "metrics": ""}
 
 
@@ -158,16 +158,23 @@ class TelemetryBuffer:
         }
         return await self._claim(free, owner, now)
 
+    async def ids_matching(self, query: Mapping[str, Any], limit: int | None = None) -> list[Any]:
+        """The `_id`s of the documents matching `query`, oldest `buffered_at` first, at most `limit`."""
+        cursor = self._collection().find(query, {"_id": 1}).sort(OLDEST_FIRST)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [document["_id"] for document in await converted(cursor.to_list())]
+
+    async def documents(self, ids: Sequence[Any]) -> dict[Any, Document]:
+        """The documents of `ids` still in the buffer, by `_id`."""
+        found = await converted(self._collection().find({"_id": {"$in": list(ids)}}).to_list())
+        return {document["_id"]: document for document in found}
+
     async def _claim(self, query: Mapping[str, Any], owner: str, now: datetime) -> Document | None:
-        try:
-            return await self._collection().find_one_and_update(
-                query,
-                self._lease(owner, now),
-                sort=[("buffered_at", 1)],
-                return_document=ReturnDocument.AFTER,
-            )
-        except PyMongoError as exc:
-            raise convert(exc) from exc
+        claim = self._collection().find_one_and_update(
+            query, self._lease(owner, now), sort=OLDEST_FIRST, return_document=ReturnDocument.AFTER
+        )
+        return await converted(claim)
 
     async def settle(self, owner: str, attempts: Sequence[Attempt], *, keep: bool = False) -> Settled:
         """Delete (or with `keep` release) the delivered; reschedule or park the rest."""
@@ -175,13 +182,10 @@ class TelemetryBuffer:
         delivered = [a.document["_id"] for a in attempts if a.delivered]
         failed = [a for a in attempts if not a.delivered and not a.unknown]
         settled.unknown = sum(1 for a in attempts if a.unknown)
-        try:
-            if delivered:
-                settled.removed = await self._remove(owner, delivered, keep=keep)
-            if failed:
-                settled.rescheduled, settled.parked = await self._record_failures(owner, failed)
-        except PyMongoError as exc:
-            raise convert(exc) from exc
+        if delivered:
+            settled.removed = await self._remove(owner, delivered, keep=keep)
+        if failed:
+            settled.rescheduled, settled.parked = await self._record_failures(owner, failed)
         settled.lost = (
             len(attempts) - settled.removed - settled.rescheduled - len(settled.parked) - settled.unknown
         )
@@ -196,27 +200,19 @@ class TelemetryBuffer:
         elif self.dedup_window_s > 0:
             update = {"$unset": _TOMBSTONE_DROPS, "$set": {"state": DELIVERED, "delivered_at": now}}
         else:
-            return (await self._collection().delete_many(mine)).deleted_count
-        return (await self._collection().update_many(mine, update)).modified_count
+            return (await converted(self._collection().delete_many(mine))).deleted_count
+        return (await converted(self._collection().update_many(mine, update))).modified_count
 
     async def purge_tombstones(self) -> int:
         """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S; how many went."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.dedup_window_s)
-        try:
-            result = await self._collection().delete_many(
-                {"state": DELIVERED, "delivered_at": {"$lt": cutoff}}
-            )
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        return result.deleted_count
+        purge = self._collection().delete_many({"state": DELIVERED, "delivered_at": {"$lt": cutoff}})
+        return (await converted(purge)).deleted_count
 
     async def release(self, owner: str) -> int:
         """Free every document `owner` still holds (an abandoned batch); retry counts stay raised."""
-        try:
-            result = await self._collection().update_many({"lease_owner": owner}, {"$unset": _LEASE_FIELDS})
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        return result.modified_count
+        release = self._collection().update_many({"lease_owner": owner}, {"$unset": _LEASE_FIELDS})
+        return (await converted(release)).modified_count
 
     def exhausted(self, document: Mapping[str, Any]) -> bool:
         """More claims than attempts allowed: earlier claimants died before an outcome."""
@@ -231,7 +227,8 @@ class TelemetryBuffer:
         parked = []
         for attempt in filter(self._must_park, failed):  # rare: one update each, so each is known
             mine = {"_id": attempt.document["_id"], "lease_owner": owner}
-            if (await self._collection().update_one(mine, _park(attempt.error or "", now))).matched_count:
+            park = self._collection().update_one(mine, _park(attempt.error or "", now))
+            if (await converted(park)).matched_count:
                 parked.append(attempt.document)
         retries = [
             UpdateOne({"_id": a.document["_id"], "lease_owner": owner}, self._reschedule(a, now))
@@ -240,7 +237,7 @@ class TelemetryBuffer:
         ]
         if not retries:
             return 0, parked
-        return (await self._collection().bulk_write(retries, ordered=False)).matched_count, parked
+        return (await converted(self._collection().bulk_write(retries, ordered=False))).matched_count, parked
 
     def _reschedule(self, attempt: Attempt, now: datetime) -> dict[str, Any]:
         wait = self._backoff.backoff_s(int(attempt.document["retry_count"]))

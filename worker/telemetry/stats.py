@@ -18,15 +18,14 @@ from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from worker.errors import WorkerError
 from worker.mongo.collections import TELEMETRY_BUFFER, Document
-from worker.mongo.errors import convert
+from worker.mongo.errors import converted
 from worker.mongo.gateway import MongoGateway
 from worker.ops.metrics import BUFFER_OLDEST_PENDING_AGE, BUFFER_PARKED, BUFFER_PENDING
 from worker.ops.waiting import wait_for_stop
-from worker.telemetry.buffer import TOMBSTONE_FREE
+from worker.telemetry.buffer import OLDEST_FIRST, TOMBSTONE_FREE
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +34,6 @@ log = structlog.get_logger(__name__)
 # delivered tombstones (kept for the dedup window) are neither pending nor parked.
 PENDING: Mapping[str, Any] = {"parked": None, **TOMBSTONE_FREE}
 PARKED: Mapping[str, Any] = {"parked": True}
-OLDEST_FIRST = [("buffered_at", 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +58,9 @@ def age_s(buffered_at: object, now: datetime) -> float:
 async def sample(database: AsyncDatabase[Document], now: datetime | None = None) -> BufferStats:
     """Count pending and parked documents and find the oldest pending one; PyMongo errors converted."""
     collection = database[TELEMETRY_BUFFER]
-    try:
-        pending = await collection.count_documents(PENDING)
-        parked = await collection.count_documents(PARKED)
-        oldest = await collection.find_one(PENDING, {"_id": 0, "buffered_at": 1}, sort=OLDEST_FIRST)
-    except PyMongoError as exc:
-        raise convert(exc) from exc
+    pending = await converted(collection.count_documents(PENDING))
+    parked = await converted(collection.count_documents(PARKED))
+    oldest = await converted(collection.find_one(PENDING, {"_id": 0, "buffered_at": 1}, sort=OLDEST_FIRST))
     moment = now or datetime.now(UTC)
     age = age_s(oldest["buffered_at"], moment) if oldest else 0.0
     return BufferStats(pending=pending, parked=parked, oldest_pending_age_s=age)
