@@ -68,6 +68,8 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
         _asc("retry_count", "buffered_at"),
         # The redelivery claim: not parked (`parked` absent), oldest `buffered_at` first.
         _asc("parked", "buffered_at"),
+        # The purge of delivered tombstones: `state` "delivered", `delivered_at` before the window.
+        _asc("state", "delivered_at"),
     ),
 }
 
