@@ -19,13 +19,13 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from rich.console import Console
 from rich.table import Table
 
 from worker.commands.exit_codes import ExitCode
 from worker.commands.progress import Reporter, Tally, reporting
 from worker.errors import WorkerError
+from worker.kafka.errors import converted
 from worker.kafka.failures import kafka_failure
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import gateway_for
@@ -115,9 +115,9 @@ async def _send_chosen(
 ) -> int:
     producer = create_delivery_producer(settings)
     try:
-        await producer.start()
-    except KafkaError as exc:
-        report_failure(kafka_failure(exc, settings))
+        await converted(producer.start())
+    except WorkerError as exc:
+        report_failure(kafka_failure(exc.__cause__ or exc, settings))
         await producer.stop()
         return EXIT_UNREACHABLE
     publisher = TelemetryPublisher(producer=producer, topic=topic)

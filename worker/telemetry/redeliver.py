@@ -1,4 +1,4 @@
-"""The redelivery's edges: build the loop from Settings, run it for `run`/`redeliver`, or once.
+"""The redelivery's edges: build the loop from Settings, run it for `run`/`redeliver`, or drain it once.
 
 Only this module (of telemetry/) reads Settings: the buffer, the batches and the loop take
 the few values they use.
@@ -7,19 +7,17 @@ the few values they use.
 from __future__ import annotations
 
 import asyncio
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.errors import WorkerError
+from worker.kafka.errors import converted
 from worker.mongo.collections import Document
-from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.gateway import MongoGateway
 from worker.ops.metrics import Liveness
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
@@ -76,13 +74,13 @@ async def start_producer(
         attempt += 1
         liveness.beat(beat_s)
         try:
-            await producer.start()
+            await converted(producer.start())
             return True
-        except KafkaError as exc:
+        except WorkerError as exc:
             delay = backoff.backoff_s(attempt)
             REDELIVERY_FAILURES.labels(stage="kafka_connect").inc()
             log.warning("telemetry_redelivery_failed", stage="kafka_connect", attempt=attempt,
-                        error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3))  # fmt: skip
+                        error=str(exc), retry_in_s=round(delay, 3))  # fmt: skip
             liveness.beat(delay)
             await wait_for_stop(stop, delay)
     return False
@@ -136,30 +134,3 @@ async def drain_due(loop: RedeliveryLoop, batch_size: int) -> tuple[DrainTotals,
             return totals, report.first_error() or "failed"
         if report.claimed == 0:
             return totals, None
-
-
-async def redeliver_once(settings: Settings, stop: asyncio.Event) -> int:
-    """`redeliver --once`: deliver what is due now and exit; 0 if all went, 1 if not, 3 if unreachable."""
-    gateway = gateway_for(settings)
-    producer = create_delivery_producer(settings)
-    try:
-        try:
-            await gateway.connect()
-            await producer.start()
-        except (WorkerError, KafkaError) as exc:
-            print(f"error: cannot reach the servers: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 3
-        started = time.monotonic()
-        loop = loop_for(settings, gateway, producer, stop)
-        totals, error = await drain_due(loop, settings.redelivery_batch_size)
-    finally:
-        await producer.stop()
-        await gateway.close()
-    elapsed = time.monotonic() - started
-    print(
-        f"redeliver: delivered={totals.delivered} rescheduled={totals.rescheduled} parked={totals.parked} "
-        f"in {elapsed:.1f}s ({totals.delivered / max(elapsed, 1e-9):.0f} documents/s)"
-        + (f"; stopped: {error}" if error else "")
-    )
-    clean = error is None and not (totals.rescheduled or totals.parked or totals.lost or stop.is_set())
-    return 0 if clean else 1
