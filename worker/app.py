@@ -30,11 +30,11 @@ from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
 from worker.pipeline.dead_letters import DeadLetterPublisher
 from worker.pipeline.routes import Route, build_routes
-from worker.retry import backoff_seconds, with_retries
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
 from worker.startup import bind_http, wait_for_mongodb
-from worker.telemetry.loop import redeliver_until_stopped
+from worker.telemetry.redeliver import redeliver_until_stopped
 from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
@@ -84,7 +84,7 @@ def batch_processor(
     return BatchProcessor(
         routes=routes,
         dead_letters=dead_letters,
-        retrying=functools.partial(with_retries, settings),
+        retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
         max_event_bytes=settings.max_event_bytes,
         max_depth=settings.max_nesting_depth,
     )
@@ -105,7 +105,7 @@ def _consumer_loop(
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
-        backoff=functools.partial(backoff_seconds, settings),
+        backoff=RetryPolicy.from_settings(settings).backoff_s,
     )
 
 
@@ -121,9 +121,11 @@ def _watch(
     index_check = check_until_stopped(
         gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes
     )
+    stats_every_s = settings.telemetry_buffer_stats_interval_s
+    buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
     tasks = [
         _background(mongodb_probe, "mongodb_probe"),
-        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
+        _background(buffer_stats, "buffer_stats"),
         _background(index_check, "index_check"),
     ]
     if kafka is not None:

@@ -8,7 +8,6 @@ indexes are ensured. Fail-open applies only to outages after that.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -23,7 +22,7 @@ from worker.ops.health import Health
 from worker.ops.http import start_http
 from worker.ops.reachability import ServerReachability
 from worker.ops.waiting import wait_for_stop
-from worker.retry import backoff_seconds
+from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -60,7 +59,7 @@ class MongoStartup:
     def from_settings(cls, settings: Settings) -> MongoStartup:
         return cls(
             expected_indexes=with_retention(settings.ttl_days()),
-            backoff_s=functools.partial(backoff_seconds, settings),
+            backoff_s=RetryPolicy.from_settings(settings).backoff_s,
             timeout_s=settings.mongodb_startup_timeout_s,
             uri_for_logs=settings.mongodb_uri_for_logs(),
             database=settings.mongodb_database,

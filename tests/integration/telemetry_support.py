@@ -18,10 +18,12 @@ from schemas.events import TelemetryEvent
 from tests.demo.events import EventFactory
 from tests.integration.harness import settings_for
 from worker.mongo.gateway import gateway_for
+from worker.retry import RetryPolicy
 from worker.settings import Settings
-from worker.telemetry.buffer import TelemetryBuffer
+from worker.telemetry.batches import BatchReport
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
-from worker.telemetry.loop import BatchReport, RedeliveryLoop
+from worker.telemetry.loop import RedeliveryLoop
+from worker.telemetry.redeliver import buffer_for
 
 QUICK_REDELIVERY = {
     "redelivery_lease_s": 6.0,
@@ -111,10 +113,13 @@ async def running_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator
     producer = create_delivery_producer(settings)
     await producer.start()
     loop = CountingLoop(
-        buffer=TelemetryBuffer(database=gateway.database, settings=settings),
+        buffer=buffer_for(settings, gateway.database),
         publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
-        settings=settings,
         stop=stop,
+        batch_size=settings.redelivery_batch_size,
+        lease_s=settings.redelivery_lease_s,
+        idle_poll_s=settings.redelivery_idle_poll_s,
+        backoff=RetryPolicy.for_redelivery(settings),
     )
     task = asyncio.create_task(loop.run())
     try:

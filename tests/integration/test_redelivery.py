@@ -21,7 +21,7 @@ from tests.integration.telemetry_support import (
 )
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
-from worker.telemetry.buffer import TelemetryBuffer
+from worker.telemetry.redeliver import buffer_for
 
 
 @pytest.fixture
@@ -247,7 +247,7 @@ async def test_a_lease_held_by_a_dead_replica_expires_and_another_delivers(
     await mongo_db.telemetry_buffer.insert_many(documents)
     gateway = gateway_for(settings)
     await gateway.connect()
-    dead = TelemetryBuffer(database=gateway.database, settings=settings)
+    dead = buffer_for(settings, gateway.database)
     owner = dead.new_lease_owner()
     claimed = [await dead.claim_next_due(owner) for _ in range(3)]
     claimed_at = time.monotonic()

@@ -23,7 +23,8 @@ from tests.standins import free_port
 from worker.commands.replay import ReplayOptions, Selection, parse_instant, replay_command
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
-from worker.telemetry.buffer import ParkedScope, TelemetryBuffer
+from worker.telemetry.buffer import ParkedScope
+from worker.telemetry.redeliver import buffer_for
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -163,7 +164,7 @@ async def test_exit_code_is_1_when_another_claimant_holds_a_chosen_document(
     await mongo_db.telemetry_buffer.insert_many(documents)
     gateway = gateway_for(settings)
     await gateway.connect()
-    other = TelemetryBuffer(database=gateway.database, settings=settings)
+    other = buffer_for(settings, gateway.database)
     held = await other.claim_next_due(other.new_lease_owner())
     await gateway.close()
     assert held is not None

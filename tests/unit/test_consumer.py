@@ -17,7 +17,7 @@ from worker.errors import TransientError
 from worker.kafka.consumer import GroupConsumer
 from worker.pipeline.batch import BatchResult
 from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch
-from worker.retry import backoff_seconds
+from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
@@ -106,7 +106,7 @@ def make_loop(*, consumer: Any, processor: Any, settings: Settings, stop: asynci
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
-        backoff=lambda attempt: backoff_seconds(settings, attempt),
+        backoff=RetryPolicy.from_settings(settings).backoff_s,
     )
 
 

@@ -21,7 +21,7 @@ from pymongo.errors import (
 )
 
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
-from worker.mongo.errors import convert, converted, is_transient
+from worker.mongo.errors import convert, converting, is_transient
 from worker.mongo.queries import recent_incidents_query
 
 TRANSIENT = {
@@ -96,9 +96,9 @@ def test_the_converted_message_names_the_pymongo_error() -> None:
 
 
 def test_a_block_converted_raises_ours_from_the_pymongo_error() -> None:
-    """Inside `converted()`, a PyMongoError leaves as our kind of error, chained to the original."""
+    """Inside `converting()`, a PyMongoError leaves as our kind of error, chained to the original."""
     original = AutoReconnect("connection reset by peer")
-    with pytest.raises(TransientError) as raised, converted():
+    with pytest.raises(TransientError) as raised, converting():
         raise original
     assert raised.value.__cause__ is original
 

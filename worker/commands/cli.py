@@ -209,7 +209,7 @@ def _redeliver(settings: Settings, args: argparse.Namespace) -> int:
     from worker.app import StartupError, run_redelivery, serve
 
     if args.once:
-        from worker.telemetry.loop import redeliver_once
+        from worker.commands.redeliver import redeliver_once
 
         return asyncio.run(_with_stop(redeliver_once, settings))
     try:

@@ -13,31 +13,29 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from pymongo.errors import PyMongoError
 from rich.console import Console
 from rich.table import Table
 
 from worker.commands.exit_codes import ExitCode
 from worker.commands.progress import Reporter, Tally, reporting
 from worker.errors import WorkerError
+from worker.kafka.errors import converted
 from worker.kafka.failures import kafka_failure
 from worker.mongo.diagnose import mongodb_failure
-from worker.mongo.errors import convert
-from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.gateway import gateway_for
 from worker.ops.messages import report_failure
 from worker.ops.redaction import scrub
 from worker.settings import Settings
-from worker.telemetry.buffer import BUFFER_COLLECTION, Attempt, ParkedScope, TelemetryBuffer
-from worker.telemetry.delivery import Pending, TelemetryPublisher, create_delivery_producer
-from worker.telemetry.loop import ACK_SHARE_OF_LEASE, CLAIM_SHARE_OF_LEASE
+from worker.telemetry.batches import BatchRun, ChosenClaims
+from worker.telemetry.buffer import Attempt, ParkedScope, TelemetryBuffer
+from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
+from worker.telemetry.redeliver import buffer_for
 
 EXIT_OK, EXIT_INCOMPLETE = ExitCode.OK, ExitCode.PROBLEM
 EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
@@ -92,53 +90,40 @@ class ReplayOptions:
 async def replay_command(settings: Settings, options: ReplayOptions) -> int:
     """Exit 0 if every chosen document was sent, 1 if not, 3 if unreachable, 130 if interrupted."""
     gateway = gateway_for(settings)
+    buffer = buffer_for(settings, gateway.database)
     try:
         try:
             await gateway.connect()
-            ids = await choose(gateway, options.selection)
+            ids = await buffer.ids_matching(options.selection.query(), options.selection.limit)
         except WorkerError as exc:
             report_failure(mongodb_failure(exc, settings))
             return EXIT_UNREACHABLE
         topic = options.to_topic or settings.kafka_telemetry_delivery_topic
         if options.dry_run:
-            await print_dry_run(gateway, ids, topic)
+            await print_dry_run(buffer, ids, topic)
             return EXIT_OK
         if not ids:
             print(f"replay: nothing matches; nothing sent to {topic}")
             return EXIT_OK
-        return await _send_chosen(settings, gateway, ids, topic, options)
+        return await _send_chosen(settings, buffer, ids, topic, options)
     finally:
         await gateway.close()
 
 
-async def choose(gateway: MongoGateway, selection: Selection) -> list[Any]:
-    """The `_id`s of the matching documents, oldest `buffered_at` first, at most `limit`."""
-    collection = gateway.database()[BUFFER_COLLECTION]
-    try:
-        cursor = collection.find(selection.query(), {"_id": 1}).sort("buffered_at", 1)
-        if selection.limit is not None:
-            cursor = cursor.limit(selection.limit)
-        return [document["_id"] async for document in cursor]
-    except PyMongoError as exc:
-        raise convert(exc) from exc
-
-
 async def _send_chosen(
-    settings: Settings, gateway: MongoGateway, ids: list[Any], topic: str, options: ReplayOptions
+    settings: Settings, buffer: TelemetryBuffer, ids: list[Any], topic: str, options: ReplayOptions
 ) -> int:
     producer = create_delivery_producer(settings)
     try:
-        await producer.start()
-    except KafkaError as exc:
-        report_failure(kafka_failure(exc, settings))
+        await converted(producer.start())
+    except WorkerError as exc:
+        report_failure(kafka_failure(exc.__cause__ or exc, settings))
         await producer.stop()
         return EXIT_UNREACHABLE
-    job = ReplayJob(
-        buffer=TelemetryBuffer(database=gateway.database, settings=settings),
-        publisher=TelemetryPublisher(producer=producer, topic=topic),
-        settings=settings,
-        options=options,
-    )
+    publisher = TelemetryPublisher(producer=producer, topic=topic)
+    batch = BatchRun(buffer=buffer, publisher=publisher, lease_s=settings.redelivery_lease_s,
+                     stop=asyncio.Event(), keep=options.keep)  # fmt: skip
+    job = ReplayJob(batch=batch, batch_size=settings.redelivery_batch_size, options=options)
     try:
         with StopOnSignals(job.stop), reporting("replay", len(ids)) as reporter:
             await job.run(ids, reporter)
@@ -148,64 +133,40 @@ async def _send_chosen(
 
 
 class ReplayJob:
-    """Claims, sends and settles the chosen documents batch by batch."""
+    """Claims, sends and settles the chosen documents batch by batch (worker.telemetry.batches)."""
 
-    def __init__(
-        self,
-        *,
-        buffer: TelemetryBuffer,
-        publisher: TelemetryPublisher,
-        settings: Settings,
-        options: ReplayOptions,
-    ) -> None:
-        self._buffer = buffer
-        self._publisher = publisher
-        self._settings = settings
+    def __init__(self, *, batch: BatchRun, batch_size: int, options: ReplayOptions) -> None:
+        self._batch = batch
+        self._batch_size = batch_size
         self._options = options
-        self.stop = asyncio.Event()
+        self.stop = batch.stop
         self.tally = Tally()
         self.error: str | None = None
 
     async def run(self, ids: Sequence[Any], reporter: Reporter) -> None:
-        position = 0
-        while position < len(ids) and not self.stop.is_set():
-            try:
-                position = await self._batch(ids, position, reporter)
-            except WorkerError as exc:
-                self.error = f"MongoDB: {exc}"
+        def skipped() -> None:
+            self.tally.skipped += 1
+            reporter.update(self.tally)
+
+        claims = ChosenClaims(self._batch.buffer, ids, self._options.selection.parked, on_skip=skipped)
+        while claims.remaining and not self.stop.is_set():
+            if not await self._one_batch(claims, reporter):
                 return
 
-    async def _batch(self, ids: Sequence[Any], position: int, reporter: Reporter) -> int:
-        """Claim, send and settle from `ids[position]` on; the position after this batch."""
-        owner = self._buffer.new_lease_owner()
+    async def _one_batch(self, claims: ChosenClaims, reporter: Reporter) -> bool:
+        """One batch; False if MongoDB failed. A second signal (cancellation) releases its leases."""
+        owner = self._batch.buffer.new_lease_owner()
         try:
-            pending, position = await self._claim_and_send(owner, ids, position, reporter)
-            within_s = self._settings.redelivery_lease_s * ACK_SHARE_OF_LEASE
-            attempts = await self._publisher.outcomes(pending, within_s=within_s)
-            settled = await self._buffer.settle(owner, attempts, keep=self._options.keep)
+            report = await self._batch.deliver(claims, owner, self._batch_size)
         except asyncio.CancelledError:
-            await asyncio.shield(self._buffer.release(owner))
+            await asyncio.shield(self._batch.buffer.release(owner))
             raise
-        self._count(attempts, lost=settled.lost)
+        self._count(report.attempts, lost=report.settled.lost if report.settled else 0)
         reporter.update(self.tally)
-        return position
-
-    async def _claim_and_send(
-        self, owner: str, ids: Sequence[Any], position: int, reporter: Reporter
-    ) -> tuple[list[Pending], int]:
-        pending: list[Pending] = []
-        claim_until = time.monotonic() + self._settings.redelivery_lease_s * CLAIM_SHARE_OF_LEASE
-        while position < len(ids) and len(pending) < self._settings.redelivery_batch_size:
-            if self.stop.is_set() or time.monotonic() > claim_until:
-                break
-            document_id, position = ids[position], position + 1
-            document = await self._buffer.claim_by_id(document_id, owner, self._options.selection.parked)
-            if document is None:
-                self.tally.skipped += 1
-                reporter.update(self.tally)
-            else:
-                pending.append(await self._publisher.send(document))
-        return pending, position
+        if report.error is not None:
+            self.error = f"MongoDB: {report.error.split(': ', 1)[1]}"
+            return False
+        return True
 
     def _count(self, attempts: Sequence[Attempt], *, lost: int) -> None:
         delivered = sum(1 for attempt in attempts if attempt.delivered)
@@ -263,17 +224,13 @@ async def _stop_quietly(producer: AIOKafkaProducer) -> None:
         print(scrub(f"warning: closing the Kafka producer: {type(exc).__name__}: {exc}"), file=sys.stderr)
 
 
-async def print_dry_run(gateway: MongoGateway, ids: list[Any], topic: str) -> None:
+async def print_dry_run(buffer: TelemetryBuffer, ids: list[Any], topic: str) -> None:
     """The count that would be sent and a table of the first rows; sends nothing."""
     print(f"dry run: {len(ids)} buffered document(s) would be sent to {topic}")
     if not ids:
         return
     first = ids[:SAMPLE_ROWS]
-    collection = gateway.database()[BUFFER_COLLECTION]
-    try:
-        found = {doc["_id"]: doc async for doc in collection.find({"_id": {"$in": first}})}
-    except PyMongoError as exc:
-        raise convert(exc) from exc
+    found = await buffer.documents(first)
     table = Table(title=f"first {len(first)} of {len(ids)}", title_justify="left")
     for column in COLUMNS:
         table.add_column(column, overflow="fold")

@@ -13,9 +13,10 @@ refusal. Inside a bulk write's `writeErrors`, codes are per document unless in O
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from enum import Enum
+from typing import TypeVar
 
 from bson.errors import InvalidDocument
 from pymongo.errors import (
@@ -126,9 +127,18 @@ def convert(exc: BaseException) -> WorkerError:
 
 
 @contextmanager
-def converted() -> Iterator[None]:
-    """The adapter boundary as a block: a PyMongoError inside leaves it as ours (`convert`), `from` it."""
+def converting() -> Iterator[None]:
+    """The adapter boundary as a block: a PyMongo (or BSON) error inside leaves it as ours, `from` it."""
     try:
         yield
-    except PyMongoError as exc:
+    except (PyMongoError, InvalidDocument) as exc:
         raise convert(exc) from exc
+
+
+T = TypeVar("T")
+
+
+async def converted(call: Awaitable[T]) -> T:
+    """Await `call`; a PyMongo (or BSON) error leaves as ours (for callers outside mongo/)."""
+    with converting():
+        return await call

@@ -14,7 +14,7 @@ from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
 from worker.mongo.collections import Document
-from worker.mongo.errors import converted
+from worker.mongo.errors import converting
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ class MongoGateway:
 
     async def connect(self) -> AsyncDatabase[Document]:
         """Ping the server; from then on `database()` answers. Raises TransientError/PermanentError."""
-        with converted():
+        with converting():
             await self._client.admin.command("ping")
         self._database = self._client[self._database_name]
         return self._database

@@ -15,7 +15,7 @@ import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
-from worker.mongo.errors import converted
+from worker.mongo.errors import converting
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,8 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
         _asc("retry_count", "buffered_at"),
         # The redelivery claim: not parked (`parked` absent), oldest `buffered_at` first.
         _asc("parked", "buffered_at"),
+        # The purge of delivered tombstones: `state` "delivered", `delivered_at` before the window.
+        _asc("state", "delivered_at"),
     ),
 }
 
@@ -131,7 +133,7 @@ async def inspect_collection(
     database: AsyncDatabase[Any], collection: str, expected: tuple[IndexSpec, ...]
 ) -> CollectionIndexReport:
     """Compare the collection's indexes with `expected` (the `_id` index is implicit)."""
-    with converted():
+    with converting():
         cursor = await database[collection].list_indexes()
         found = {spec.keys: spec for spec in map(_spec_of, await cursor.to_list())}
     report = CollectionIndexReport(collection=collection)
@@ -185,7 +187,7 @@ def _ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
 
 async def _set_ttl(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
     index = {"keyPattern": dict(spec.keys), "expireAfterSeconds": spec.expire_after_seconds}
-    with converted():
+    with converting():
         await database.command("collMod", collection, index=index)
     log.info("index_ttl_updated", collection=collection, index=spec.describe())
 
@@ -194,5 +196,5 @@ async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec
     options: dict[str, Any] = {"unique": spec.unique} if spec.unique else {}
     if spec.expire_after_seconds is not None:
         options["expireAfterSeconds"] = spec.expire_after_seconds
-    with converted():
+    with converting():
         await database[collection].create_index(list(spec.keys), **options)

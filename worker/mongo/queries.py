@@ -16,7 +16,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS, Document
-from worker.mongo.errors import converted
+from worker.mongo.errors import converting
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class FindQuery:
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
         """The matching documents; TransientError or PermanentError when MongoDB fails."""
-        with converted():
+        with converting():
             cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
             return await cursor.to_list()
 
@@ -44,7 +44,7 @@ class AggregateQuery:
 
     async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
         """The pipeline's output; TransientError or PermanentError when MongoDB fails."""
-        with converted():
+        with converting():
             cursor = await db[self.collection].aggregate(self.pipeline)
             return await cursor.to_list()
 

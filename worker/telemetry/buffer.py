@@ -35,19 +35,18 @@ from typing import Any
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
-from worker.mongo.collections import Document
-from worker.mongo.errors import convert
-from worker.settings import Settings
+from worker.mongo.collections import TELEMETRY_BUFFER, Document
+from worker.mongo.errors import converted
+from worker.retry import RetryPolicy
 
-BUFFER_COLLECTION = "telemetry_buffer"
 _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
 
 
 DELIVERED = "delivered"
 TOMBSTONE_FREE: dict[str, Any] = {"state": None}
 """The condition every reader of buffered (still deliverable) documents adds."""
+OLDEST_FIRST = [("buffered_at", 1)]
 _TOMBSTONE_DROPS = {**_LEASE_FIELDS, "next_attempt_at": "", "parked": "", "parked_at": "", "metrics": ""}
 
 
@@ -63,13 +62,6 @@ class ParkedScope(StrEnum):
         if self is ParkedScope.EXCLUDE:
             return {"parked": None, **TOMBSTONE_FREE}
         return {"parked": True, **TOMBSTONE_FREE} if self is ParkedScope.ONLY else dict(TOMBSTONE_FREE)
-
-
-def backoff_s(settings: Settings, attempt: int) -> float:
-    """The wait after failed attempt number `attempt` (1-based): base * factor**(n-1), capped."""
-    exponent = min(max(attempt - 1, 0), 64)  # factor**64 already exceeds any cap
-    delay = settings.redelivery_backoff_base_s * settings.redelivery_backoff_factor**exponent
-    return float(min(settings.redelivery_backoff_cap_s, delay))
 
 
 def replica_name() -> str:
@@ -108,22 +100,39 @@ class Settled:
 
 
 class TelemetryBuffer:
-    """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError."""
+    """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError.
 
-    def __init__(self, *, database: Callable[[], AsyncDatabase[Document]], settings: Settings) -> None:
+    `backoff` schedules the next attempt after a failed one and parks a document after
+    `backoff.attempts` claims; `dedup_window_s` 0 deletes the delivered instead of keeping tombstones.
+    """
+
+    def __init__(
+        self,
+        *,
+        database: Callable[[], AsyncDatabase[Document]],
+        lease_s: float,
+        backoff: RetryPolicy,
+        dedup_window_s: float,
+    ) -> None:
         self._database = database
-        self._settings = settings
+        self._lease_s = lease_s
+        self._backoff = backoff
+        self.dedup_window_s = dedup_window_s
         self._replica = replica_name()
 
+    @property
+    def max_attempts(self) -> int:
+        return self._backoff.attempts
+
     def _collection(self) -> AsyncCollection[Document]:
-        return self._database()[BUFFER_COLLECTION]
+        return self._database()[TELEMETRY_BUFFER]
 
     def new_lease_owner(self) -> str:
         """A lease owner for one batch of claims: the replica plus a random claim id."""
         return f"{self._replica}/{uuid.uuid4().hex[:12]}"
 
     def _lease(self, owner: str, now: datetime) -> dict[str, Any]:
-        expires = now + timedelta(seconds=self._settings.redelivery_lease_s)
+        expires = now + timedelta(seconds=self._lease_s)
         return {"$inc": {"retry_count": 1}, "$set": {"lease_owner": owner, "lease_expires_at": expires}}
 
     async def claim_next_due(self, owner: str) -> Document | None:
@@ -149,16 +158,23 @@ class TelemetryBuffer:
         }
         return await self._claim(free, owner, now)
 
+    async def ids_matching(self, query: Mapping[str, Any], limit: int | None = None) -> list[Any]:
+        """The `_id`s of the documents matching `query`, oldest `buffered_at` first, at most `limit`."""
+        cursor = self._collection().find(query, {"_id": 1}).sort(OLDEST_FIRST)
+        if limit is not None:
+            cursor = cursor.limit(limit)
+        return [document["_id"] for document in await converted(cursor.to_list())]
+
+    async def documents(self, ids: Sequence[Any]) -> dict[Any, Document]:
+        """The documents of `ids` still in the buffer, by `_id`."""
+        found = await converted(self._collection().find({"_id": {"$in": list(ids)}}).to_list())
+        return {document["_id"]: document for document in found}
+
     async def _claim(self, query: Mapping[str, Any], owner: str, now: datetime) -> Document | None:
-        try:
-            return await self._collection().find_one_and_update(
-                query,
-                self._lease(owner, now),
-                sort=[("buffered_at", 1)],
-                return_document=ReturnDocument.AFTER,
-            )
-        except PyMongoError as exc:
-            raise convert(exc) from exc
+        claim = self._collection().find_one_and_update(
+            query, self._lease(owner, now), sort=OLDEST_FIRST, return_document=ReturnDocument.AFTER
+        )
+        return await converted(claim)
 
     async def settle(self, owner: str, attempts: Sequence[Attempt], *, keep: bool = False) -> Settled:
         """Delete (or with `keep` release) the delivered; reschedule or park the rest."""
@@ -166,13 +182,10 @@ class TelemetryBuffer:
         delivered = [a.document["_id"] for a in attempts if a.delivered]
         failed = [a for a in attempts if not a.delivered and not a.unknown]
         settled.unknown = sum(1 for a in attempts if a.unknown)
-        try:
-            if delivered:
-                settled.removed = await self._remove(owner, delivered, keep=keep)
-            if failed:
-                settled.rescheduled, settled.parked = await self._record_failures(owner, failed)
-        except PyMongoError as exc:
-            raise convert(exc) from exc
+        if delivered:
+            settled.removed = await self._remove(owner, delivered, keep=keep)
+        if failed:
+            settled.rescheduled, settled.parked = await self._record_failures(owner, failed)
         settled.lost = (
             len(attempts) - settled.removed - settled.rescheduled - len(settled.parked) - settled.unknown
         )
@@ -184,45 +197,38 @@ class TelemetryBuffer:
         now = datetime.now(UTC)
         if keep:
             update = {"$unset": _LEASE_FIELDS, "$set": {"last_delivered_at": now}}
-        elif self._settings.telemetry_dedup_window_s > 0:
+        elif self.dedup_window_s > 0:
             update = {"$unset": _TOMBSTONE_DROPS, "$set": {"state": DELIVERED, "delivered_at": now}}
         else:
-            return (await self._collection().delete_many(mine)).deleted_count
-        return (await self._collection().update_many(mine, update)).modified_count
+            return (await converted(self._collection().delete_many(mine))).deleted_count
+        return (await converted(self._collection().update_many(mine, update))).modified_count
 
     async def purge_tombstones(self) -> int:
         """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S; how many went."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self._settings.telemetry_dedup_window_s)
-        try:
-            result = await self._collection().delete_many(
-                {"state": DELIVERED, "delivered_at": {"$lt": cutoff}}
-            )
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        return result.deleted_count
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.dedup_window_s)
+        purge = self._collection().delete_many({"state": DELIVERED, "delivered_at": {"$lt": cutoff}})
+        return (await converted(purge)).deleted_count
 
     async def release(self, owner: str) -> int:
         """Free every document `owner` still holds (an abandoned batch); retry counts stay raised."""
-        try:
-            result = await self._collection().update_many({"lease_owner": owner}, {"$unset": _LEASE_FIELDS})
-        except PyMongoError as exc:
-            raise convert(exc) from exc
-        return result.modified_count
+        release = self._collection().update_many({"lease_owner": owner}, {"$unset": _LEASE_FIELDS})
+        return (await converted(release)).modified_count
 
     def exhausted(self, document: Mapping[str, Any]) -> bool:
         """More claims than attempts allowed: earlier claimants died before an outcome."""
-        return int(document["retry_count"]) > self._settings.telemetry_max_delivery_attempts
+        return int(document["retry_count"]) > self.max_attempts
 
     def _must_park(self, attempt: Attempt) -> bool:
         attempts = int(attempt.document["retry_count"])
-        return attempt.permanent or attempts >= self._settings.telemetry_max_delivery_attempts
+        return attempt.permanent or attempts >= self.max_attempts
 
     async def _record_failures(self, owner: str, failed: list[Attempt]) -> tuple[int, list[Document]]:
         now = datetime.now(UTC)
         parked = []
         for attempt in filter(self._must_park, failed):  # rare: one update each, so each is known
             mine = {"_id": attempt.document["_id"], "lease_owner": owner}
-            if (await self._collection().update_one(mine, _park(attempt.error or "", now))).matched_count:
+            park = self._collection().update_one(mine, _park(attempt.error or "", now))
+            if (await converted(park)).matched_count:
                 parked.append(attempt.document)
         retries = [
             UpdateOne({"_id": a.document["_id"], "lease_owner": owner}, self._reschedule(a, now))
@@ -231,10 +237,10 @@ class TelemetryBuffer:
         ]
         if not retries:
             return 0, parked
-        return (await self._collection().bulk_write(retries, ordered=False)).matched_count, parked
+        return (await converted(self._collection().bulk_write(retries, ordered=False))).matched_count, parked
 
     def _reschedule(self, attempt: Attempt, now: datetime) -> dict[str, Any]:
-        wait = backoff_s(self._settings, int(attempt.document["retry_count"]))
+        wait = self._backoff.backoff_s(int(attempt.document["retry_count"]))
         fields = {
             "next_attempt_at": now + timedelta(seconds=wait),
             "last_error": attempt.error,

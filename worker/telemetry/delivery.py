@@ -16,9 +16,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from worker.errors import DocumentRefused, WorkerError
 from worker.kafka.clients import ProducerPurpose, create_producer
+from worker.kafka.errors import convert, converted
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt
 
@@ -82,12 +83,12 @@ class TelemetryPublisher:
         """Queue one document; the future resolves when the broker acknowledges it."""
         try:
             message = telemetry_message(document)
-            future = await self._producer.send(
-                self.topic, value=message.value, key=message.key, headers=message.headers
+            future = await converted(
+                self._producer.send(self.topic, value=message.value, key=message.key, headers=message.headers)
             )
         except MalformedDocument as exc:
             return document, Attempt(document, error=str(exc), permanent=True)
-        except KafkaError as exc:
+        except WorkerError as exc:
             return document, _failed(document, exc)
         return document, future
 
@@ -106,12 +107,9 @@ def _outcome(document: dict[str, Any], item: asyncio.Future[Any] | Attempt) -> A
         item.cancel()  # only our interest in it: the producer may still deliver the record
         return Attempt(document, error="no acknowledgement from Kafka in time", unknown=True)
     exc = item.exception()
-    return Attempt(document) if exc is None else _failed(document, exc)
+    return Attempt(document) if exc is None else _failed(document, convert(exc))
 
 
-def _failed(document: dict[str, Any], exc: BaseException) -> Attempt:
-    return Attempt(
-        document,
-        error=f"{type(exc).__name__}: {exc}",
-        permanent=isinstance(exc, MessageSizeTooLargeError),
-    )
+def _failed(document: dict[str, Any], error: WorkerError) -> Attempt:
+    """A send the broker (or producer) refused: for good if the record itself is refused (its size)."""
+    return Attempt(document, error=str(error), permanent=isinstance(error, DocumentRefused))

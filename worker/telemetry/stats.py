@@ -11,7 +11,6 @@ the gauges at their last values.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,15 +18,14 @@ from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
 from worker.errors import WorkerError
-from worker.mongo.collections import Document
-from worker.mongo.errors import convert
+from worker.mongo.collections import TELEMETRY_BUFFER, Document
+from worker.mongo.errors import converted
 from worker.mongo.gateway import MongoGateway
 from worker.ops.metrics import BUFFER_OLDEST_PENDING_AGE, BUFFER_PARKED, BUFFER_PENDING
-from worker.settings import Settings
-from worker.telemetry.buffer import BUFFER_COLLECTION, TOMBSTONE_FREE
+from worker.ops.waiting import wait_for_stop
+from worker.telemetry.buffer import OLDEST_FIRST, TOMBSTONE_FREE
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +34,6 @@ log = structlog.get_logger(__name__)
 # delivered tombstones (kept for the dedup window) are neither pending nor parked.
 PENDING: Mapping[str, Any] = {"parked": None, **TOMBSTONE_FREE}
 PARKED: Mapping[str, Any] = {"parked": True}
-OLDEST_FIRST = [("buffered_at", 1)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +57,10 @@ def age_s(buffered_at: object, now: datetime) -> float:
 
 async def sample(database: AsyncDatabase[Document], now: datetime | None = None) -> BufferStats:
     """Count pending and parked documents and find the oldest pending one; PyMongo errors converted."""
-    collection = database[BUFFER_COLLECTION]
-    try:
-        pending = await collection.count_documents(PENDING)
-        parked = await collection.count_documents(PARKED)
-        oldest = await collection.find_one(PENDING, {"_id": 0, "buffered_at": 1}, sort=OLDEST_FIRST)
-    except PyMongoError as exc:
-        raise convert(exc) from exc
+    collection = database[TELEMETRY_BUFFER]
+    pending = await converted(collection.count_documents(PENDING))
+    parked = await converted(collection.count_documents(PARKED))
+    oldest = await converted(collection.find_one(PENDING, {"_id": 0, "buffered_at": 1}, sort=OLDEST_FIRST))
     moment = now or datetime.now(UTC)
     age = age_s(oldest["buffered_at"], moment) if oldest else 0.0
     return BufferStats(pending=pending, parked=parked, oldest_pending_age_s=age)
@@ -92,10 +86,9 @@ async def sample_and_publish(database: AsyncDatabase[Document]) -> BufferStats |
     return stats
 
 
-async def sample_until_stopped(gateway: MongoGateway, settings: Settings, stop: asyncio.Event) -> None:
-    """Sample every `telemetry_buffer_stats_interval_s` once MongoDB has answered, until `stop`."""
+async def sample_until_stopped(gateway: MongoGateway, *, interval_s: float, stop: asyncio.Event) -> None:
+    """Sample every `interval_s` once MongoDB has answered, until `stop`."""
     while not stop.is_set():
         if gateway.connected:
             await sample_and_publish(gateway.database())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=settings.telemetry_buffer_stats_interval_s)
+        await wait_for_stop(stop, interval_s)
