@@ -28,7 +28,7 @@ from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.pipeline.batch import BatchProcessor, BatchResult
 from worker.pipeline.dead_letters import DeadLetter
 from worker.pipeline.routes import FailurePolicy, Route
-from worker.retry import with_retries
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
 
 Document = Mapping[str, Any]
@@ -144,7 +144,7 @@ def processor_for(settings: Settings, routes: Mapping[str, Route], dead_letters:
     return BatchProcessor(
         routes=routes,
         dead_letters=dead_letters,
-        retrying=functools.partial(with_retries, settings),
+        retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
         max_event_bytes=settings.max_event_bytes,
         max_depth=settings.max_nesting_depth,
     )
