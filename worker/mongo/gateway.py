@@ -85,7 +85,7 @@ class MongoGateway:
 
 def gateway_for(settings: Settings) -> MongoGateway:
     """The one way to build a gateway from the settings (not yet connected; close it when done)."""
-    return gateway_for(settings)
+    return MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
 
 
 @asynccontextmanager
