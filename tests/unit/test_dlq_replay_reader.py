@@ -164,3 +164,21 @@ async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.M
 
     assert await dlq_replay_command(settings, DlqReplayOptions()) == ExitCode.UNREACHABLE
     assert calls == [(settings, {"group_id": "g-dlq-replay", "auto_offset_reset": "earliest"})]
+
+
+async def test_a_server_refusing_us_mid_run_exits_3_and_commits_nothing() -> None:
+    """A batch refused by a server (e.g. not authorized) ends the run with the documented exit 3, uncommitted."""
+    from worker.commands.dlq_targets import BatchFailed
+
+    consumer = FakeConsumer([5])
+    reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
+    await reader.open([TOPIC])
+
+    class Refusing:
+        async def replay(self, records: list[Any]) -> tuple[int, Any]:
+            raise BatchFailed("MongoDB: not authorized", refused=True)
+
+    code = await dlq_replay._replay(consumer, reader, Refusing(), DlqReplayOptions(), Settings())  # type: ignore[arg-type]
+
+    assert code == ExitCode.UNREACHABLE
+    assert consumer.commits == []

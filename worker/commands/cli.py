@@ -25,6 +25,15 @@ __all__ = ["exit_cleanly_on_sigterm", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load the settings, hand over; every outcome is one of the documented exit codes."""
+    try:
+        code = _parse_and_run(argv)
+        sys.stdout.flush()  # a reader gone (`| head`) shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _parse_and_run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -32,13 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.commands.completion import completion_script
 
             print(completion_script(parser, args.shell))
-            return _flushed(ExitCode.OK)
-        return _flushed(_hand_over(args))
+            return ExitCode.OK
+        return _hand_over(args)
     except SystemExit as exc:  # --help, --version, a usage error (2), SIGTERM during start-up (0)
         code = ExitCode.OK if exc.code is None else exc.code
         return code if isinstance(code, int) else ExitCode.PROBLEM
-    except BrokenPipeError:
-        return _reader_gone()
 
 
 def _hand_over(args: argparse.Namespace) -> int:
@@ -60,12 +67,6 @@ def _hand_over(args: argparse.Namespace) -> int:
         from worker.commands.crash import report_unexpected
 
         return report_unexpected(exc, debug=debug)
-
-
-def _flushed(code: int) -> int:
-    """`code`, once stdout is flushed: a reader gone (`| head`) shows here, not at exit as a traceback."""
-    sys.stdout.flush()
-    return code
 
 
 def _reader_gone() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,26 +14,26 @@ IDLE_POLLS_BEFORE_TRUSTING_END_OFFSETS = 10
 IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls without a record: the run ends incomplete (exit 1)
 
 
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where reading starts instead of the group's position: an offset, or the first record at a time."""
+
+    offset: int | None = None
+    time: datetime | None = None
+
+
 class DeadLetterReader:
     """Assigned dead-letter partitions, read from their start positions to their end at the start.
 
-    The start is `from_time`, else `from_offset`, else the group's committed position (else
+    The start is `start.time`, else `start.offset`, else the group's committed position (else
     the beginning). The end of a partition is its high watermark as the first fetch reports it.
     (ListOffsets alone is not trusted: some brokers answer the last batch's base offset + 1 there.)
     """
 
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        *,
-        max_records: int,
-        from_offset: int | None = None,
-        from_time: datetime | None = None,
-    ) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, *, max_records: int, start: StartAt | None = None) -> None:
         self._consumer = consumer
         self._max_records = max_records
-        self._from_offset = from_offset
-        self._from_time = from_time
+        self._from = start or StartAt()
         self._guess: dict[TopicPartition, int] = {}
         self._end: dict[TopicPartition, int] = {}
         self._next: dict[TopicPartition, int] = {}
@@ -55,8 +56,8 @@ class DeadLetterReader:
         return missing
 
     async def _seek_start(self, tp: TopicPartition) -> None:
-        if self._from_time is not None:
-            millis = int(self._from_time.timestamp() * 1000)
+        if self._from.time is not None:
+            millis = int(self._from.time.timestamp() * 1000)
             found = (await self._consumer.offsets_for_times({tp: millis}))[tp]
             # No record at or after the instant: None, or (tansu) offset 0 with timestamp -1.
             if found is None or found.timestamp < 0:
@@ -64,9 +65,9 @@ class DeadLetterReader:
             else:
                 self._consumer.seek(tp, found.offset)
             return
-        if self._from_offset is not None:
+        if self._from.offset is not None:
             first = (await self._consumer.beginning_offsets([tp]))[tp]
-            self._consumer.seek(tp, max(first, self._from_offset))
+            self._consumer.seek(tp, max(first, self._from.offset))
             return
         committed = await self._consumer.committed(tp)
         if committed is None:

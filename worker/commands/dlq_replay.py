@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from worker.commands.dlq_reader import DeadLetterReader
+from worker.commands.dlq_reader import DeadLetterReader, StartAt
 from worker.commands.dlq_records import error_type
 from worker.commands.dlq_report import WORDS, Summary, print_dry_run, print_summary
 from worker.commands.dlq_targets import BatchFailed, DirectWriter, KeptDeadLetters, Republisher, Target
@@ -76,8 +76,8 @@ async def dlq_replay_command(settings: Settings, options: DlqReplayOptions) -> i
     closing = AsyncExitStack()
     closing.push_async_callback(consumer.stop)
     try:
-        reader = DeadLetterReader(consumer, max_records=settings.kafka_max_batch_records,
-                                  from_offset=options.from_offset, from_time=options.from_time)  # fmt: skip
+        start = StartAt(offset=options.from_offset, time=options.from_time)
+        reader = DeadLetterReader(consumer, max_records=settings.kafka_max_batch_records, start=start)
         try:
             with kafka_errors(settings):
                 await consumer.start()

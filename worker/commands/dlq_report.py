@@ -20,13 +20,17 @@ SAMPLE_ROWS = 10
 
 @dataclass(slots=True)
 class Summary:
-    read: int = 0
-    replayed: int = 0
-    still_dead: Counter[str] = field(default_factory=Counter)
-    not_chosen: int = 0
+    """What a run read and did; `tally()` is its progress in the summary's words."""
+
     per_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(dead-letter topic, error type) -> chosen records read."""
     sample: list[Record] = field(default_factory=list)
+    read: int = 0
+    """Records read below the ends, chosen or not."""
+    not_chosen: int = 0
+    replayed: int = 0
+    still_dead: Counter[str] = field(default_factory=Counter)
+    """"error type:reason" -> chosen records that failed again (--direct)."""
     error: str | None = None
     refused: bool = False
     """The run ended because a server refused us (exit 3, as for any command)."""
