@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.commands.cli import build_parser, main
+from worker.commands.cli import main
 from worker.commands.dlq_records import SourceRecord, error_type, replay_headers
 from worker.commands.dlq_replay import DlqReplayOptions
+from worker.commands.parser import build_parser
 from worker.commands.progress import PlainReporter, Tally, reporting
 from worker.commands.replay import Selection
 from worker.settings import RouteName, Settings

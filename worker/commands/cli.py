@@ -15,12 +15,9 @@ import structlog
 
 from worker.commands.exit_codes import ExitCode
 from worker.commands.parser import build_parser
-from worker.commands.signals import exit_cleanly_on_sigterm
 from worker.commands.typos import UnknownVariable
 from worker.ops.memory import fix_mmap_threshold
 from worker.settings import Settings, SettingsError, load_settings
-
-__all__ = ["exit_cleanly_on_sigterm", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
