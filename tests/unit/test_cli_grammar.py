@@ -4,6 +4,7 @@ table, completion, and a quiet end when the reader of stdout goes away."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -135,3 +136,14 @@ def test_a_closed_stdout_ends_quietly(argv: list[str]) -> None:
     stderr = process.stderr.read().decode()
     assert process.wait(timeout=60) == ExitCode.OK, stderr
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
+
+
+def test_a_former_spelling_still_works_and_says_its_new_name() -> None:
+    """`replay` alone runs `telemetry replay` (here: exit 3, MongoDB unreachable) with a `command_renamed` warning."""
+    env = {"PATH": "/usr/bin:/bin", "MONGODB_URI": "mongodb://127.0.0.1:1/", "LOG_FORMAT": "json",
+           "MONGODB_SERVER_SELECTION_TIMEOUT_MS": "300"}  # fmt: skip
+    result = subprocess.run([sys.executable, "-m", "worker", "replay", "--dry-run"], capture_output=True,
+                            text=True, env=env, timeout=60, cwd=ROOT)  # fmt: skip
+    assert result.returncode == ExitCode.UNREACHABLE, result.stderr
+    renamed = [line for line in result.stderr.splitlines() if '"command_renamed"' in line]
+    assert len(renamed) == 1 and json.loads(renamed[0])["now"] == "telemetry replay"

@@ -38,10 +38,17 @@ RENAMED = {"redeliver": "telemetry redeliver", "replay": "telemetry replay"}
 SHELLS = ("bash", "zsh")
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions as written; room for the longest command name (telemetry-retries) beside its help."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=100)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="persistence-worker", description=help_texts.DESCRIPTION, epilog=exit_codes_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {worker_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -74,7 +81,7 @@ def command(
     listed = {} if hidden else {"help": summary}
     parser: argparse.ArgumentParser = group.add_parser(
         name, description=description, epilog=exit_codes_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter, **listed,
+        formatter_class=HelpFormatter, **listed,
     )  # fmt: skip
     parser.set_defaults(handler=handler)
     return parser
