@@ -72,7 +72,9 @@ def test_telemetry_commands_are_grouped_and_the_old_spellings_still_parse() -> N
     assert parse(["replay"]).renamed_to == "telemetry replay"
 
 
-def test_top_level_help_lists_the_grouped_names_and_hides_the_old_ones(capsys: pytest.CaptureFixture[str]) -> None:
+def test_top_level_help_lists_the_grouped_names_and_hides_the_old_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`--help` lists telemetry and dlq, not the former spellings, and ends with the exit-code table."""
     assert cli.main(["--help"]) == ExitCode.OK
     text = capsys.readouterr().out

@@ -125,7 +125,8 @@ def test_an_unknown_error_type_exits_2(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.parametrize(
-    "command", [["telemetry", "redeliver"], ["telemetry", "replay"], ["redeliver"], ["replay"], ["dlq", "replay"]]
+    "command",
+    [["telemetry", "redeliver"], ["telemetry", "replay"], ["redeliver"], ["replay"], ["dlq", "replay"]],
 )
 def test_each_command_explains_itself(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """--help describes what the command does and its exit codes or logs."""

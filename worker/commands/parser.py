@@ -140,8 +140,9 @@ def _add_replay_arguments(replay: argparse.ArgumentParser) -> None:
     add = replay.add_argument
     add("--workflow-id", help="only this workflow (correlation.workflow_id)")
     add("--plan-id", help="only this plan (correlation.plan_id)")
-    add("--since", type=instant, metavar="ISO",
-        help="from this instant, inclusive (ISO-8601, UTC if no zone)")
+    add(
+        "--since", type=instant, metavar="ISO", help="from this instant, inclusive (ISO-8601, UTC if no zone)"
+    )
     add("--until", type=instant, metavar="ISO", help="up to this instant, exclusive")
     add("--time-field", choices=("timestamp", "buffered_at"), default="timestamp",
         help="what --since/--until compare: the event's timestamp (default) or buffered_at")  # fmt: skip
