@@ -17,7 +17,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.commands.typos import UnknownVariable, find_unknown_variables
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
 from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password
@@ -30,6 +29,7 @@ from worker.settings_checks import (
     readable_file,
     settings_error_lines,
 )
+from worker.settings_typos import UnknownVariable, find_unknown_variables
 
 
 class RouteName(StrEnum):

@@ -128,11 +128,11 @@ def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
 
 
 def redeliver_once(env: dict[str, str]) -> int:
-    """What ops would run: deliver the buffered telemetry now (`persistence-worker redeliver --once`)."""
+    """What ops would run: deliver the buffered telemetry now (`telemetry redeliver --once`)."""
     topic = env.get("KAFKA_TELEMETRY_DELIVERY_TOPIC", "observability.telemetry")
-    print(f"\n$ persistence-worker redeliver --once   # buffered telemetry to {topic}")
+    print(f"\n$ persistence-worker telemetry redeliver --once   # buffered telemetry to {topic}")
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "redeliver", "--once"],
+        [sys.executable, "-m", "worker", "telemetry", "redeliver", "--once"],
         env={**env, "HTTP_PORT": "0"}, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     print(done.stdout.strip() or done.stderr.strip()[-500:])
@@ -161,7 +161,7 @@ async def main() -> int:
             "LOG_FORMAT": "json",
             "KAFKA_CONSUMER_GROUP": f"demo-{os.getpid()}",
             "HTTP_PORT": str(http_port),
-            # The demo shows the buffer first, then delivers it with `redeliver --once` (below),
+            # The demo shows the buffer first, then delivers it with `telemetry redeliver --once` (below),
             # so the worker's own redelivery loop is off and the counts stay still meanwhile.
             "REDELIVERY_ENABLED": "false",
         }

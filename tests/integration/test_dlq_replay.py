@@ -19,7 +19,8 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.commands.dlq_replay import DlqReplayOptions, SourceRecord, dlq_replay_command
+from worker.commands.dlq_records import SourceRecord
+from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
 from worker.pipeline.dead_letters import DeadLetter
 from worker.settings import RouteName, Settings
 

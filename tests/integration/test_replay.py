@@ -20,7 +20,8 @@ from tests.integration.telemetry_support import (
     running_loop,
 )
 from tests.standins import free_port
-from worker.commands.replay import ReplayOptions, Selection, parse_instant, replay_command
+from worker.commands.arguments import parse_instant
+from worker.commands.replay import ReplayOptions, Selection, replay_command
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
 from worker.telemetry.buffer import ParkedScope

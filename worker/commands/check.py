@@ -6,24 +6,22 @@ import asyncio
 import sys
 
 from worker.commands.exit_codes import ExitCode
-from worker.commands.typos import UnknownVariable
 from worker.errors import WorkerError
 from worker.kafka.failures import probe_kafka
 from worker.mongo.diagnose import mongodb_failure
-from worker.mongo.gateway import gateway_for
+from worker.mongo.gateway import open_gateway
 from worker.ops.messages import ServerFailure, report_failure
 from worker.settings import Settings
+from worker.settings_typos import UnknownVariable
 
 
 async def check_mongodb(settings: Settings) -> ServerFailure | None:
     """None when MongoDB answers a ping, else why not."""
-    gateway = gateway_for(settings)
-    try:
-        await gateway.connect()
-    except WorkerError as exc:
-        return mongodb_failure(exc, settings)
-    finally:
-        await gateway.close()
+    async with open_gateway(settings) as gateway:
+        try:
+            await gateway.connect()
+        except WorkerError as exc:
+            return mongodb_failure(exc, settings)
     return None
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from worker.commands.exit_codes import ExitCode
-from worker.commands.typos import UnknownVariable
 from worker.ops.about import worker_version
 from worker.ops.redaction import scrub
 from worker.settings import Settings
+from worker.settings_typos import UnknownVariable
 
 HIDDEN = "<hidden>"
 VALUE_COLUMN = 40

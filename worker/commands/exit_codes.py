@@ -20,3 +20,19 @@ class ExitCode(IntEnum):
     """A bug: an error nobody planned for (EX_SOFTWARE from sysexits.h)."""
     INTERRUPTED = 130
     """Stopped by Ctrl-C or SIGTERM before the work was done (128 + SIGINT)."""
+
+
+MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done as asked",
+    ExitCode.PROBLEM: "ran and found a problem (an index gap or conflict, records not sent or replayed)",
+    ExitCode.CONFIGURATION: "bad usage or configuration; nothing was tried",
+    ExitCode.UNREACHABLE: "a server could not be reached, or refused us (the message names it)",
+    ExitCode.INTERNAL: "internal error, a bug (LOG_LEVEL=DEBUG shows the stack); please report it",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, SIGTERM) before the work was done",
+}
+
+
+def exit_codes_help() -> str:
+    """The exit-code table every command's --help ends with."""
+    rows = "\n".join(f"  {int(code):>3}  {MEANINGS[code]}" for code in ExitCode)
+    return f"exit codes (the same for every command):\n{rows}"

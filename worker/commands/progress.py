@@ -2,6 +2,8 @@
 
 Both write to stderr (stdout keeps the tables and the summary); plain lines come every 5%
 of the work or every 5 seconds, whichever is first, so a log collector sees steady progress.
+A command names the three outcomes with the words of its summary line (`words`), so that
+`skipped=3` in progress is `skipped=3` at the end.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 PLAIN_EVERY_S = 5.0
+OUTCOMES = ("sent", "failed", "skipped")
 
 
 @dataclass(slots=True)
@@ -26,13 +29,16 @@ class Tally:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    words: tuple[str, str, str] = field(default=OUTCOMES, compare=False)
+    """How the command's summary names the three outcomes."""
 
     @property
     def done(self) -> int:
         return self.sent + self.failed + self.skipped
 
     def describe(self) -> str:
-        return f"sent={self.sent} failed={self.failed} skipped={self.skipped}"
+        counts = (self.sent, self.failed, self.skipped)
+        return " ".join(f"{word}={count}" for word, count in zip(self.words, counts, strict=True))
 
 
 class Reporter(Protocol):
@@ -40,16 +46,18 @@ class Reporter(Protocol):
 
 
 class PlainReporter:
-    def __init__(self, *, label: str, total: int, stream: TextIO) -> None:
+    def __init__(
+        self, *, label: str, total: int, stream: TextIO, words: tuple[str, str, str] = OUTCOMES
+    ) -> None:
         self._label, self._total, self._stream = label, total, stream
         self._step = max(1, total // 20)
         self._next_at = self._step
         self._last_line = time.monotonic()
-        self.last = Tally()
+        self.last = Tally(words=words)
         self._shown: Tally | None = None
 
     def update(self, tally: Tally) -> None:
-        self.last = Tally(tally.sent, tally.failed, tally.skipped)
+        self.last = replace(tally)
         if tally.done < self._next_at and time.monotonic() - self._last_line < PLAIN_EVERY_S:
             return
         self.line()
@@ -58,7 +66,7 @@ class PlainReporter:
     def line(self) -> None:
         if self.last == self._shown:
             return
-        self._shown = Tally(self.last.sent, self.last.failed, self.last.skipped)
+        self._shown = replace(self.last)
         done = self.last.done
         percent = 100 * done // self._total if self._total else 100
         print(f"{self._label}: {done}/{self._total} ({percent}%) {self.last.describe()}",
@@ -81,7 +89,12 @@ class SilentReporter:
 
 @contextmanager
 def reporting(
-    label: str, total: int, *, stream: TextIO | None = None, silent: bool = False
+    label: str,
+    total: int,
+    *,
+    stream: TextIO | None = None,
+    silent: bool = False,
+    words: tuple[str, str, str] = OUTCOMES,
 ) -> Iterator[Reporter]:
     """A reporter for `total` items; the final state is shown when the block ends."""
     out = stream if stream is not None else sys.stderr
@@ -89,7 +102,7 @@ def reporting(
         yield SilentReporter()
         return
     if not out.isatty():
-        plain = PlainReporter(label=label, total=total, stream=out)
+        plain = PlainReporter(label=label, total=total, stream=out, words=words)
         try:
             yield plain
         finally:
@@ -98,4 +111,5 @@ def reporting(
     columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tally]}"),
                TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=Console(file=out)) as progress:
-        yield RichReporter(progress, progress.add_task(label, total=total, tally=Tally().describe()))
+        task = progress.add_task(label, total=total, tally=Tally(words=words).describe())
+        yield RichReporter(progress, task)

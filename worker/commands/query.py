@@ -1,4 +1,4 @@
-"""`persistence-worker query ...`: the guide's queries as tables on a terminal, JSON for scripts."""
+"""`persistence-worker query NAME ...`: the guide's queries as tables on a terminal, JSON for scripts."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from rich.console import Console
-from rich.table import Table
 
 from worker.commands.exit_codes import ExitCode
+from worker.commands.tables import print_tables, table
 from worker.errors import WorkerError
 from worker.mongo import queries
 from worker.mongo.collections import Document
 from worker.mongo.diagnose import mongodb_failure
-from worker.mongo.gateway import gateway_for
+from worker.mongo.gateway import open_gateway
 from worker.ops.messages import report_failure
 from worker.settings import Settings
 
@@ -31,6 +30,19 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "incident-types": ("_id", "total"),
     "telemetry-retries": ("_id", "correlation.workflow_id", "retry_count", "buffered_at"),
 }
+HELP: dict[str, str] = {
+    "validations": "validation outcomes: totals of valid and invalid plans",
+    "plan-history": "one plan's validations, newest first",
+    "sla-violations": "workflows with SLA violations, newest first",
+    "workflows": "workflows in one status (default FAILED), newest first",
+    "incidents": "incidents of one severity (default CRITICAL), newest first",
+    "incident-types": "incident totals per type",
+    "telemetry-retries": "buffered telemetry tried at least once, most retried first",
+}
+LIMITED = frozenset({"plan-history", "sla-violations", "workflows", "incidents", "telemetry-retries"})
+"""The queries that return documents, at most --limit of them (the others are totals)."""
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 10_000
 
 
 def query_for(name: str, *, plan_id: str | None, status: str, severity: str, limit: int) -> queries.Query:
@@ -54,14 +66,12 @@ def build_query(name: str, *, plan_id: str | None, status: str, severity: str, l
 
 async def query_command(settings: Settings, name: str, query: Query, *, as_json: bool) -> int:
     """Run one query and print it; 0 on success, 3 if MongoDB cannot be reached."""
-    gateway = gateway_for(settings)
-    try:
-        rows = await query(await gateway.connect())
-    except WorkerError as exc:
-        report_failure(mongodb_failure(exc, settings))
-        return ExitCode.UNREACHABLE
-    finally:
-        await gateway.close()
+    async with open_gateway(settings) as gateway:
+        try:
+            rows = await query(await gateway.connect())
+        except WorkerError as exc:
+            report_failure(mongodb_failure(exc, settings))
+            return ExitCode.UNREACHABLE
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(rows, option=orjson.OPT_INDENT_2, default=str) + b"\n")
     else:
@@ -79,9 +89,6 @@ def cell(document: Document, dotted: str) -> str:
 
 
 def print_table(name: str, rows: list[Document]) -> None:
-    table = Table(title=f"{name} ({len(rows)} rows)")
-    for column in COLUMNS[name]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(cell(row, column) for column in COLUMNS[name]))
-    Console().print(table)
+    columns = COLUMNS[name]
+    cells = ([cell(row, column) for column in columns] for row in rows)
+    print_tables(table(f"{name} ({len(rows)} rows)", columns, cells))

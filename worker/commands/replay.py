@@ -11,7 +11,6 @@ a second signal abandons the batch and releases its leases.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from worker.commands.exit_codes import ExitCode
 from worker.commands.progress import Reporter, Tally, reporting
+from worker.commands.signals import StopOnSignals
 from worker.errors import WorkerError
 from worker.kafka.errors import converted
 from worker.kafka.failures import kafka_failure
@@ -37,19 +37,8 @@ from worker.telemetry.buffer import Attempt, ParkedScope, TelemetryBuffer
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.redeliver import buffer_for
 
-EXIT_OK, EXIT_INCOMPLETE = ExitCode.OK, ExitCode.PROBLEM
-EXIT_UNREACHABLE, EXIT_INTERRUPTED = ExitCode.UNREACHABLE, ExitCode.INTERRUPTED
 SAMPLE_ROWS = 20
 COLUMNS = ("buffer_id", "workflow_id", "plan_id", "source", "timestamp", "buffered_at", "retries", "state")
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO-8601 date or date-time; without a zone it is taken as UTC."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 date or time: {text!r}") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +86,14 @@ async def replay_command(settings: Settings, options: ReplayOptions) -> int:
             ids = await buffer.ids_matching(options.selection.query(), options.selection.limit)
         except WorkerError as exc:
             report_failure(mongodb_failure(exc, settings))
-            return EXIT_UNREACHABLE
+            return ExitCode.UNREACHABLE
         topic = options.to_topic or settings.kafka_telemetry_delivery_topic
         if options.dry_run:
             await print_dry_run(buffer, ids, topic)
-            return EXIT_OK
+            return ExitCode.OK
         if not ids:
             print(f"replay: nothing matches; nothing sent to {topic}")
-            return EXIT_OK
+            return ExitCode.OK
         return await _send_chosen(settings, buffer, ids, topic, options)
     finally:
         await gateway.close()
@@ -119,7 +108,7 @@ async def _send_chosen(
     except WorkerError as exc:
         report_failure(kafka_failure(exc.__cause__ or exc, settings))
         await producer.stop()
-        return EXIT_UNREACHABLE
+        return ExitCode.UNREACHABLE
     publisher = TelemetryPublisher(producer=producer, topic=topic)
     batch = BatchRun(buffer=buffer, publisher=publisher, lease_s=settings.redelivery_lease_s,
                      stop=asyncio.Event(), keep=options.keep)  # fmt: skip
@@ -189,32 +178,8 @@ class ReplayJob:
         if self.tally.skipped:
             print(f"  {self.tally.skipped} skipped: being delivered by another worker, or no longer buffered")
         if self.stop.is_set() and remaining:
-            return EXIT_INTERRUPTED
-        return EXIT_OK if self.tally.sent == chosen and self.error is None else EXIT_INCOMPLETE
-
-
-class StopOnSignals:
-    """SIGINT/SIGTERM set `stop`; a second one cancels the running task outright."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        self._task = asyncio.current_task()
-        self._signals = (signal.SIGINT, signal.SIGTERM)
-
-    def _handle(self) -> None:
-        if self._stop.is_set() and self._task is not None:
-            self._task.cancel()
-        self._stop.set()
-
-    def __enter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.add_signal_handler(sig, self._handle)
-
-    def __exit__(self, *_exc: object) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.remove_signal_handler(sig)
+            return ExitCode.INTERRUPTED
+        return ExitCode.OK if self.tally.sent == chosen and self.error is None else ExitCode.PROBLEM
 
 
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from aiokafka.errors import (
     AuthenticationFailedError,
@@ -16,7 +18,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from worker.errors import WorkerError
+from worker.errors import OperationRefused, TransientError, WorkerError
 from worker.kafka.clients import create_admin
 from worker.ops.messages import ServerFailure
 from worker.ops.redaction import scrub
@@ -30,6 +32,32 @@ _REFUSALS: tuple[tuple[type[BaseException], str, str], ...] = (
     (UnsupportedSaslMechanismError, "SASL mechanism not supported", "KAFKA_SASL_MECHANISM"),
     (ClusterAuthorizationFailedError, "not authorised", CREDENTIALS),
 )
+
+
+class KafkaUnavailable(TransientError):
+    """Kafka could not be used (no broker, a timeout, a failed send); `failure` says it for an operator."""
+
+    def __init__(self, failure: ServerFailure) -> None:
+        super().__init__(failure.message())
+        self.failure = failure
+
+
+class KafkaRefused(OperationRefused):
+    """Kafka answered and refused us (authentication, authorisation); `failure` says it for an operator."""
+
+    def __init__(self, failure: ServerFailure) -> None:
+        super().__init__(failure.message())
+        self.failure = failure
+
+
+@contextmanager
+def kafka_errors(settings: Settings) -> Iterator[None]:
+    """aiokafka errors raised in the block leave it as KafkaRefused or KafkaUnavailable."""
+    try:
+        yield
+    except KafkaError as exc:
+        failure = kafka_failure(exc, settings)
+        raise (KafkaRefused if failure.refused else KafkaUnavailable)(failure) from exc
 
 
 async def probe_kafka(settings: Settings, timeout_s: float = 10) -> ServerFailure | None:
