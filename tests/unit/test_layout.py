@@ -39,6 +39,7 @@ LAYERS: dict[str, int] = {
     "worker.mongo.uri": 0,
     "worker.settings": 0,
     "worker.settings_checks": 0,
+    "worker.settings_typos": 0,
     "worker.errors": 0,
     "worker.ops": 0,
 }
