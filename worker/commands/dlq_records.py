@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from worker.pipeline.dead_letters import (
+    HEADER_ERROR_MESSAGE,
+    HEADER_ERROR_REASON,
+    HEADER_ERROR_TYPE,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    OUR_HEADER_PREFIXES,
+)
 from worker.pipeline.records import Record
 
-DEAD_LETTER_HEADER_PREFIXES = ("x-error-", "x-source-", "x-failed-at")  # as pipeline.dead_letters writes
-ERROR_TYPE_HEADER = "x-error-type"
-ERROR_REASON_HEADER = "x-error-reason"
-ERROR_MESSAGE_HEADER = "x-error-message"
-SOURCE_PARTITION_HEADER = "x-source-partition"
-SOURCE_OFFSET_HEADER = "x-source-offset"
+DEAD_LETTER_HEADER_PREFIXES = OUR_HEADER_PREFIXES
+ERROR_TYPE_HEADER = HEADER_ERROR_TYPE
+ERROR_REASON_HEADER = HEADER_ERROR_REASON
+ERROR_MESSAGE_HEADER = HEADER_ERROR_MESSAGE
+SOURCE_PARTITION_HEADER = HEADER_SOURCE_PARTITION
+SOURCE_OFFSET_HEADER = HEADER_SOURCE_OFFSET
 REPLAYED_FROM_HEADER = "x-replayed-from"
 UNKNOWN_ERROR_TYPE = "unknown"
 """The error type of a record without `x-error-type`."""

@@ -55,8 +55,9 @@ For dead-lettered Kafka records (<topic>.dlq), see `dlq replay`."""
 REDELIVER = """\
 Run the telemetry redelivery loop alone (`run` also runs it unless REDELIVERY_ENABLED=false):
 deliver telemetry_buffer documents to KAFKA_TELEMETRY_DELIVERY_TOPIC, oldest first, each
-claimed with a lease so that several replicas never send one document at the same time. A
-document leaves the buffer once Kafka acknowledges it (acks=all); a failure reschedules it
+claimed with a lease so that several replicas never send one document at the same time. Once
+Kafka acknowledges it (acks=all) a document stays only as a tombstone for
+TELEMETRY_DEDUP_WINDOW_S, so the same event read again is not delivered twice; a failure reschedules it
 with exponential backoff; after TELEMETRY_MAX_DELIVERY_ATTEMPTS it is parked. Logs:
 telemetry_redelivered, telemetry_redelivery_failed, telemetry_parked. Without --once it runs
 until SIGTERM/SIGINT (exit 0)."""
@@ -64,8 +65,8 @@ until SIGTERM/SIGINT (exit 0)."""
 REPLAY = """\
 Re-send buffered telemetry chosen by the filters to KAFKA_TELEMETRY_DELIVERY_TOPIC (or
 --to-topic), with the loop's own claims: a document the loop or another replay holds is
-skipped, never sent twice at once. A sent document leaves the buffer as a redelivered one
-does (--keep: it stays). Parked documents are left out unless --include-parked or
+skipped, never sent twice at once. A sent document becomes a tombstone as a redelivered one
+does (--keep: it stays pending). Parked documents are left out unless --include-parked or
 --parked-only; backoff schedules are ignored. --dry-run prints the count and the first rows
 and sends nothing. Ctrl-C finishes the batch in hand and stops; nothing is lost, nothing
 stays claimed. Progress and summary count sent, failed and skipped (held by another worker,
