@@ -68,12 +68,14 @@ class Selection:
         return query
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReplayOptions:
+    """What `telemetry replay` was asked to do."""
+
     selection: Selection
-    to_topic: str | None = None
+    to_topic: str | None = None  # default: KAFKA_TELEMETRY_DELIVERY_TOPIC
     dry_run: bool = False
-    keep: bool = False
+    keep: bool = False  # leave sent documents pending instead of settling them as tombstones
 
 
 async def replay_command(settings: Settings, options: ReplayOptions) -> int:

@@ -58,11 +58,8 @@ class ConsumerLoop:
         max_records: int,
         backoff: Callable[[int], float],
     ) -> None:
-        self._consumer = consumer
-        self._processor = processor
-        self._stop = stop
-        self._poll_timeout_ms = poll_timeout_ms
-        self._max_records = max_records
+        self._consumer, self._processor, self._stop = consumer, processor, stop
+        self._poll_timeout_ms, self._max_records = poll_timeout_ms, max_records
         self._backoff = backoff
         self.processing = asyncio.Lock()
         self._paused: dict[TopicPartition, tuple[float, int]] = {}  # tp -> (resume at, attempts)
