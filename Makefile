@@ -29,7 +29,7 @@ promtool:
 	@promtool --version 2>&1 | head -n 1
 
 demo: setup  ## start local stand-in servers, the worker, publish events, print what landed
-	$(VENV)/bin/python -m worker.demo
+	$(VENV)/bin/python -m tests.demo
 
 test: setup lint  ## lint, type-check, unit and integration tests against real servers
 	$(VENV)/bin/pytest

@@ -91,9 +91,10 @@ class TelemetryBufferDocument(TypedDict):
 def validation_audit_document(event: ValidationEvent) -> ValidationAuditDocument:
     return {
         "_id": document_id(event),
+        # The guide's order: plan_id, validation_result (whole), workflow_id, timestamp, hash.
         "plan_id": event.plan_id,
-        "workflow_id": event.workflow_id,
         "validation_result": event.validation_result,
+        "workflow_id": event.workflow_id,
         "timestamp": event.timestamp,
         "hash": canonical_hash(event.validation_result),
     }
@@ -117,11 +118,9 @@ def incident_document(event: IncidentEvent) -> IncidentDocument:
     return {
         "_id": document_id(event),
         "workflow_id": event.workflow_id,
-        "type": event.type,
-        "details": event.details,
-        "timestamp": event.timestamp,
-        "severity": event.severity.value,
-    }
+        "type": event.type, "details": event.details,  # what happened
+        "timestamp": event.timestamp, "severity": event.severity.value,  # when, and how bad
+    }  # fmt: skip
 
 
 def telemetry_buffer_document(event: TelemetryEvent, *, buffered_at: datetime) -> TelemetryBufferDocument:

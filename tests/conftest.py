@@ -2,7 +2,7 @@
 
 Each server is chosen in this order: the one named by KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI;
 else a testcontainers container when a Docker engine answers; else a local stand-in from
-`worker.demo.servers`. `server_kind` says which. A test marked
+`tests.standins`. `server_kind` says which. A test marked
 `standin_deviation(server="kafka" | "mongo", raises=Exc, reason=...)` is written to the real
 server's behaviour; only when THAT server is a stand-in is it a strict xfail expecting `Exc`,
 so a failure of another kind (the product stored nothing) still fails the run.
@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from worker.demo.servers import (
+from tests.standins import (
     LocalKafka,
     LocalMongo,
     StandInError,

@@ -1,5 +1,5 @@
 """`python -m worker` is the `persistence-worker` command."""
 
-from worker.cli import main
+from worker.commands.cli import main
 
 raise SystemExit(main())

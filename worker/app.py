@@ -4,31 +4,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import structlog
-from aiokafka.errors import KafkaError
 
-from worker.about import startup_facts
-from worker.batch import BatchProcessor
-from worker.buffer_stats import sample_until_stopped
-from worker.consumer import ConsumerLoop
-from worker.dlq import dead_letter_publisher
-from worker.index_health import check_until_stopped
-from worker.kafka import create_consumer, create_producer
-from worker.kafka_health import KafkaProbe
-from worker.kafka_probe import kafka_failure
-from worker.library_logs import route_library_logs
-from worker.mongo.gateway import MongoGateway, create_client
-from worker.observability import Health, Liveness, serve_until, track_readiness
-from worker.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
-from worker.redelivery import redeliver_until_stopped
-from worker.routes import build_routes
-from worker.settings import Settings
+from worker.errors import WorkerError
+from worker.kafka.clients import create_consumer, create_producer
+from worker.kafka.consumer import GroupConsumer
+from worker.kafka.errors import converted
+from worker.kafka.failures import kafka_failure
+from worker.kafka.probe import KafkaProbe
+from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.index_health import check_until_stopped
+from worker.mongo.indexes import with_retention
+from worker.ops.about import startup_facts
+from worker.ops.health import Health, Liveness
+from worker.ops.http import serve_until
+from worker.ops.library_logs import route_library_logs
+from worker.ops.metrics import track_readiness
+from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
+from worker.pipeline.batch import BatchProcessor
+from worker.pipeline.consumer import ConsumerLoop
+from worker.pipeline.dead_letters import DeadLetterPublisher
+from worker.pipeline.routes import Route, build_routes
+from worker.retry import RetryPolicy, with_retries
+from worker.settings import RouteName, Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3
 from worker.startup import bind_http, wait_for_mongodb
+from worker.telemetry.redeliver import redeliver_until_stopped
+from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -50,16 +57,56 @@ def _mongodb_probe(gateway: MongoGateway) -> Callable[[], Awaitable[None]]:
 
 async def _start_http(settings: Settings, health: Health, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """Bind the probes' port before anything else (StartupError if taken), then serve it."""
-    server = await bind_http(settings, health)
+    server = await bind_http(health, host=settings.http_host, port=settings.http_port)
     return [] if server is None else [_background(serve_until(server, stop), "http")]
 
 
 async def _start_kafka(settings: Settings, producer: Any, consumer: Any) -> None:
     try:
-        await producer.start()
-        await consumer.start()
-    except KafkaError as exc:
+        await converted(producer.start())
+        await converted(consumer.start())
+    except WorkerError as exc:
         raise StartupError(kafka_failure(exc, settings).message()) from exc
+
+
+def routes_for(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
+    """The routing table with the settings' topics and FAIL_CLOSED_ROUTES."""
+    topics = {name: settings.topic_for(name) for name in RouteName}
+    return build_routes(
+        gateway, topics=topics, dlq_suffix=settings.kafka_dlq_suffix, fail_closed=settings.fail_closed_routes
+    )
+
+
+def batch_processor(
+    settings: Settings, routes: Mapping[str, Route], dead_letters: DeadLetterPublisher
+) -> BatchProcessor:
+    """The processor with the settings' retry policy and input limits."""
+    return BatchProcessor(
+        routes=routes,
+        dead_letters=dead_letters,
+        retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
+        max_event_bytes=settings.max_event_bytes,
+        max_depth=settings.max_nesting_depth,
+    )
+
+
+def _consumer_loop(
+    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, stop: asyncio.Event
+) -> ConsumerLoop:
+    """The consumer loop over the started clients: routes, dead letters, and the settings' bounds."""
+    dead_letters = DeadLetterPublisher(
+        producer=producer,
+        max_request_bytes=settings.kafka_max_request_bytes,
+        truncated_value_bytes=settings.dlq_truncated_value_bytes,
+    )
+    return ConsumerLoop(
+        consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
+        processor=batch_processor(settings, routes, dead_letters),
+        stop=stop,
+        poll_timeout_ms=settings.kafka_poll_timeout_ms,
+        max_records=settings.kafka_max_batch_records,
+        backoff=RetryPolicy.from_settings(settings).backoff_s,
+    )
 
 
 def _watch(
@@ -70,10 +117,16 @@ def _watch(
     mongodb_probe = probe_until_stopped(
         reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
     )
+    expected_indexes = with_retention(settings.ttl_days())
+    index_check = check_until_stopped(
+        gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes
+    )
+    stats_every_s = settings.telemetry_buffer_stats_interval_s
+    buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
     tasks = [
         _background(mongodb_probe, "mongodb_probe"),
-        _background(sample_until_stopped(gateway, settings, stop), "buffer_stats"),
-        _background(check_until_stopped(gateway, settings, stop), "index_check"),
+        _background(buffer_stats, "buffer_stats"),
+        _background(index_check, "index_check"),
     ]
     if kafka is not None:
         kafka_probe = probe_until_stopped(
@@ -99,10 +152,10 @@ def _worker_health(
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     consumer, producer = create_consumer(settings), create_producer(settings)
     kafka_probe = KafkaProbe(settings)
-    routes = build_routes(settings, gateway)
+    routes = routes_for(settings, gateway)
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
     health = _worker_health(settings, gateway, consumer, reachability, redelivery_liveness)
@@ -115,10 +168,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         await _start_kafka(settings, producer, consumer)
         reachability["kafka"].answered()
-        processor = BatchProcessor(
-            routes=routes, dead_letters=dead_letter_publisher(producer, settings), settings=settings
-        )
-        loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)
+        loop = _consumer_loop(settings, routes, consumer, producer, stop)
         loop.subscribe(list(routes))
         health.last_poll = lambda: loop.last_progress
         background += _watch(settings, reachability, gateway, kafka_probe, stop)
@@ -164,7 +214,7 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
     With HTTP_PORT set it serves /metrics, /healthz (the loop's liveness) and /readyz (MongoDB).
     Like `run`, it binds HTTP first and starts the loop only once MongoDB has answered.
     """
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     liveness = Liveness()
     reachability = _reachability(settings, kafka=False)
     health = Health(last_poll=None, mongodb_ready=lambda: gateway.connected, has_assignment=lambda: True,

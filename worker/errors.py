@@ -12,7 +12,7 @@
         └── DocumentRefused   the server (or BSON) refuses one document for what it is
                               (too large, not encodable, validation, another unique key)
 
-Only the adapters (worker.mongo.*, worker.dlq) see PyMongo and aiokafka exceptions;
+Only the adapters (worker.mongo.*, worker.kafka.*) see PyMongo and aiokafka exceptions;
 they raise these with `raise ... from exc`. Tenacity retries TransientError alone; the
 batch treats TransientError (once retries are spent) and OperationRefused as an outage
 of the route (fail-open: dead-lettered; fail-closed: held), and DocumentRefused as a

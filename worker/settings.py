@@ -12,14 +12,24 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
-from worker.redact import redact_uri, remember_secret, remember_uri_password, scrub
-from worker.unknown_variables import UnknownVariable, find_unknown_variables
+from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password
+from worker.settings_checks import (
+    SASL_FIELDS,
+    SECRET_FIELDS,
+    SSL_FILE_FIELDS,
+    CrossFieldProblems,
+    cross_field_problems,
+    readable_file,
+    settings_error_lines,
+)
+from worker.settings_typos import UnknownVariable, find_unknown_variables
 
 
 class RouteName(StrEnum):
@@ -29,19 +39,6 @@ class RouteName(StrEnum):
     RESULTS = "results"
     INCIDENTS = "incidents"
     TELEMETRY = "telemetry"
-
-
-SECRET_FIELDS = frozenset({"mongodb_uri", "kafka_sasl_password"})
-SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
-SSL_FILE_FIELDS = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
-
-
-class CrossFieldProblems(ValueError):
-    """Settings wrong together; `problems` holds (variable, what is wrong) pairs."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{name}: {text}" for name, text in problems))
-        self.problems = problems
 
 
 class SettingsError(Exception):
@@ -175,12 +172,14 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("mongodb_uri", mode="before")
+    @field_validator(*SECRET_FIELDS, mode="before")
     @classmethod
-    def _remember_uri_password(cls, value: object) -> object:
+    def _remember_secrets(cls, value: object, info: ValidationInfo) -> object:
+        """Let the log scrubber know each secret (the URI's password) before any message can hold it."""
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
         if isinstance(raw, str):
-            remember_uri_password(raw)
+            remember = remember_uri_password if info.field_name == "mongodb_uri" else remember_secret
+            remember(raw)
         return value
 
     @field_validator("mongodb_uri")
@@ -193,14 +192,6 @@ class Settings(BaseSettings):
             raise ValueError(f"not a MongoDB connection string: {problem}")
         return value
 
-    @field_validator("kafka_sasl_password", mode="before")
-    @classmethod
-    def _remember_password(cls, value: object) -> object:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if isinstance(raw, str):
-            remember_secret(raw)
-        return value
-
     @field_validator(*SASL_FIELDS, *SSL_FILE_FIELDS, mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:
@@ -210,53 +201,14 @@ class Settings(BaseSettings):
     @field_validator(*SSL_FILE_FIELDS)
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no such file: {value}")
-        if value is not None and not os.access(value, os.R_OK):
-            raise ValueError(f"file not readable by this process: {value}")
-        return value
+        return readable_file(value)
 
     @model_validator(mode="after")
     def _settings_go_together(self) -> Settings:
-        problems = [*self._backoff_problems(), *self._sasl_problems(), *self._ssl_problems()]
+        problems = cross_field_problems(dict(self))
         if problems:
             raise CrossFieldProblems(problems)
         return self
-
-    def _backoff_problems(self) -> list[tuple[str, str]]:
-        if self.redelivery_backoff_cap_s >= self.redelivery_backoff_base_s:
-            return []
-        cap, base = self.redelivery_backoff_cap_s, self.redelivery_backoff_base_s
-        return [
-            (
-                "REDELIVERY_BACKOFF_CAP_S",
-                f"{cap} is below REDELIVERY_BACKOFF_BASE_S ({base}); must be at least it",
-            )
-        ]
-
-    def _sasl_problems(self) -> list[tuple[str, str]]:
-        protocol = self.kafka_security_protocol
-        if protocol.startswith("SASL_"):
-            missing = [field.upper() for field in SASL_FIELDS if getattr(self, field) is None]
-            return [(name, f"required with KAFKA_SECURITY_PROTOCOL={protocol}") for name in missing]
-        unused = [field.upper() for field in SASL_FIELDS if getattr(self, field) is not None]
-        fix = "set KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT), or unset it"
-        return [
-            (name, f"set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL; {fix}") for name in unused
-        ]
-
-    def _ssl_problems(self) -> list[tuple[str, str]]:
-        protocol = self.kafka_security_protocol
-        if protocol not in ("SSL", "SASL_SSL"):
-            unused = [field.upper() for field in SSL_FILE_FIELDS if getattr(self, field) is not None]
-            fix = "set KAFKA_SECURITY_PROTOCOL=SSL (or SASL_SSL), or unset it"
-            return [
-                (name, f"set, but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS; {fix}")
-                for name in unused
-            ]
-        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
-            return [("KAFKA_SSL_KEYFILE", "set without KAFKA_SSL_CERTFILE, the certificate it belongs to")]
-        return []
 
     def topic_for(self, route: RouteName) -> str:
         return {
@@ -272,10 +224,10 @@ class Settings(BaseSettings):
     def ttl_days(self) -> dict[str, int | None]:
         """Retention per collection, in days (None: kept for ever)."""
         return {
-            "validation_audit": self.ttl_validation_audit_days,
-            "workflow_results": self.ttl_workflow_results_days,
-            "incidents": self.ttl_incidents_days,
-            "telemetry_buffer": self.ttl_telemetry_buffer_days,
+            VALIDATION_AUDIT: self.ttl_validation_audit_days,
+            WORKFLOW_RESULTS: self.ttl_workflow_results_days,
+            INCIDENTS: self.ttl_incidents_days,
+            TELEMETRY_BUFFER: self.ttl_telemetry_buffer_days,
         }
 
     def mongodb_uri_for_logs(self) -> str:
@@ -306,31 +258,3 @@ def load_settings() -> tuple[Settings, list[UnknownVariable]]:
 def unknown_variables() -> list[UnknownVariable]:
     """The environment's variables that are not settings but look like misspelled ones."""
     return find_unknown_variables(os.environ, Settings.model_fields)
-
-
-def settings_error_lines(error: ValidationError) -> list[str]:
-    """One line per wrong variable: its name, what is wrong, and the value unless secret."""
-    lines: list[str] = []
-    for item in error.errors():
-        cause = item.get("ctx", {}).get("error")
-        if isinstance(cause, CrossFieldProblems):
-            lines.extend(f"configuration error: {name}: {text}" for name, text in cause.problems)
-        elif item["loc"]:
-            lines.append(_field_line(str(item["loc"][0]), item["msg"], item.get("input")))
-        else:  # a model-level error: its input is every variable, secrets included; never shown
-            lines.append(f"configuration error: {_message(item['msg'])}")
-    return [scrub(line) for line in lines]
-
-
-def _field_line(field: str, message: str, value: Any) -> str:
-    shown = "<hidden>" if field in SECRET_FIELDS else repr(value)
-    return f"configuration error: {field.upper()}: {_message(message)} (got {shown})"
-
-
-def _message(text: str) -> str:
-    return text.removeprefix("Value error, ")
-
-
-def format_settings_error(error: ValidationError) -> str:
-    """`settings_error_lines` as one text."""
-    return "\n".join(settings_error_lines(error))

@@ -8,18 +8,21 @@ indexes are ensured. Fail-open applies only to outages after that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway
-from worker.mongo.indexes import ensure_indexes, with_retention
-from worker.observability import Health, start_http
-from worker.reachability import ServerReachability
-from worker.retry import backoff_seconds
+from worker.mongo.indexes import IndexSpec, ensure_indexes, with_retention
+from worker.ops.health import Health
+from worker.ops.http import start_http
+from worker.ops.reachability import ServerReachability
+from worker.ops.waiting import wait_for_stop
+from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -29,58 +32,85 @@ class StartupError(Exception):
     """The worker cannot start (e.g. Kafka unreachable); the message says why (exit 3)."""
 
 
-async def bind_http(settings: Settings, health: Health) -> asyncio.Server | None:
-    """Bind the probes' HTTP server (None when HTTP_PORT is 0); failing to bind is fatal."""
-    if not settings.http_port:
+async def bind_http(health: Health, *, host: str, port: int) -> asyncio.Server | None:
+    """Bind the probes' HTTP server (None when `port` is 0); failing to bind is fatal."""
+    if not port:
         return None
     try:
-        return await start_http(settings.http_host, settings.http_port, health)
+        return await start_http(host, port, health)
     except OSError as exc:
-        raise StartupError(
-            f"cannot serve HTTP on {settings.http_host}:{settings.http_port}: "
-            f"{os.strerror(exc.errno) if exc.errno else exc}"
-        ) from exc
+        reason = os.strerror(exc.errno) if exc.errno else exc
+        raise StartupError(f"cannot serve HTTP on {host}:{port}: {reason}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class MongoStartup:
+    """How start-up waits for MongoDB: the indexes to ensure, the backoff, the overall bound."""
+
+    expected_indexes: Mapping[str, tuple[IndexSpec, ...]]
+    backoff_s: Callable[[int], float]
+    """The wait after failed attempt number n (1-based)."""
+    timeout_s: float | None
+    """MONGODB_STARTUP_TIMEOUT_S: None waits for ever."""
+    uri_for_logs: str
+    database: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MongoStartup:
+        return cls(
+            expected_indexes=with_retention(settings.ttl_days()),
+            backoff_s=RetryPolicy.from_settings(settings).backoff_s,
+            timeout_s=settings.mongodb_startup_timeout_s,
+            uri_for_logs=settings.mongodb_uri_for_logs(),
+            database=settings.mongodb_database,
+        )
 
 
 async def wait_for_mongodb(
     gateway: MongoGateway, settings: Settings, stop: asyncio.Event, mongodb: ServerReachability
 ) -> bool:
+    """`wait_until_mongodb_ready` as the settings say."""
+    return await wait_until_mongodb_ready(gateway, MongoStartup.from_settings(settings), stop, mongodb)
+
+
+async def wait_until_mongodb_ready(
+    gateway: MongoGateway, startup: MongoStartup, stop: asyncio.Event, mongodb: ServerReachability
+) -> bool:
     """Ping MongoDB and ensure indexes, with backoff, until done (True) or `stop` is set (False).
 
-    Each failed attempt logs `mongodb_client_not_initialized`; after MONGODB_STARTUP_TIMEOUT_S
-    (if set) it raises StartupError.
+    Each failed attempt logs `mongodb_client_not_initialized`; after `startup.timeout_s` (if
+    set) it raises StartupError.
     """
     started, attempt = time.monotonic(), 0
+    where = {"uri": startup.uri_for_logs, "database": startup.database}
     while not stop.is_set():
         attempt += 1
         try:
             database = await gateway.connect()
-            await ensure_indexes(database, with_retention(settings.ttl_days()))
+            await ensure_indexes(database, startup.expected_indexes)
         except WorkerError as exc:
             error = f"{type(exc).__name__}: {exc}"
             mongodb.failed(error)
-            delay = _next_wait(settings, attempt, time.monotonic() - started, error)
-            log.warning("mongodb_client_not_initialized", uri=settings.mongodb_uri_for_logs(),
-                        database=settings.mongodb_database, error=error, attempt=attempt,
+            delay = _next_wait(startup, attempt, time.monotonic() - started, error)
+            log.warning("mongodb_client_not_initialized", **where, error=error, attempt=attempt,
                         retry_in_s=round(delay, 3))  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            await wait_for_stop(stop, delay)
             continue
         mongodb.answered()
-        log.info("mongodb_connected", uri=settings.mongodb_uri_for_logs(), database=settings.mongodb_database)
+        log.info("mongodb_connected", **where)
         return True
     return False
 
 
-def _next_wait(settings: Settings, attempt: int, waited_s: float, error: str) -> float:
+def _next_wait(startup: MongoStartup, attempt: int, waited_s: float, error: str) -> float:
     """The backoff before the next attempt, cut to what is left of the start-up timeout."""
-    delay = backoff_seconds(settings, attempt)
-    limit = settings.mongodb_startup_timeout_s
+    delay = startup.backoff_s(attempt)
+    limit = startup.timeout_s
     if limit is None:
         return delay
     if waited_s >= limit:
         raise StartupError(
-            f"MongoDB at {settings.mongodb_uri_for_logs()} did not answer within "
+            f"MongoDB at {startup.uri_for_logs} did not answer within "
             f"MONGODB_STARTUP_TIMEOUT_S={limit:g} s: {error}"
         )
     return min(delay, limit - waited_s)

@@ -32,10 +32,10 @@ from tests.benchmarks.report import (
     markdown,
 )
 from tests.benchmarks.worker_run import Drain, drain
-from worker.demo.servers import LocalKafka, LocalMongo
-from worker.logging import configure_logging
+from tests.standins import LocalKafka, LocalMongo
+from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
-from worker.routes import build_routes
+from worker.ops.logging import configure_logging
 from worker.settings import Settings
 
 
@@ -131,7 +131,7 @@ async def run(
     say(f"producing a backlog of {args.events:,} events")
     backlog = await produce_backlog(settings, args.events)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
-    routes = build_routes(settings, MongoGateway(client=client, database_name="unused"))
+    routes = routes_for(settings, MongoGateway(client=client, database_name="unused"))
     prepared = phases.prepared_documents(backlog, routes)
     await client.close()
     for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER):

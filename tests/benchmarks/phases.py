@@ -22,11 +22,12 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from tests.benchmarks.backlog import Backlog, events
-from worker.decode import decode_json_object, validate_event
-from worker.kafka import connection_options
+from worker.app import routes_for
+from worker.kafka.clients import connection_options
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes
-from worker.routes import Route, build_routes
+from worker.pipeline.decode import decode_json_object, validate_event
+from worker.pipeline.routes import Route
 from worker.settings import Settings
 
 Document = dict[str, Any]
@@ -108,7 +109,7 @@ async def write_ceiling(
     try:
         db = await gateway.connect()
         await ensure_indexes(db)
-        routes = build_routes(settings, gateway)
+        routes = routes_for(settings, gateway)
         size = settings.kafka_max_batch_records
         started = time.perf_counter()
         for start in range(0, len(prepared), size):
@@ -136,7 +137,7 @@ async def naive_baseline(backlog: Backlog, database: str, group: str, limit: int
     client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
     gateway = MongoGateway(client=client, database_name=database)
     db = await gateway.connect()
-    routes = build_routes(settings, gateway)
+    routes = routes_for(settings, gateway)
     consumer = AIOKafkaConsumer(*backlog.topics, **consumer_options(settings), group_id=group)
     await consumer.start()
     count = 0

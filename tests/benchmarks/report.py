@@ -69,7 +69,7 @@ def markdown(results: Results, chart_name: str) -> str:
         "## Throughput",
         "",
         f"Backlog: {results.events:,} pre-produced events, the four kinds in turn (validation, results,",
-        "incidents, telemetry; realistic payloads from `worker/demo/events.py`), 3 partitions per topic.",
+        "incidents, telemetry; realistic payloads from `tests/demo/events.py`), 3 partitions per topic.",
         f"Naive baseline: the first {results.naive_events:,} records of the same backlog.",
         f"Repetitions: {len(results.rates[WORKER])}; median and range (min-max, ± half-range / median).",
         "",
@@ -125,7 +125,7 @@ def markdown(results: Results, chart_name: str) -> str:
             "What the worker holds is bounded by configuration: at most `KAFKA_MAX_BATCH_RECORDS` records "
             "in hand, and aiokafka's prefetch, at most one fetched answer per assigned partition "
             "(`KAFKA_MAX_PARTITION_FETCH_BYTES` each, at most `KAFKA_FETCH_MAX_BYTES` per response); "
-            "glibc's mmap threshold is fixed at 1 MiB (`worker/memory.py`), so a freed fetch buffer "
+            "glibc's mmap threshold is fixed at 1 MiB (`worker/ops/memory.py`), so a freed fetch buffer "
             "leaves RSS at once. "
             "Kafka honours those limits; tansu overshoots the per-partition one and answers up to about "
             "5 MB per partition (see below), so on the stand-ins the prefetch fills up to about 12 x 5 MB "
@@ -196,10 +196,10 @@ PERFORMANCE_WORK = [
     "| step | worker events/s | worker / write ceiling |",
     "|---|---:|---:|",
     "| before (earlier rough figure: 1,923) | 3,351-3,718 | 0.65-0.71 |",
-    "| decode: raw-text shortcut instead of walking every key (`worker/decode.py`) | 3,564-3,755 | 0.71 |",
+    "| decode: raw-text shortcut instead of walking every key (`worker/pipeline/decode.py`) | 3,564-3,755 | 0.71 |",
     "| results: insert first, guarded upsert only for stored workflows (`worker/mongo/writers.py`) "
     "| 4,200-4,350 | 0.84-0.87 |",
-    "| batch: a route's records written in chunks of 250 as they are prepared (`worker/batch.py`) "
+    "| batch: a route's records written in chunks of 250 as they are prepared (`worker/pipeline/batch.py`) "
     "| 4,041-4,378 vs 3,896-4,013 without, paired runs | +5 % |",
     "",
     "- Profile before (pyinstrument, 30,000 events, 20.2 s wall): 13.9 s waiting in `epoll` for",
@@ -244,11 +244,11 @@ PERFORMANCE_WORK = [
     "  full bench with both memory runs gave peaks of 144 MiB (1,000,000 events) and 164 MiB",
     "  (2,000,000), RSS wandering 134-164 MiB; the same runs with `MALLOC_MMAP_THRESHOLD_=1048576`",
     "  gave 124 and 124 MiB, level from the first tenth, falling to 58 MiB as the backlog emptied.",
-    "  The worker now fixes the threshold at 1 MiB at start-up (`worker/memory.py`; glibc's variable",
+    "  The worker now fixes the threshold at 1 MiB at start-up (`worker/ops/memory.py`; glibc's variable",
     "  still wins when set); `tests/unit/test_memory.py` reproduces the pattern (150 MiB of 5 MiB",
     "  buffers freed: 152 MiB kept by default, 2 MiB with the fixed threshold).",
     "- On a backlog, aiokafka hands out one partition's records per poll, so a batch usually holds a",
-    "  single route and the per-route concurrency in `worker/batch.py` rarely applies; with nx-27017",
+    "  single route and the per-route concurrency in `worker/pipeline/batch.py` rarely applies; with nx-27017",
     "  executing one command at a time it would not help anyway.",
 ]
 

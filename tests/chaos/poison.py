@@ -1,5 +1,5 @@
 """Poison records generated with hypothesis, deterministically (derandomized, no example
-database), each built to trigger one dead-letter reason of worker/decode.py:
+database), each built to trigger one dead-letter reason of worker/pipeline/decode.py:
 
     too_large          a good event padded past MAX_EVENT_BYTES
     too_deep           a good event carrying JSON nested deeper than MAX_NESTING_DEPTH
@@ -28,7 +28,7 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from worker.demo.events import EventFactory
+from tests.demo.events import EventFactory
 from worker.settings import RouteName
 
 REQUIRED = {

@@ -5,6 +5,7 @@ route fail-closed. Fail-open records go to the dead-letter topics after the retr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +17,26 @@ from tests.chaos.invariant import Published, check_invariant, publish_all
 from tests.chaos.support import (
     chaos_settings,
     good_count,
+    log_events,
     mixed_stream,
     prepare_chaos_topics,
     wait_all_committed,
 )
 from tests.conftest import ServerKinds
-from tests.integration.harness import WorkerProcess
-from worker.dlq_replay import DlqReplayOptions, dlq_replay_command
+from tests.integration.harness import WorkerProcess, wait_until
+from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
 from worker.settings import RouteName, Settings
 
 ALL_ROUTES = ",".join(route.value for route in RouteName)
 
 
 async def publish_around_an_outage(
-    settings: Settings, records: list[Published], mongo: Any, *, chunks: int, outage_s: float
-) -> None:
+    settings: Settings, records: list[Published], mongo: Any, *, chunks: int, outage_s: float,
+    felt: Callable[[], bool] = lambda: True,
+) -> None:  # fmt: skip
     """Publish in chunks, 0.3 s apart; stop MongoDB after the first third, start it again
-    `outage_s` later, after the second third."""
+    `outage_s` later, after the second third, and not before the worker has `felt` the outage
+    (at most 90 s more: on a loaded machine the retries can outlast a short outage)."""
     size = -(-len(records) // chunks)
     parts = [records[i : i + size] for i in range(0, len(records), size)]
     third = len(parts) // 3
@@ -41,6 +45,10 @@ async def publish_around_an_outage(
             mongo.stop()
         if index == 2 * third:
             await asyncio.sleep(outage_s)
+            for _ in range(900):
+                if felt():
+                    break
+                await asyncio.sleep(0.1)
             mongo.start()
         await publish_all(settings, part)
         await asyncio.sleep(0.3)
@@ -61,8 +69,15 @@ async def test_mongodb_stopped_and_restarted_mid_stream(
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     processes.append(worker)
     worker.start()
+    # The worker consumes only once MongoDB has answered: the outage must find it running.
+    await wait_until(lambda: _started(worker), within=120, what="the worker started")
+    def persist_failed_logged() -> bool:
+        return policy == "fail-closed" or any(
+            str(line.get("event", "")).endswith("_persist_failed") for line in log_events(worker)
+        )
+
     await publish_around_an_outage(settings, records, controllable_mongo, chunks=scale.pick(12, 30),
-                                   outage_s=scale.pick(4, 20))  # fmt: skip
+                                   outage_s=scale.pick(4, 20), felt=persist_failed_logged)  # fmt: skip
     await wait_all_committed(settings, len(records), within=scale.pick(240, 900))
     assert worker.terminate() == 0
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(controllable_mongo.uri)
@@ -87,3 +102,7 @@ async def test_mongodb_stopped_and_restarted_mid_stream(
         assert after.counts.stored == good_count(records), "every good event stored once after the replay"
     finally:
         await client.close()
+
+
+async def _started(worker: WorkerProcess) -> bool:
+    return any(line.get("event") == "worker_started" for line in log_events(worker))

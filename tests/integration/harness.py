@@ -18,9 +18,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from tests.demo.events import EventFactory
+from tests.demo.publish import read_until_idle
 from worker.app import run_worker
-from worker.demo.events import EventFactory
-from worker.demo.publish import read_until_idle
 from worker.settings import RouteName, Settings
 
 FAST_RETRIES = {

@@ -15,13 +15,15 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.documents import telemetry_buffer_document
 from schemas.events import TelemetryEvent
+from tests.demo.events import EventFactory
 from tests.integration.harness import settings_for
-from worker.claims import TelemetryBuffer
-from worker.delivery import TelemetryPublisher, create_delivery_producer
-from worker.demo.events import EventFactory
-from worker.mongo.gateway import MongoGateway, create_client
-from worker.redelivery import BatchReport, RedeliveryLoop
+from worker.mongo.gateway import gateway_for
+from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.batches import BatchReport
+from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
+from worker.telemetry.loop import RedeliveryLoop
+from worker.telemetry.redeliver import buffer_for
 
 QUICK_REDELIVERY = {
     "redelivery_lease_s": 6.0,
@@ -106,15 +108,18 @@ class CountingLoop(RedeliveryLoop):
 @contextlib.asynccontextmanager
 async def running_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator[CountingLoop]:
     """A redelivery loop with its own MongoDB client and producer, run as a task until `stop`."""
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     await gateway.connect()
     producer = create_delivery_producer(settings)
     await producer.start()
     loop = CountingLoop(
-        buffer=TelemetryBuffer(database=gateway.database, settings=settings),
+        buffer=buffer_for(settings, gateway.database),
         publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
-        settings=settings,
         stop=stop,
+        batch_size=settings.redelivery_batch_size,
+        lease_s=settings.redelivery_lease_s,
+        idle_poll_s=settings.redelivery_idle_poll_s,
+        backoff=RetryPolicy.for_redelivery(settings),
     )
     task = asyncio.create_task(loop.run())
     try:

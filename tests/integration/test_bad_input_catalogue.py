@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import (
     Outgoing,
     committed_offsets,
@@ -26,7 +27,6 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
 
 DOC = Path(__file__).parents[2] / "docs" / "reliability.md"

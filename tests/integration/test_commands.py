@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, settings_for, wait_until
-from worker import queries
-from worker.demo.events import EventFactory
+from worker.mongo import queries
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import RouteName
 
@@ -146,7 +146,7 @@ async def test_running_worker_serves_readiness_and_metrics(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
 ) -> None:
     """While running, /readyz answers 200 and /metrics counts the stored records of each route."""
-    from worker.demo.servers import free_port
+    from tests.standins import free_port
 
     port = free_port()
     settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, http_port=port)

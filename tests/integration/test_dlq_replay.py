@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -18,9 +19,9 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.events import EventFactory
-from worker.dlq import DeadLetter
-from worker.dlq_replay import DlqReplayOptions, SourceRecord, dlq_replay_command
+from worker.commands.dlq_records import SourceRecord
+from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
+from worker.pipeline.dead_letters import DeadLetter
 from worker.settings import RouteName, Settings
 
 

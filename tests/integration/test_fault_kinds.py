@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from tests.demo.events import EventFactory
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
     committed_offsets,
@@ -19,7 +20,6 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
-from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
 
 PARTITIONS = 3

@@ -11,6 +11,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import (
     WorkerProcess,
     committed_offsets,
@@ -22,8 +23,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.events import EventFactory
-from worker.demo.servers import free_port
+from tests.standins import free_port
 from worker.settings import RouteName, Settings
 
 COLLECTIONS = ("validation_audit", "workflow_results", "incidents", "telemetry_buffer")

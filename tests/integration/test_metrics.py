@@ -22,9 +22,9 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from worker import buffer_stats
-from worker.demo.servers import free_port
+from tests.standins import free_port
 from worker.settings import RouteName, Settings
+from worker.telemetry import stats as buffer_stats
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

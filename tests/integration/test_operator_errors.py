@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from worker.exit_codes import ExitCode
+from worker.commands.exit_codes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Zebra-4711-pw"
@@ -40,7 +40,9 @@ UNREACHABLE_EXIT = {name: ExitCode.UNREACHABLE for name in COMMANDS} | {"config"
 
 def run_cli(args: tuple[str, ...], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "MONGODB_", "MONGO_"))}
-    base = {"MONGODB_SERVER_SELECTION_TIMEOUT_MS": "300", "HTTP_PORT": "0", "LOG_FORMAT": "json"}
+    # `run` and `telemetry redeliver` wait for MongoDB at start-up; bounded here, they exit 3 after it.
+    base = {"MONGODB_SERVER_SELECTION_TIMEOUT_MS": "300", "MONGODB_STARTUP_TIMEOUT_S": "3", "HTTP_PORT": "0",
+            "LOG_FORMAT": "json"}  # fmt: skip
     return subprocess.run([sys.executable, "-m", "worker", *args], capture_output=True, text=True,
                           env={**clean, **base, **env}, timeout=120, cwd=ROOT)  # fmt: skip
 

@@ -10,6 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.documents import canonical_hash
+from tests.demo.events import EventFactory
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -19,7 +20,6 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.events import EventFactory
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import RouteName, Settings
 

@@ -28,7 +28,7 @@ import yaml
 
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess, prepare_topics, publish_good, settings_for, wait_until
-from worker.demo.servers import free_port
+from tests.standins import free_port
 from worker.settings import RouteName, Settings
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yaml"

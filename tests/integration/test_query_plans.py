@@ -1,6 +1,6 @@
 """Each `persistence-worker query` subcommand, and the telemetry_buffer gauges' queries, use an index.
 
-The very query a command sends (worker.queries) goes through `explain` (queryPlanner) on
+The very query a command sends (worker.mongo.queries) goes through `explain` (queryPlanner) on
 the real server: its winning plan must read an index (IXSCAN, DISTINCT_SCAN, ...) and
 never scan the collection.
 """
@@ -21,10 +21,11 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from worker import buffer_stats, queries
-from worker.demo.events import EventFactory
+from tests.demo.events import EventFactory
+from worker.commands.query import COLUMNS, query_for
+from worker.mongo import queries
 from worker.mongo.indexes import ensure_indexes
-from worker.query_commands import COLUMNS, query_for
+from worker.telemetry import stats as buffer_stats
 
 Document = dict[str, Any]
 
@@ -100,7 +101,7 @@ def assert_reads_an_index(answer: Document) -> None:
 
 
 # `validations` groups every document on validation_result.valid, which the guide does not index:
-# it reads the whole collection by design (see worker.queries).
+# it reads the whole collection by design (see worker.mongo.queries).
 INDEXED_SUBCOMMANDS = sorted(set(COLUMNS) - {"validations"})
 
 

@@ -19,9 +19,9 @@ from tests.integration.telemetry_support import (
     redelivery_settings,
     running_loop,
 )
-from worker.claims import TelemetryBuffer
-from worker.mongo.gateway import MongoGateway, create_client
+from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.telemetry.redeliver import buffer_for
 
 
 @pytest.fixture
@@ -245,9 +245,9 @@ async def test_a_lease_held_by_a_dead_replica_expires_and_another_delivers(
     settings = settings.model_copy(update={"redelivery_lease_s": 3.0})
     documents = buffered_documents(10, seed=38)
     await mongo_db.telemetry_buffer.insert_many(documents)
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     await gateway.connect()
-    dead = TelemetryBuffer(database=gateway.database, settings=settings)
+    dead = buffer_for(settings, gateway.database)
     owner = dead.new_lease_owner()
     claimed = [await dead.claim_next_due(owner) for _ in range(3)]
     claimed_at = time.monotonic()

@@ -19,11 +19,13 @@ from tests.integration.telemetry_support import (
     redelivery_settings,
     running_loop,
 )
-from worker.claims import ParkedScope, TelemetryBuffer
-from worker.demo.servers import free_port
-from worker.mongo.gateway import MongoGateway, create_client
-from worker.replay import ReplayOptions, Selection, parse_instant, replay_command
+from tests.standins import free_port
+from worker.commands.arguments import parse_instant
+from worker.commands.replay import ReplayOptions, Selection, replay_command
+from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.telemetry.buffer import ParkedScope
+from worker.telemetry.redeliver import buffer_for
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
 
@@ -161,9 +163,9 @@ async def test_exit_code_is_1_when_another_claimant_holds_a_chosen_document(
     """A document leased by another worker is skipped, not sent twice at once, and the exit code says not everything went."""
     documents = buffered_documents(4, seed=52)
     await mongo_db.telemetry_buffer.insert_many(documents)
-    gateway = MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    gateway = gateway_for(settings)
     await gateway.connect()
-    other = TelemetryBuffer(database=gateway.database, settings=settings)
+    other = buffer_for(settings, gateway.database)
     held = await other.claim_next_due(other.new_lease_owner())
     await gateway.close()
     assert held is not None

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
+from tests.demo.publish import read_until_idle
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
     RedeliverProcess,
@@ -30,8 +31,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.publish import read_until_idle
-from worker.demo.servers import LocalKafka, StandInError, find_tansu, free_port
+from tests.standins import LocalKafka, StandInError, find_tansu, free_port
 from worker.settings import RouteName
 
 

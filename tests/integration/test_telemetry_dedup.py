@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from worker.claims import Attempt, TelemetryBuffer
-from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
+from worker.telemetry.buffer import Attempt
+from worker.telemetry.redeliver import buffer_for
 
 
 async def delivered_ids(settings: Settings) -> Counter[str]:
@@ -95,7 +96,7 @@ async def test_tombstones_are_never_claimed_and_are_purged_after_the_window(
     old.update(state="delivered", delivered_at=now - timedelta(hours=2))
     recent.update(state="delivered", delivered_at=now - timedelta(minutes=5))
     await mongo_db.telemetry_buffer.insert_many([old, recent, pending])
-    buffer = TelemetryBuffer(database=lambda: mongo_db, settings=settings)
+    buffer = buffer_for(settings, lambda: mongo_db)
 
     owner = buffer.new_lease_owner()
     claimed = [await buffer.claim_next_due(owner) for _ in range(3)]
@@ -119,7 +120,7 @@ async def test_a_tombstone_written_by_settling_is_purged_once_past_the_window(
                                    telemetry_dedup_window_s=3600)  # fmt: skip
     [document] = buffered_documents(1, seed=48)
     await mongo_db.telemetry_buffer.insert_one(document)
-    buffer = TelemetryBuffer(database=lambda: mongo_db, settings=settings)
+    buffer = buffer_for(settings, lambda: mongo_db)
     owner = buffer.new_lease_owner()
     claimed = await buffer.claim_next_due(owner)
     assert claimed is not None
@@ -128,5 +129,5 @@ async def test_a_tombstone_written_by_settling_is_purged_once_past_the_window(
     assert await buffer.purge_tombstones() == 0
     past_window = settings.model_copy(update={"telemetry_dedup_window_s": 0.001})
     await asyncio.sleep(0.01)
-    assert await TelemetryBuffer(database=lambda: mongo_db, settings=past_window).purge_tombstones() == 1
+    assert await buffer_for(past_window, lambda: mongo_db).purge_tombstones() == 1
     assert await mongo_db.telemetry_buffer.count_documents({}) == 0

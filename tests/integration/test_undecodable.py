@@ -13,6 +13,7 @@ from aiokafka.errors import UnsupportedCodecError
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from tests.demo.events import EventFactory
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -20,7 +21,6 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.demo.events import EventFactory
 from worker.settings import RouteName, Settings
 
 BAD_PARTITION, BAD_OFFSET, PER_PARTITION = 0, 5, 10

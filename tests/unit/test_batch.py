@@ -1,8 +1,9 @@
-"""Specification of worker.batch.BatchProcessor: one polled batch in, writes, dead letters and commits out."""
+"""Specification of worker.pipeline.batch.BatchProcessor: one polled batch in, writes, dead letters and commits out."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,12 +22,13 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from worker.batch import BatchProcessor, BatchResult
-from worker.demo.events import EventFactory
-from worker.dlq import DeadLetter
+from tests.demo.events import EventFactory
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
-from worker.routes import FailurePolicy, Route
+from worker.pipeline.batch import BatchProcessor, BatchResult
+from worker.pipeline.dead_letters import DeadLetter
+from worker.pipeline.routes import FailurePolicy, Route
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
 
 Document = Mapping[str, Any]
@@ -137,6 +139,17 @@ def pipeline(fast_settings: Settings) -> Pipeline:
     return make_pipeline(fast_settings)
 
 
+def processor_for(settings: Settings, routes: Mapping[str, Route], dead_letters: Any) -> BatchProcessor:
+    """The processor with the settings' retry policy and limits, as app.py builds it."""
+    return BatchProcessor(
+        routes=routes,
+        dead_letters=dead_letters,
+        retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
+        max_event_bytes=settings.max_event_bytes,
+        max_depth=settings.max_nesting_depth,
+    )
+
+
 def make_pipeline(
     settings: Settings, *, fail_closed: frozenset[RouteName] = frozenset(), dlq_error: Exception | None = None
 ) -> Pipeline:
@@ -155,7 +168,7 @@ def make_pipeline(
             policy=FailurePolicy.FAIL_CLOSED if name in fail_closed else FailurePolicy.FAIL_OPEN,
         )
     dead_letters = FakeDeadLetters(error=dlq_error)
-    processor = BatchProcessor(routes=routes, dead_letters=dead_letters, settings=settings)  # type: ignore[arg-type]
+    processor = processor_for(settings, routes, dead_letters)
     return Pipeline(processor, writers, dead_letters, routes)
 
 
@@ -532,7 +545,7 @@ async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_wri
         routes[TOPICS[RouteName.INCIDENTS]] = dataclasses.replace(
             routes[TOPICS[RouteName.INCIDENTS]], writer=writer
         )
-        processor = BatchProcessor(routes=routes, dead_letters=pipeline.dead_letters, settings=fast_settings)  # type: ignore[arg-type]
+        processor = processor_for(fast_settings, routes, pipeline.dead_letters)
         result = await processor.process({INC: [record(RouteName.INCIDENTS, 0, b"{not json")]})
     finally:
         await client.close()

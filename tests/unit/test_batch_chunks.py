@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import capture_logs
 
+from tests.demo.events import EventFactory
 from tests.unit.test_batch import INC, TOPICS, Document, FakeWriter, Pipeline, good_record, make_pipeline
-from worker.batch import WRITE_CHUNK
-from worker.demo.events import EventFactory
 from worker.errors import TransientError
 from worker.mongo.writers import WriteOutcome
+from worker.pipeline.batch import WRITE_CHUNK
 from worker.settings import RouteName, Settings
 
 BIG = 2 * WRITE_CHUNK + 17

@@ -1,4 +1,4 @@
-"""Specification of the telemetry_buffer gauges (worker.buffer_stats) without a server."""
+"""Specification of the telemetry_buffer gauges (worker.telemetry.stats) without a server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
-from worker.buffer_stats import BufferStats, age_s, publish, sample, sample_and_publish
+from worker.telemetry.stats import BufferStats, age_s, publish, sample, sample_and_publish
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

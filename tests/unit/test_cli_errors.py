@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from worker import cli
-from worker.about import worker_version
-from worker.exit_codes import ExitCode
+from worker.commands import cli
+from worker.commands.exit_codes import ExitCode
+from worker.ops.about import worker_version
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Zebra-4711-pw"
@@ -111,7 +111,7 @@ def test_an_unexpected_error_is_one_line_and_exit_70(
     async def broken(*_args: object) -> int:
         raise RuntimeError(f"unplanned\nwhile using {SECRET_URI}")
 
-    monkeypatch.setattr("worker.check.check_command", broken)
+    monkeypatch.setattr("worker.commands.check.check_command", broken)
     monkeypatch.setenv("LOG_FORMAT", "json")
     assert cli.main(["check"]) == ExitCode.INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
@@ -130,7 +130,7 @@ def test_an_unexpected_error_shows_its_stack_at_debug(
     async def broken(*_args: object) -> int:
         raise RuntimeError(f"unplanned at {SECRET_URI}")
 
-    monkeypatch.setattr("worker.check.check_command", broken)
+    monkeypatch.setattr("worker.commands.check.check_command", broken)
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("LOG_FORMAT", "json")
     assert cli.main(["check"]) == ExitCode.INTERNAL
@@ -146,14 +146,14 @@ def test_ctrl_c_outside_a_command_s_own_handling_exits_130(monkeypatch: pytest.M
     async def interrupted(*_args: object) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("worker.check.check_command", interrupted)
+    monkeypatch.setattr("worker.commands.check.check_command", interrupted)
     monkeypatch.setenv("LOG_FORMAT", "json")
     assert cli.main(["check"]) == ExitCode.INTERRUPTED
 
 
 def test_startup_facts_name_version_and_servers_without_credentials() -> None:
     """`startup_facts` gives `worker_started` the version, brokers, MongoDB hosts and database, no password."""
-    from worker.about import startup_facts
+    from worker.ops.about import startup_facts
     from worker.settings import Settings
 
     settings = Settings(mongodb_uri=SECRET_URI, kafka_bootstrap_servers="k1:9092,k2:9092")

@@ -1,4 +1,4 @@
-"""Specification of worker.consumer.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
+"""Specification of worker.pipeline.consumer.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from worker.batch import BatchResult
-from worker.consumer import ConsumerLoop, _FinishInFlightBatch
 from worker.errors import TransientError
+from worker.kafka.consumer import GroupConsumer
+from worker.pipeline.batch import BatchResult
+from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch
+from worker.retry import RetryPolicy
 from worker.settings import Settings
 
 A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b", 0)
@@ -96,6 +98,18 @@ class FakeProcessor:
         return outcome
 
 
+def make_loop(*, consumer: Any, processor: Any, settings: Settings, stop: asyncio.Event) -> ConsumerLoop:
+    """The loop as app.py builds it from the settings, over a fake consumer and processor."""
+    return ConsumerLoop(
+        consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
+        processor=processor,
+        stop=stop,
+        poll_timeout_ms=settings.kafka_poll_timeout_ms,
+        max_records=settings.kafka_max_batch_records,
+        backoff=RetryPolicy.from_settings(settings).backoff_s,
+    )
+
+
 def records(*offsets: int) -> list[FakeRecord]:
     return [FakeRecord(offset) for offset in offsets]
 
@@ -114,7 +128,7 @@ async def run(
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, batches)
     processor = FakeProcessor(list(outcomes))
-    loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=processor, settings=settings, stop=stop)
     await asyncio.wait_for(loop.run(), timeout=5)
     return consumer, processor
 
@@ -144,7 +158,7 @@ async def test_partitions_no_longer_assigned_are_neither_processed_nor_committed
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{A0: records(1), A1: records(7)}], assigned={A0})
     processor = FakeProcessor([result({A0: 2})])
-    loop = ConsumerLoop(consumer=consumer, processor=processor, settings=fast_settings, stop=stop)  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=processor, settings=fast_settings, stop=stop)
     await asyncio.wait_for(loop.run(), timeout=5)
     assert processor.seen == [{A0: records(1)}]
     assert consumer.commits == [{A0: 2}]
@@ -208,9 +222,9 @@ async def test_a_failed_commit_is_logged_and_not_fatal(fast_settings: Settings) 
     """A commit rejected by the group (a rebalance) logs `commit_failed` and the loop goes on."""
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{A0: records(1)}], commit_error=CommitFailedError("rebalanced"))
-    loop = ConsumerLoop(
+    loop = make_loop(
         consumer=consumer,
-        processor=FakeProcessor([result({A0: 2})]),  # type: ignore[arg-type]
+        processor=FakeProcessor([result({A0: 2})]),
         settings=fast_settings,
         stop=stop,
     )
@@ -223,9 +237,9 @@ async def test_revoked_partitions_are_forgotten(fast_settings: Settings) -> None
     """On revoke the listener waits for the batch in hand and forgets the revoked partitions' pauses."""
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{A0: records(20)}])
-    loop = ConsumerLoop(
+    loop = make_loop(
         consumer=consumer,
-        processor=FakeProcessor([result({}, {A0: 20})]),  # type: ignore[arg-type]
+        processor=FakeProcessor([result({}, {A0: 20})]),
         settings=fast_settings,
         stop=stop,
     )
@@ -251,7 +265,7 @@ async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings:
 
     processor = FakeProcessor([])
     processor.process = fail  # type: ignore[method-assign]
-    loop = ConsumerLoop(consumer=consumer, processor=processor, settings=settings, stop=stop)  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=processor, settings=settings, stop=stop)
     running = asyncio.create_task(loop.run())
     try:
         await asyncio.wait_for(failed.wait(), timeout=5)
@@ -283,7 +297,7 @@ async def test_commit_lag_is_the_high_watermark_minus_the_committed_offset(fast_
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{C0: records(3, 4)}, {}], assigned={C0, C1}, highwaters={C0: 10, C1: 7},
                             positions={C1: 7})  # fmt: skip
-    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({C0: 5})]),  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=FakeProcessor([result({C0: 5})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
     await asyncio.wait_for(loop.run(), timeout=5)
     assert lag_of(C0) == 10 - 5
@@ -294,7 +308,7 @@ async def test_a_partition_not_committed_yet_lags_from_where_it_started(fast_set
     """Before its first commit (a fail-closed route blocked), a partition lags from its first polled record."""
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{C0: records(3, 4)}], assigned={C0}, highwaters={C0: 12})
-    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({}, {C0: 3})]),  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=FakeProcessor([result({}, {C0: 3})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
     await asyncio.wait_for(loop.run(), timeout=5)
     assert lag_of(C0) == 12 - 3
@@ -304,7 +318,7 @@ async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) 
     """A revoked partition's lag is another member's: its labels leave /metrics."""
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, [{C0: records(0)}], assigned={C0}, highwaters={C0: 4})
-    loop = ConsumerLoop(consumer=consumer, processor=FakeProcessor([result({C0: 1})]),  # type: ignore[arg-type]
+    loop = make_loop(consumer=consumer, processor=FakeProcessor([result({C0: 1})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
     await asyncio.wait_for(loop.run(), timeout=5)
     assert lag_of(C0) == 3

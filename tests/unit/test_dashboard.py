@@ -13,8 +13,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-import worker.observability
-import worker.redelivery
+import worker.ops.metrics
+import worker.telemetry.loop
 from tests.unit.test_alerts import exported_metric_names, metric_names_in, promtool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def queries() -> list[tuple[str, str]]:
 
 
 def _metrics() -> list[MetricWrapperBase]:
-    modules = (worker.observability, worker.redelivery)
+    modules = (worker.ops.metrics, worker.telemetry.loop)
     return [
         value for module in modules for value in vars(module).values() if isinstance(value, MetricWrapperBase)
     ]

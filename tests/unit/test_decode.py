@@ -1,4 +1,4 @@
-"""Specification of worker.decode: raw record bytes to a validated event, or a precise rejection."""
+"""Specification of worker.pipeline.decode: raw record bytes to a validated event, or a precise rejection."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from schemas.events import IncidentEvent, WorkflowResultEvent
-from worker.decode import decode_json_object, validate_event
-from worker.demo.events import EventFactory
+from tests.demo.events import EventFactory
 from worker.errors import EventRejected, PermanentError
+from worker.pipeline.decode import decode_json_object, validate_event
 
 LIMITS: dict[str, Any] = {"max_bytes": 1024, "max_depth": 8}
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.decode import check_storable, decode_json_object, surely_storable
 from worker.errors import EventRejected
+from worker.pipeline.decode import check_storable, decode_json_object, surely_storable
 
 keys = st.text(max_size=6) | st.sampled_from(["$where", "a\x00b", "$", "cpu.usage", "\\u0024"])
 json_values = st.recursive(

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from worker.decode import decode_json_object, validate_event
 from worker.errors import EventRejected
+from worker.pipeline.decode import decode_json_object, validate_event
 
 MODELS = (ValidationEvent, WorkflowResultEvent, IncidentEvent, TelemetryEvent)
 json_values = st.recursive(

@@ -447,13 +447,13 @@ def test_scaled_object_measures_the_worker_group_on_every_input_topic() -> None:
 
 
 def test_replay_template_never_runs_by_itself() -> None:
-    """The replay CronJob is suspended, runs `persistence-worker replay` once and is not retried."""
+    """The replay CronJob is suspended, runs `persistence-worker telemetry replay` once and is not retried."""
     cronjob = _replay_cronjob()
     assert cronjob["spec"]["suspend"] is True
     job = cronjob["spec"]["jobTemplate"]["spec"]
     assert job["backoffLimit"] == 0
     (container,) = job["template"]["spec"]["containers"]
-    assert container["args"][0] == "replay"
+    assert container["args"][:2] == ["telemetry", "replay"]
     assert container["image"] == _worker_container()["image"]
 
 

@@ -1,4 +1,4 @@
-"""Specification of worker.dlq: what a dead letter carries and how it is published."""
+"""Specification of worker.pipeline.dead_letters: what a dead letter carries and how it is published."""
 
 from __future__ import annotations
 
@@ -11,8 +11,14 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError, UnknownError
 from aiokafka.structs import TopicPartition
 
-from worker.dlq import DEFAULT_MAX_REQUEST_BYTES, MAX_MESSAGE_CHARS, DeadLetter, DeadLetterPublisher, Outgoing
 from worker.errors import TransientError
+from worker.pipeline.dead_letters import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    MAX_MESSAGE_CHARS,
+    DeadLetter,
+    DeadLetterPublisher,
+    Outgoing,
+)
 
 
 @dataclass(frozen=True)

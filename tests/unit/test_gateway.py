@@ -11,7 +11,7 @@ from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeou
 from structlog.testing import capture_logs
 
 from worker.errors import PermanentError, TransientError
-from worker.mongo.gateway import MongoGateway, create_client
+from worker.mongo.gateway import MongoGateway, create_client, gateway_for, open_gateway
 from worker.settings import Settings
 
 Document = dict[str, Any]
@@ -121,3 +121,24 @@ async def test_writes_are_majority_and_journaled_unless_the_uri_says_otherwise(
         assert client.write_concern.document == expected
     finally:
         await client.close()
+
+
+async def test_gateway_for_builds_an_unconnected_gateway_on_the_configured_database() -> None:
+    """gateway_for gives a gateway for MONGODB_DATABASE that has not pinged yet (the client connects lazily)."""
+    gateway = gateway_for(Settings(mongodb_database="audit"))
+    try:
+        assert isinstance(gateway, MongoGateway)
+        assert not gateway.connected
+        assert gateway._database_name == "audit"
+    finally:
+        await gateway.close()
+
+
+async def test_open_gateway_closes_the_client_on_the_way_out() -> None:
+    """open_gateway yields a gateway and closes its client when the block ends, even on an error."""
+    with pytest.raises(RuntimeError):
+        async with open_gateway(Settings()) as gateway:
+            client = gateway._client
+            raise RuntimeError("boom")
+    with pytest.raises(Exception, match=r"closed|Cannot use"):
+        await client.admin.command("ping")

@@ -1,4 +1,4 @@
-"""Specification of the periodic index check (worker.index_health) without a server."""
+"""Specification of the periodic index check (worker.mongo.index_health) without a server."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
-from worker.index_health import check_once, check_until_stopped
+from worker.mongo.index_health import check_once, check_until_stopped
 from worker.mongo.indexes import EXPECTED_INDEXES
-from worker.settings import Settings
 
 
 class FakeCursor:
@@ -90,6 +89,6 @@ async def test_interval_zero_turns_the_check_off() -> None:
             raise AssertionError("the check must not run")
 
     await asyncio.wait_for(
-        check_until_stopped(NoGateway(), Settings(index_check_interval_s=0), asyncio.Event()),  # type: ignore[arg-type]
+        check_until_stopped(NoGateway(), asyncio.Event(), interval_s=0, expected={}),  # type: ignore[arg-type]
         timeout=1,
     )

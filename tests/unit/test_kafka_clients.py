@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.kafka import create_consumer
+from worker.kafka.clients import ProducerPurpose, create_consumer, create_producer
 from worker.settings import Settings
 
 
@@ -46,3 +46,23 @@ async def test_another_group_keeps_the_same_fetch_bounds() -> None:
     assert consumer._group_id == "other"
     assert (consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes) == (2 * 1024 * 1024, 65536)
     assert consumer._isolation_level == "read_committed"
+
+
+async def test_every_producer_waits_for_all_replicas() -> None:
+    """Every purpose's producer is built with acks=all (aiokafka stores it as -1)."""
+    for purpose in ProducerPurpose:
+        assert create_producer(Settings(), purpose=purpose)._sender._acks == -1
+
+
+async def test_the_dead_letter_producer_is_bounded_by_the_max_request_size() -> None:
+    """Dead letters and republished records share KAFKA_MAX_REQUEST_BYTES as max_request_size."""
+    settings = Settings(kafka_max_request_bytes=2 * 1024 * 1024)
+    for purpose in (ProducerPurpose.DEAD_LETTERS, ProducerPurpose.REPUBLISH):
+        assert create_producer(settings, purpose=purpose)._max_request_size == 2 * 1024 * 1024
+
+
+async def test_the_telemetry_producer_resolves_within_a_quarter_of_the_lease() -> None:
+    """The telemetry producer has no idempotence and a request timeout of a quarter of the redelivery lease."""
+    producer = create_producer(Settings(redelivery_lease_s=60), purpose=ProducerPurpose.TELEMETRY)
+    assert producer._request_timeout_ms == 15_000
+    assert producer._txn_manager is None  # aiokafka builds a transaction manager only for idempotence

@@ -10,8 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from worker.library_logs import LibraryLogHandler, RateLimiter
-from worker.logging import SafeSink, configure_logging
+from worker.ops.library_logs import LibraryLogHandler, RateLimiter
+from worker.ops.logging import SafeSink, configure_logging
 
 
 class Clock:
@@ -98,7 +98,7 @@ def test_a_broken_pipe_is_swallowed_and_counted() -> None:
 
 def test_the_rate_limiter_remembers_a_bounded_number_of_messages() -> None:
     """Beyond MAX_TRACKED_MESSAGES distinct messages the quiet ones are forgotten, so memory stays bounded."""
-    from worker.library_logs import MAX_TRACKED_MESSAGES
+    from worker.ops.library_logs import MAX_TRACKED_MESSAGES
 
     clock = Clock()
     limiter = RateLimiter(60, clock)

@@ -1,4 +1,4 @@
-"""Specification of credential redaction (worker.redact) and the log setup (worker.logging)."""
+"""Specification of credential redaction (worker.ops.redaction) and the log setup (worker.ops.logging)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from worker.logging import configure_logging, scrub_credentials
-from worker.redact import redact_uri
+from worker.ops.logging import configure_logging, scrub_credentials
+from worker.ops.redaction import redact_uri
 
 Processor = Callable[[Any, str, Any], Any]
 

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from worker.memory import fix_mmap_threshold
+from worker.ops.memory import fix_mmap_threshold
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -25,7 +25,7 @@ FETCH_PATTERN = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from worker.memory import fix_mmap_threshold
+    from worker.ops.memory import fix_mmap_threshold
 
     def rss_mib():
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -77,7 +77,7 @@ def test_every_command_fixes_the_threshold_before_it_runs(monkeypatch: pytest.Mo
     """`persistence-worker <command>` sets the threshold after reading its settings and before the command's handler."""
     import argparse
 
-    import worker.cli as cli
+    import worker.commands.cli as cli
 
     calls: list[str] = []
     monkeypatch.setattr(cli, "fix_mmap_threshold", lambda: calls.append("threshold") or True)

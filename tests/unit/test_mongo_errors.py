@@ -21,7 +21,8 @@ from pymongo.errors import (
 )
 
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
-from worker.mongo.errors import convert, is_transient
+from worker.mongo.errors import convert, converting, is_transient
+from worker.mongo.queries import recent_incidents_query
 
 TRANSIENT = {
     "AutoReconnect": AutoReconnect("connection reset by peer"),
@@ -92,3 +93,23 @@ def test_the_converted_message_names_the_pymongo_error() -> None:
     """The converted error's message starts with the PyMongo class name, then its message."""
     converted = convert(AutoReconnect("db:27017: connection closed"))
     assert str(converted) == "AutoReconnect: db:27017: connection closed"
+
+
+def test_a_block_converted_raises_ours_from_the_pymongo_error() -> None:
+    """Inside `converting()`, a PyMongoError leaves as our kind of error, chained to the original."""
+    original = AutoReconnect("connection reset by peer")
+    with pytest.raises(TransientError) as raised, converting():
+        raise original
+    assert raised.value.__cause__ is original
+
+
+async def test_a_query_that_fails_raises_ours() -> None:
+    """A guide query whose server fails mid-way raises a WorkerError, never PyMongo's own."""
+
+    class FailingCollection:
+        def find(self, *_args: object) -> FailingCollection:
+            raise OperationFailure("not authorized on orchestrator", code=13)
+
+    database = {"incidents": FailingCollection()}
+    with pytest.raises(OperationRefused):
+        await recent_incidents_query().run(database)  # type: ignore[arg-type]

@@ -8,12 +8,13 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from worker.claims import Attempt, Settled
+from tests.unit.redelivery_loops import loop_from
 from worker.errors import TransientError
-from worker.observability import Health, Liveness, respond, serve_http
-from worker.redelivery import RedeliveryLoop
-from worker.retry import with_retries
+from worker.ops.health import Health, Liveness
+from worker.ops.http import respond, serve_http
+from worker.retry import RetryPolicy, with_retries
 from worker.settings import Settings
+from worker.telemetry.buffer import Attempt, Settled
 
 
 def health(*, polled_ago: float = 0.0, mongodb: bool = True, assigned: bool = True) -> Health:
@@ -60,14 +61,14 @@ async def test_each_retry_is_counted_in_the_metrics() -> None:
             raise TransientError("down")
         return "ok"
 
-    assert await with_retries(settings, "metrics_test", flaky, None) == "ok"
+    assert await with_retries(RetryPolicy.from_settings(settings), "metrics_test", flaky, None) == "ok"
     after = REGISTRY.get_sample_value("persistence_write_retries_total", {"collection": "metrics_test"})
     assert after == before + 2
 
 
 async def test_metrics_endpoint_serves_prometheus_text_over_http() -> None:
     """GET /metrics over a real socket answers Prometheus text with the worker's counters."""
-    from worker.demo.servers import free_port
+    from tests.standins import free_port
 
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_http(port, health(), stop))
@@ -179,8 +180,7 @@ async def test_redelivery_outcomes_are_counted_per_document() -> None:
     """persistence_telemetry_redelivery_total{outcome} rises by the documents of each outcome of a batch."""
     parked = [{"_id": "tel-p", "retry_count": 10}]
     buffer = ScriptedBuffer(6, Settled(removed=2, rescheduled=1, parked=parked, unknown=1, lost=1))
-    loop = RedeliveryLoop(buffer=buffer, publisher=DeliveringPublisher(), settings=Settings(),  # type: ignore[arg-type]
-                          stop=asyncio.Event())  # fmt: skip
+    loop = loop_from(Settings(), buffer=buffer, publisher=DeliveringPublisher(), stop=asyncio.Event())
     before = {o: outcome_count(o) for o in ("delivered", "rescheduled", "parked", "unanswered", "lost")}
     await loop.deliver_batch(6)
     after = {o: outcome_count(o) - before[o] for o in before}
@@ -203,8 +203,7 @@ async def test_the_redelivery_loop_beats_before_each_batch_and_each_wait() -> No
     stop = asyncio.Event()
     liveness = RecordingLiveness()
     buffer = ScriptedBuffer(3, when_empty=stop.set)  # the stop comes with the empty batch: one idle wait
-    loop = RedeliveryLoop(buffer=buffer, publisher=DeliveringPublisher(), settings=settings,  # type: ignore[arg-type]
-                          stop=stop, liveness=liveness)  # fmt: skip
+    loop = loop_from(settings, buffer=buffer, publisher=DeliveringPublisher(), stop=stop, liveness=liveness)
     await asyncio.wait_for(loop.run(), timeout=5)
     # a batch of 3 documents, an empty one, then the idle wait
     assert liveness.beats == [30, 30, 7]
@@ -220,8 +219,7 @@ async def test_each_failed_redelivery_batch_is_counted_by_stage() -> None:
     """A batch that fails as a whole (broker down) counts once in persistence_telemetry_redelivery_failures_total{stage}."""
     settings = Settings(redelivery_batch_size=3, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=1)
     stop = asyncio.Event()
-    loop = RedeliveryLoop(buffer=ScriptedBuffer(10, Settled(rescheduled=3)), publisher=DownPublisher(),  # type: ignore[arg-type]
-                          settings=settings, stop=stop)  # fmt: skip
+    loop = loop_from(settings, buffer=ScriptedBuffer(10, Settled(rescheduled=3)), publisher=DownPublisher(), stop=stop)
     waits: list[float] = []
 
     async def pause(seconds: float) -> None:

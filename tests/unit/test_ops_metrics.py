@@ -9,7 +9,8 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 import worker.app  # noqa: F401  (every module that defines a metric)
-from worker.observability import RECORDS_STORED, CommitLag
+from worker.kafka.lag import CommitLag
+from worker.ops.metrics import RECORDS_STORED
 
 TP = TopicPartition("ops-metrics.results", 4)
 LABELS = {"topic": TP.topic, "partition": "4"}
@@ -87,7 +88,7 @@ def test_build_info_names_the_worker_python_and_client_libraries() -> None:
 
 def test_readiness_is_absent_until_tracked_then_read_at_each_scrape() -> None:
     """persistence_ready is not exported before track_readiness; then it follows the callable."""
-    from worker.observability import track_readiness
+    from worker.ops.metrics import track_readiness
 
     ready = {"now": False}
     if REGISTRY.get_sample_value("persistence_ready") is None:

@@ -1,4 +1,4 @@
-"""Specification of worker.prepare and its use in the batch: every record ends as a document or a dead letter."""
+"""Specification of worker.pipeline.prepare and its use in the batch: every record ends as a document or a dead letter."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 
 from schemas.documents import incident_document
 from schemas.events import IncidentEvent
+from tests.demo.events import EventFactory
 from tests.unit.test_batch import (
     INC,
     TOPICS,
@@ -20,8 +21,8 @@ from tests.unit.test_batch import (
     make_pipeline,
     record,
 )
-from worker.demo.events import EventFactory
-from worker.prepare import ERROR_TYPE_UNPROCESSABLE, Ready, Refused, prepare
+from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE
+from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.settings import RouteName, Settings
 
 INCIDENTS_DLQ = f"{TOPICS[RouteName.INCIDENTS]}.dlq"

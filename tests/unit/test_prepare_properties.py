@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.demo.events import EventFactory
 from tests.unit.test_batch import TOPICS, make_pipeline
-from worker.demo.events import EventFactory
-from worker.dlq import ERROR_TYPE_VALIDATION
-from worker.prepare import Ready, Refused, prepare
-from worker.routes import Route
+from worker.pipeline.dead_letters import ERROR_TYPE_VALIDATION
+from worker.pipeline.prepare import Ready, Refused, prepare
+from worker.pipeline.routes import Route
 from worker.settings import RouteName, Settings
 
 MAX_BYTES = 40_000

@@ -9,8 +9,9 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from worker.errors import TransientError
-from worker.observability import Health, respond
-from worker.reachability import Reachability, ServerReachability, probe_once, server_address
+from worker.ops.health import Health
+from worker.ops.http import respond
+from worker.ops.reachability import Reachability, ServerReachability, probe_once, server_address
 
 
 def up_gauge(server: str) -> float | None:

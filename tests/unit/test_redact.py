@@ -1,4 +1,4 @@
-"""Specification of worker.redact.scrub and the log processor built on it: no secret leaves the process."""
+"""Specification of worker.ops.redaction.scrub and the log processor built on it: no secret leaves the process."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import orjson
 import pytest
 import structlog
 
-from worker.logging import configure_logging, scrub_credentials
-from worker.redact import MASK, forget_secrets, remember_secret, remember_uri_password, scrub
+from worker.ops.logging import configure_logging, scrub_credentials
+from worker.ops.redaction import MASK, forget_secrets, remember_secret, remember_uri_password, scrub
 
 
 @pytest.fixture(autouse=True)

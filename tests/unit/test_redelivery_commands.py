@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.claims import ParkedScope
-from worker.cli import build_parser, main
-from worker.dlq_replay import DlqReplayOptions, SourceRecord, error_type, replay_headers
-from worker.progress import PlainReporter, Tally, reporting
-from worker.replay import Selection
+from worker.commands.cli import main
+from worker.commands.dlq_records import SourceRecord, error_type, replay_headers
+from worker.commands.dlq_replay import DlqReplayOptions
+from worker.commands.parser import build_parser
+from worker.commands.progress import PlainReporter, Tally, reporting
+from worker.commands.replay import Selection
 from worker.settings import RouteName, Settings
+from worker.telemetry.buffer import ParkedScope
 
 T0, T1 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -91,11 +93,13 @@ def test_plain_progress_prints_every_five_percent_and_a_closing_line() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["redeliver", "--once"], ["replay", "--dry-run", "--since", "2026-11-01", "--limit", "5", "--parked-only"],
+    [["telemetry", "redeliver", "--once"], ["redeliver", "--once"],
+     ["telemetry", "replay", "--dry-run", "--since", "2026-11-01", "--limit", "5", "--parked-only"],
+     ["replay", "--dry-run", "--since", "2026-11-01", "--limit", "5", "--parked-only"],
      ["dlq", "replay", "--route", "incidents", "--error-type", "persist_failed", "--direct", "--from-offset", "0"]],
 )  # fmt: skip
 def test_the_new_commands_parse(argv: list[str]) -> None:
-    """redeliver, replay and dlq replay accept their documented options."""
+    """telemetry redeliver, telemetry replay (and their former spellings) and dlq replay accept their options."""
     args = build_parser().parse_args(argv)
     assert callable(args.handler)
 
@@ -103,6 +107,7 @@ def test_the_new_commands_parse(argv: list[str]) -> None:
 @pytest.mark.parametrize(
     "argv",
     [["replay", "--limit", "0"], ["replay", "--parked-only", "--include-parked"], ["replay", "--since", "soon"],
+     ["telemetry", "replay", "--limit", "-1"], ["telemetry", "redeliver", "--limit", "1"],
      ["dlq", "replay", "--from-offset", "1", "--from-time", "2026-11-01"], ["dlq", "replay", "--route", "nope"]],
 )  # fmt: skip
 def test_bad_usage_exits_2(argv: list[str]) -> None:
@@ -119,7 +124,10 @@ def test_an_unknown_error_type_exits_2(capsys: pytest.CaptureFixture[str]) -> No
     assert "persist_failed" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["redeliver"], ["replay"], ["dlq", "replay"]])
+@pytest.mark.parametrize(
+    "command",
+    [["telemetry", "redeliver"], ["telemetry", "replay"], ["redeliver"], ["replay"], ["dlq", "replay"]],
+)
 def test_each_command_explains_itself(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """--help describes what the command does and its exit codes or logs."""
     with pytest.raises(SystemExit):

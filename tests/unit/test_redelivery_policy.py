@@ -13,11 +13,12 @@ from bson.tz_util import FixedOffset
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from worker.claims import Attempt, Settled, backoff_s
-from worker.delivery import MalformedDocument, _outcome, telemetry_message
+from tests.unit.redelivery_loops import loop_from
 from worker.errors import TransientError
-from worker.redelivery import RedeliveryLoop
+from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.buffer import Attempt, Settled
+from worker.telemetry.delivery import MalformedDocument, _outcome, telemetry_message
 
 MOMENT = datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
 
@@ -77,9 +78,10 @@ def test_backoff_grows_by_the_factor_up_to_the_cap() -> None:
     settings = Settings(
         redelivery_backoff_base_s=0.5, redelivery_backoff_factor=3, redelivery_backoff_cap_s=10
     )
-    assert [backoff_s(settings, n) for n in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10]
-    assert backoff_s(settings, 10_000) == 10
-    assert backoff_s(settings, 0) == 0.5
+    backoff = RetryPolicy.for_redelivery(settings)
+    assert [backoff.backoff_s(n) for n in (1, 2, 3, 4)] == [0.5, 1.5, 4.5, 10]
+    assert backoff.backoff_s(10_000) == 10
+    assert backoff.backoff_s(0) == 0.5
 
 
 def test_the_message_is_the_telemetry_event_keyed_by_workflow() -> None:
@@ -174,7 +176,7 @@ async def test_while_kafka_is_down_the_loop_backs_off_and_probes_one_document_at
     settings = Settings(redelivery_batch_size=50, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=4)
     stop = asyncio.Event()
     buffer = FailingBuffer()
-    loop = RedeliveryLoop(buffer=buffer, publisher=DownPublisher(), settings=settings, stop=stop)  # type: ignore[arg-type]
+    loop = loop_from(settings, buffer=buffer, publisher=DownPublisher(), stop=stop)
     waits: list[float] = []
 
     async def pause(seconds: float) -> None:
@@ -208,7 +210,7 @@ async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Ex
     settings = Settings(redelivery_backoff_base_s=1, redelivery_backoff_cap_s=2)
     stop = asyncio.Event()
     buffer = BrokenBuffer(error)
-    loop = RedeliveryLoop(buffer=buffer, publisher=DownPublisher(), settings=settings, stop=stop)  # type: ignore[arg-type]
+    loop = loop_from(settings, buffer=buffer, publisher=DownPublisher(), stop=stop)
     waits: list[float] = []
 
     async def pause(seconds: float) -> None:

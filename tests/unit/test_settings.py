@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from worker.settings import RouteName, Settings, format_settings_error
+from worker.settings import RouteName, Settings
+from worker.settings_checks import format_settings_error
 
 SECRET_URI = "mongodb://admin:hunter2-secret@db.internal:27017/?authSource=admin"
 

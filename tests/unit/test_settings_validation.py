@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.redact import forget_secrets
+from worker.ops.redaction import forget_secrets
 from worker.settings import SettingsError, load_settings
-from worker.unknown_variables import UnknownVariable, find_unknown_variables
+from worker.settings_typos import UnknownVariable, find_unknown_variables
 
 SETTINGS = ("MONGODB_URI", "FAIL_CLOSED_ROUTES", "LOG_LEVEL", "HTTP_PORT", "KAFKA_SASL_PASSWORD")
 PASSWORD = "Zebra-4711-pw"

@@ -13,10 +13,10 @@ from structlog.testing import capture_logs
 
 import worker.app
 from worker.errors import TransientError
-from worker.observability import Health
-from worker.reachability import ServerReachability
+from worker.ops.health import Health
+from worker.ops.reachability import ServerReachability
 from worker.settings import Settings
-from worker.startup import StartupError, bind_http, wait_for_mongodb
+from worker.startup import MongoStartup, StartupError, bind_http, wait_until_mongodb_ready
 
 
 class UnreachableGateway:
@@ -35,9 +35,10 @@ class UnreachableGateway:
         raise TransientError("No servers found yet")
 
 
-def quick(**overrides: Any) -> Settings:
-    return Settings(retry_initial_interval_ms=1, retry_backoff_coefficient=0.001, retry_max_interval_ms=10,
-                    **overrides)  # fmt: skip
+def quick(**overrides: Any) -> MongoStartup:
+    settings = Settings(retry_initial_interval_ms=1, retry_backoff_coefficient=0.001, retry_max_interval_ms=10,
+                        **overrides)  # fmt: skip
+    return MongoStartup.from_settings(settings)
 
 
 async def test_bounded_wait_for_mongodb_raises_startup_error() -> None:
@@ -48,7 +49,7 @@ async def test_bounded_wait_for_mongodb_raises_startup_error() -> None:
         capture_logs() as logs,
         pytest.raises(StartupError, match=re.escape("MONGODB_STARTUP_TIMEOUT_S=0.2")),
     ):
-        await wait_for_mongodb(gateway, quick(mongodb_startup_timeout_s=0.2), asyncio.Event(), mongodb)  # type: ignore[arg-type]
+        await wait_until_mongodb_ready(gateway, quick(mongodb_startup_timeout_s=0.2), asyncio.Event(), mongodb)  # type: ignore[arg-type]
     assert gateway.attempts >= 2
     waiting = [line for line in logs if line["event"] == "mongodb_client_not_initialized"]
     assert len(waiting) == gateway.attempts - 1
@@ -59,7 +60,7 @@ async def test_bounded_wait_for_mongodb_raises_startup_error() -> None:
 async def test_unbounded_wait_for_mongodb_ends_when_stopped() -> None:
     """Without a start-up timeout the wait goes on until a stop is requested, and reports no start."""
     gateway, stop = UnreachableGateway(), asyncio.Event()
-    wait = asyncio.create_task(wait_for_mongodb(gateway, quick(), stop, ServerReachability("mongodb", "m:1")))  # type: ignore[arg-type]
+    wait = asyncio.create_task(wait_until_mongodb_ready(gateway, quick(), stop, ServerReachability("mongodb", "m:1")))  # type: ignore[arg-type]
     await asyncio.wait_for(gateway.tried_thrice.wait(), timeout=10)
     assert not wait.done()
     stop.set()
@@ -75,7 +76,7 @@ async def test_a_taken_http_port_is_a_startup_error() -> None:
         port = taken.getsockname()[1]
         settings = Settings(http_host="127.0.0.1", http_port=port)
         with pytest.raises(StartupError, match=re.escape(f"127.0.0.1:{port}: Address already in use")):
-            await bind_http(settings, health)
+            await bind_http(health, host=settings.http_host, port=settings.http_port)
 
 
 def test_stop_is_requested_even_when_the_log_write_fails(monkeypatch: pytest.MonkeyPatch) -> None:

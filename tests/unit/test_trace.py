@@ -1,4 +1,4 @@
-"""Specification of the W3C traceparent reader (worker.trace)."""
+"""Specification of the W3C traceparent reader (worker.ops.trace)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.trace import trace_id
+from worker.ops.trace import trace_id
 
 VALID = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -1,4 +1,4 @@
-"""worker.undecodable.poll: an undecodable batch pauses its partition; other errors pass through."""
+"""worker.kafka.undecodable.poll: an undecodable batch pauses its partition; other errors pass through."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from aiokafka.errors import KafkaConnectionError, UnsupportedCodecError
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
-from worker.undecodable import is_decode_error, poll
+from worker.kafka.undecodable import is_decode_error, poll
 
 GOOD, BAD = TopicPartition("in", 0), TopicPartition("in", 1)
 

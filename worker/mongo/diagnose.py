@@ -6,7 +6,7 @@ import re
 
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
-from worker.messages import ServerFailure
+from worker.ops.messages import ServerFailure
 from worker.settings import Settings
 
 AUTH_FAILED, UNAUTHORIZED = 18, 13

@@ -13,7 +13,10 @@ refusal. Inside a bulk write's `writeErrors`, codes are per document unless in O
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from enum import Enum
+from typing import TypeVar
 
 from bson.errors import InvalidDocument
 from pymongo.errors import (
@@ -121,3 +124,21 @@ def error_for(kind: Kind, message: str) -> WorkerError:
 def convert(exc: BaseException) -> WorkerError:
     """Our error for a PyMongo (or BSON) one; raise it `from exc`."""
     return error_for(kind_of(exc), f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def converting() -> Iterator[None]:
+    """The adapter boundary as a block: a PyMongo (or BSON) error inside leaves it as ours, `from` it."""
+    try:
+        yield
+    except (PyMongoError, InvalidDocument) as exc:
+        raise convert(exc) from exc
+
+
+T = TypeVar("T")
+
+
+async def converted(call: Awaitable[T]) -> T:
+    """Await `call`; a PyMongo (or BSON) error leaves as ours (for callers outside mongo/)."""
+    with converting():
+        return await call

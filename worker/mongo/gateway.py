@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
-from worker.mongo.errors import convert
+from worker.mongo.collections import Document
+from worker.mongo.errors import converting
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
-
-Document = dict[str, Any]
 
 
 def write_concern_options(settings: Settings) -> dict[str, Any]:
@@ -64,10 +64,8 @@ class MongoGateway:
 
     async def connect(self) -> AsyncDatabase[Document]:
         """Ping the server; from then on `database()` answers. Raises TransientError/PermanentError."""
-        try:
+        with converting():
             await self._client.admin.command("ping")
-        except PyMongoError as exc:
-            raise convert(exc) from exc
         self._database = self._client[self._database_name]
         return self._database
 
@@ -80,3 +78,18 @@ class MongoGateway:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def gateway_for(settings: Settings) -> MongoGateway:
+    """The one way to build a gateway from the settings (not yet connected; close it when done)."""
+    return MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+
+
+@asynccontextmanager
+async def open_gateway(settings: Settings) -> AsyncIterator[MongoGateway]:
+    """A gateway for the duration of a `with` block, closed on the way out (not yet connected)."""
+    gateway = gateway_for(settings)
+    try:
+        yield gateway
+    finally:
+        await gateway.close()

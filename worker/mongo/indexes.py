@@ -13,9 +13,9 @@ from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
 
-from worker.mongo.errors import convert
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
+from worker.mongo.errors import converting
 
 log = structlog.get_logger(__name__)
 
@@ -41,43 +41,45 @@ def _asc(*names: str) -> IndexSpec:
 
 
 EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
-    "validation_audit": (
+    VALIDATION_AUDIT: (
         _asc("plan_id"),
         _asc("workflow_id"),
         _asc("timestamp"),
         _asc("plan_id", "timestamp"),
     ),
-    "workflow_results": (
+    WORKFLOW_RESULTS: (
         IndexSpec(keys=(("workflow_id", 1),), unique=True),
         _asc("plan_id"),
         _asc("status"),
         _asc("consolidated_at"),
         _asc("status", "consolidated_at"),
     ),
-    "incidents": (
+    INCIDENTS: (
         _asc("workflow_id"),
         _asc("type"),
         _asc("severity"),
         _asc("timestamp"),
         _asc("severity", "timestamp"),
     ),
-    "telemetry_buffer": (
+    TELEMETRY_BUFFER: (
         _asc("correlation.workflow_id"),
         _asc("buffered_at"),
         _asc("retry_count"),
         _asc("retry_count", "buffered_at"),
         # The redelivery claim: not parked (`parked` absent), oldest `buffered_at` first.
         _asc("parked", "buffered_at"),
+        # The purge of delivered tombstones: `state` "delivered", `delivered_at` before the window.
+        _asc("state", "delivered_at"),
     ),
 }
 
 
 # The date field each collection's retention (TTL) applies to.
 TTL_FIELDS: Mapping[str, str] = {
-    "validation_audit": "timestamp",
-    "workflow_results": "consolidated_at",
-    "incidents": "timestamp",
-    "telemetry_buffer": "buffered_at",
+    VALIDATION_AUDIT: "timestamp",
+    WORKFLOW_RESULTS: "consolidated_at",
+    INCIDENTS: "timestamp",
+    TELEMETRY_BUFFER: "buffered_at",
 }
 
 
@@ -131,11 +133,9 @@ async def inspect_collection(
     database: AsyncDatabase[Any], collection: str, expected: tuple[IndexSpec, ...]
 ) -> CollectionIndexReport:
     """Compare the collection's indexes with `expected` (the `_id` index is implicit)."""
-    try:
+    with converting():
         cursor = await database[collection].list_indexes()
         found = {spec.keys: spec for spec in map(_spec_of, await cursor.to_list())}
-    except PyMongoError as exc:
-        raise convert(exc) from exc
     report = CollectionIndexReport(collection=collection)
     for spec in expected:
         existing = found.get(spec.keys)
@@ -187,10 +187,8 @@ def _ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
 
 async def _set_ttl(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
     index = {"keyPattern": dict(spec.keys), "expireAfterSeconds": spec.expire_after_seconds}
-    try:
+    with converting():
         await database.command("collMod", collection, index=index)
-    except PyMongoError as exc:
-        raise convert(exc) from exc
     log.info("index_ttl_updated", collection=collection, index=spec.describe())
 
 
@@ -198,7 +196,5 @@ async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec
     options: dict[str, Any] = {"unique": spec.unique} if spec.unique else {}
     if spec.expire_after_seconds is not None:
         options["expireAfterSeconds"] = spec.expire_after_seconds
-    try:
+    with converting():
         await database[collection].create_index(list(spec.keys), **options)
-    except PyMongoError as exc:
-        raise convert(exc) from exc

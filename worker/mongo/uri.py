@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 # mongodb+srv:// (a settings check must not depend on DNS answering).
 from pymongo.uri_parser_shared import _validate_uri
 
-from worker.redact import scrub
+from worker.ops.redaction import scrub
 
 
 def _parse(uri: str) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from worker.errors import OperationRefused
 from worker.mongo.errors import DUPLICATE_KEY, Kind, code_kind, convert, error_for
 from worker.mongo.gateway import MongoGateway
 
-Document = Mapping[str, Any]
-
 
 @dataclass(frozen=True, slots=True)
 class WriteOutcome:
@@ -41,7 +39,7 @@ class Writer(Protocol):
     async def write(self, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome: ...
 
 
-def _outcome_of_bulk_error(exc: BulkWriteError, documents: Sequence[Document]) -> WriteOutcome:
+def _outcome_of_bulk_error(exc: BulkWriteError, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
     """Per-document codes become refusals; a write concern error, an operation-level or a
     retryable code anywhere in `writeErrors` makes the whole operation fail."""
     details: Mapping[str, Any] = exc.details
@@ -65,7 +63,7 @@ def _outcome_of_bulk_error(exc: BulkWriteError, documents: Sequence[Document]) -
 _INDEX_IN_MESSAGE = re.compile(r"index:? '?([^' ]+)")
 
 
-def is_already_stored(error: Mapping[str, Any], document: Document) -> bool:
+def is_already_stored(error: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
     """A duplicate key on the document's identity (`_id`, or a field equal to it such as a
     result's `workflow_id`); a duplicate on another unique index refuses the document.
 
@@ -85,7 +83,7 @@ def is_already_stored(error: Mapping[str, Any], document: Document) -> bool:
     return index == "_id_" or any(index == f"{key}_1" or index.endswith(f"_{key}") for key in fields)
 
 
-async def _bulk(write: Awaitable[object], documents: Sequence[Document]) -> WriteOutcome:
+async def _bulk(write: Awaitable[object], documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
     """Await one bulk write and convert its outcome or error at this adapter boundary."""
     try:
         await write

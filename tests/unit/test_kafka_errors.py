@@ -1,0 +1,132 @@
+"""worker.kafka.errors, worker.kafka.producer and worker.kafka.consumer: aiokafka's errors leave kafka/ as ours."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiokafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    SaslAuthenticationFailed,
+    UnknownError,
+)
+from aiokafka.structs import TopicPartition
+
+from worker.errors import DocumentRefused, TransientError, WorkerError
+from worker.kafka.consumer import GroupConsumer
+from worker.kafka.errors import convert, converted, refused_as_such
+from worker.kafka.failures import kafka_failure
+from worker.kafka.producer import acknowledged, enqueue
+from worker.settings import Settings
+
+
+def test_a_record_refused_for_its_size_or_form_is_a_refused_document() -> None:
+    """Too large (either class) and the broker's INVALID_RECORD become DocumentRefused."""
+    invalid = UnknownError("INVALID_RECORD")
+    invalid.errno = 87
+    for error in (MessageSizeTooLargeError(), RecordTooLargeError(), invalid):
+        assert refused_as_such(error)
+        assert isinstance(convert(error), DocumentRefused)
+
+
+def test_any_other_kafka_or_socket_error_is_transient_and_named() -> None:
+    """A connection error, a refused commit or a socket error is TransientError, its text led by the class name."""
+    for error in (KafkaConnectionError("down"), CommitFailedError("rebalanced"), ConnectionResetError("reset")):
+        converted_error = convert(error)
+        assert type(converted_error) is TransientError
+        assert str(converted_error).startswith(f"{type(error).__name__}: ")
+
+
+def test_one_of_ours_is_left_as_it_is() -> None:
+    """Converting an error that is already ours returns it unchanged."""
+    ours = TransientError("already ours")
+    assert convert(ours) is ours
+
+
+async def test_converted_raises_ours_from_the_original() -> None:
+    """An awaited aiokafka error leaves `converted` as ours, with the original as its cause."""
+    original = KafkaConnectionError("Unable to bootstrap from [('localhost', 1, 0)]")
+
+    async def fail() -> None:
+        raise original
+
+    with pytest.raises(TransientError) as caught:
+        await converted(fail())
+    assert caught.value.__cause__ is original
+
+
+async def test_a_bug_is_not_converted() -> None:
+    """An exception that is not Kafka's nor the network's passes through `converted` as it is."""
+
+    async def fail() -> None:
+        raise ValueError("bug")
+
+    with pytest.raises(ValueError, match="bug"):
+        await converted(fail())
+
+
+def test_the_operator_is_told_the_cause_of_a_converted_error() -> None:
+    """kafka_failure reads a converted error's cause: a refused SASL login stays "authentication failed"."""
+    original = SaslAuthenticationFailed("bad password")
+    ours = convert(original)
+    ours.__cause__ = original
+    failure = kafka_failure(ours, Settings())
+    assert failure.refused
+    assert failure.reason == "authentication failed"
+
+
+class FakeProducer:
+    """send() raises `send_error` or returns a delivery that fails with `delivery_error`."""
+
+    def __init__(self, *, send_error: Exception | None = None, delivery_error: Exception | None = None) -> None:
+        self.send_error = send_error
+        self.delivery_error = delivery_error
+
+    async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
+        if self.send_error:
+            raise self.send_error
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.delivery_error:
+            delivery.set_exception(self.delivery_error)
+        else:
+            delivery.set_result(None)
+        return delivery
+
+
+async def test_enqueue_and_acknowledged_raise_our_types() -> None:
+    """A send refused as too large is DocumentRefused; a delivery that fails for the network is TransientError."""
+    with pytest.raises(DocumentRefused):
+        await enqueue(FakeProducer(send_error=MessageSizeTooLargeError()), "t", key=None, value=b"v", headers=[])  # type: ignore[arg-type]
+    delivery = await enqueue(
+        FakeProducer(delivery_error=KafkaConnectionError("down")),  # type: ignore[arg-type]
+        "t", key=b"k", value=b"v", headers=[("h", b"1")],
+    )  # fmt: skip
+    with pytest.raises(TransientError):
+        await acknowledged(delivery)
+
+
+class FakeConsumer:
+    """Commits fail as aiokafka's do after a rebalance; positions of revoked partitions fail too."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        raise CommitFailedError("rebalanced")
+
+    async def position(self, tp: TopicPartition) -> int:
+        raise KafkaConnectionError("revoked")
+
+
+async def test_the_group_consumer_raises_only_our_types() -> None:
+    """A refused commit and a failed position look-up leave GroupConsumer as TransientError."""
+    consumer = GroupConsumer(FakeConsumer())
+    tp = TopicPartition("t", 0)
+    with pytest.raises(TransientError, match="CommitFailedError"):
+        await consumer.commit({tp: 1})
+    with pytest.raises(WorkerError):
+        await consumer.position(tp)

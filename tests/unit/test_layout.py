@@ -1,0 +1,292 @@
+"""The package's shape, read from the source with `ast`: library errors stay in their adapters,
+no import cycle, and imports point down the layers (commands -> app -> pipeline / telemetry ->
+mongo, kafka -> settings, errors, ops)."""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiokafka.errors
+import bson.errors
+import pymongo.errors
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "worker"
+
+ADAPTERS = ("worker.mongo", "worker.kafka")
+"""The only packages that may see PyMongo's, BSON's and aiokafka's exceptions."""
+LIBRARY_ERROR_MODULES = ("pymongo.errors", "bson.errors", "aiokafka.errors")
+
+LAYERS: dict[str, int] = {
+    "worker.__main__": 4,
+    "worker.commands": 4,
+    "worker.app": 3,
+    "worker.startup": 3,
+    "worker.pipeline": 2,
+    "worker.telemetry": 2,
+    "worker.mongo": 1,
+    "worker.kafka": 1,
+    "worker.retry": 1,
+    # Leaves of mongo/ the bottom layer may use: the collection names (settings' TTL keys) and
+    # the URI check (PyMongo's parser; the settings model validates MONGODB_URI with it).
+    "worker.mongo.collections": 0,
+    "worker.mongo.uri": 0,
+    "worker.settings": 0,
+    "worker.settings_checks": 0,
+    "worker.settings_typos": 0,
+    "worker.errors": 0,
+    "worker.ops": 0,
+}
+"""Each module's layer (the longest matching prefix wins); a module imports only its own layer or lower."""
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    importer: str
+    imported: str
+    line: int
+
+    def where(self) -> str:
+        return f"{self.importer}:{self.line}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.cache
+def worker_modules() -> dict[str, ast.Module]:
+    return {
+        module_name(path): ast.parse(path.read_text(), str(path)) for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of `tree` except those under `if TYPE_CHECKING:` (function-local imports included)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                yield child
+                yield from runtime_nodes(child)
+            continue
+        yield node
+        yield from runtime_nodes(node)
+
+
+def _absolute(module: str, node: ast.ImportFrom, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+def imports_of(module: str, tree: ast.Module, known: set[str], is_package: bool = False) -> Iterator[Import]:
+    """The modules `module` imports at run time; `from a import b` is a.b when a.b is a module of `known`."""
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield Import(module, alias.name, node.lineno)
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(module, node, is_package)
+            for alias in node.names:
+                submodule = f"{source}.{alias.name}"
+                yield Import(module, submodule if submodule in known else source, node.lineno)
+
+
+def import_graph() -> dict[str, list[Import]]:
+    modules = worker_modules()
+    known = set(modules)
+    packages = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    return {
+        name: [edge for edge in imports_of(name, tree, known, name in packages) if edge.imported in known]
+        for name, tree in modules.items()
+    }
+
+
+def _in_adapter(module: str) -> bool:
+    return any(module == adapter or module.startswith(f"{adapter}.") for adapter in ADAPTERS)
+
+
+@functools.cache
+def _library_error_names() -> frozenset[str]:
+    """Exception classes of the libraries' error modules, less builtins' and the worker's own names."""
+    names = {
+        name
+        for library in (pymongo.errors, bson.errors, aiokafka.errors)
+        for name, value in vars(library).items()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    }
+    ours = {
+        node.name
+        for tree in worker_modules().values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+    return frozenset(names - ours - set(dir(builtins)))
+
+
+def _dotted(node: ast.expr) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _caught(handler: ast.ExceptHandler) -> list[str]:
+    if handler.type is None:
+        return []
+    types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return [_dotted(node) for node in types]
+
+
+def library_error_uses(module: str, tree: ast.Module) -> Iterator[str]:
+    """Where `module` imports a library's error module or catches one of its exceptions."""
+    library_errors = _library_error_names()
+    for node in runtime_nodes(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            sources = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+            )
+            for source in sources:
+                if source in LIBRARY_ERROR_MODULES:
+                    yield f"{module}:{node.lineno} imports {source}"
+        elif isinstance(node, ast.ExceptHandler):
+            for caught in _caught(node):
+                library = caught.split(".")[0] in ("pymongo", "bson", "aiokafka")
+                if library or caught.split(".")[-1] in library_errors:
+                    yield f"{module}:{node.lineno} catches {caught}"
+
+
+def find_cycles(graph: dict[str, list[Import]]) -> list[list[str]]:
+    """One cycle (a list of modules, first repeated last) per strongly connected group of modules."""
+    successors = {name: sorted({edge.imported for edge in edges}) for name, edges in graph.items()}
+    cycles, done = [], set()
+    for start in sorted(successors):
+        if start in done:
+            continue
+        path = _path_back(successors, start)
+        if path is not None:
+            cycles.append(path)
+            done.update(path)
+    return cycles
+
+
+def _path_back(successors: dict[str, list[str]], start: str) -> list[str] | None:
+    """The shortest import chain from `start` back to itself (breadth first), or None."""
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for name in frontier:
+            for successor in successors.get(name, []):
+                if successor == start:
+                    chain = [name]
+                    while chain[-1] != start:
+                        chain.append(parents[chain[-1]])
+                    return [start, *reversed(chain[:-1]), start]
+                if successor not in parents:
+                    parents[successor] = name
+                    following.append(successor)
+        frontier = following
+    return None
+
+
+def layer_of(module: str) -> int:
+    matches = [prefix for prefix in LAYERS if module == prefix or module.startswith(f"{prefix}.")]
+    if not matches:
+        raise AssertionError(f"{module} has no layer in LAYERS: add it")
+    return LAYERS[max(matches, key=len)]
+
+
+def upward_imports(graph: dict[str, list[Import]]) -> list[str]:
+    return sorted(
+        {
+            f"{edge.where()} imports {edge.imported} (layer {layer_of(edge.imported)} > {layer_of(name)})"
+            for name, edges in graph.items()
+            for edge in edges
+            if layer_of(edge.imported) > layer_of(name)
+        }
+    )
+
+
+def test_library_errors_are_seen_only_in_the_adapters() -> None:
+    """Only worker/mongo/ and worker/kafka/ import or catch PyMongo's, BSON's or aiokafka's errors."""
+    uses = [
+        use
+        for module, tree in worker_modules().items()
+        if not _in_adapter(module)
+        for use in library_error_uses(module, tree)
+    ]
+    assert not uses, "library errors outside worker/mongo/ and worker/kafka/:\n" + "\n".join(uses)
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    """worker/ imports form no cycle (function-local imports count; TYPE_CHECKING-only ones do not)."""
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_imports_point_down_the_layers() -> None:
+    """No module imports one of a higher layer (commands -> app -> pipeline/telemetry -> mongo/kafka -> bottom)."""
+    upward = upward_imports(import_graph())
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from pymongo.errors import PyMongoError\n", ["m:1 imports pymongo.errors"]),
+        ("from aiokafka import errors\n", ["m:1 imports aiokafka.errors"]),
+        ("import bson.errors\n", ["m:1 imports bson.errors"]),
+        (
+            "import pymongo\ntry:\n    pass\nexcept pymongo.errors.AutoReconnect:\n    pass\n",
+            ["m:4 catches pymongo.errors.AutoReconnect"],
+        ),
+        ("try:\n    pass\nexcept (ValueError, KafkaError):\n    pass\n", ["m:3 catches KafkaError"]),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pymongo.errors import PyMongoError\n",
+            [],
+        ),
+        ("from worker.errors import TransientError\ntry:\n    pass\nexcept TransientError:\n    pass\n", []),
+    ],
+)
+def test_the_boundary_check_sees_each_way_in(source: str, expected: list[str]) -> None:
+    """The check finds imports of an error module in every spelling, and catches by name or attribute."""
+    assert list(library_error_uses("m", ast.parse(source))) == expected
+
+
+def test_the_cycle_finder_reports_the_chain() -> None:
+    """A cycle is reported as the chain of modules that closes it; an acyclic graph gives none."""
+    graph = {
+        "a": [Import("a", "b", 1)],
+        "b": [Import("b", "c", 1)],
+        "c": [Import("c", "a", 1)],
+        "d": [Import("d", "a", 1)],
+    }
+    assert find_cycles(graph) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": [Import("a", "b", 1)], "b": []}) == []
+
+
+def test_imports_are_resolved_to_modules() -> None:
+    """`from worker import x` and relative imports name the module; TYPE_CHECKING-only imports are left out."""
+    source = (
+        "from typing import TYPE_CHECKING\nfrom worker import settings\nfrom . import b\nfrom .c import f\n"
+        "if TYPE_CHECKING:\n    from worker import app\n"
+    )
+    known = {"worker.settings", "worker.pkg.b", "worker.pkg.c", "worker.app"}
+    found = [edge.imported for edge in imports_of("worker.pkg.a", ast.parse(source), known)]
+    assert found == ["typing", "worker.settings", "worker.pkg.b", "worker.pkg.c"]

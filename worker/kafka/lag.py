@@ -1,0 +1,86 @@
+"""The consumer lag gauge: per assigned partition, high watermark minus committed offset."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from worker.errors import WorkerError
+from worker.ops.metrics import CONSUMER_LAG, LAST_COMMIT_TIMESTAMP
+
+
+class _Record(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+class _LagSource(Protocol):
+    """The part of AIOKafkaConsumer the lag gauge reads."""
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def highwater(self, partition: TopicPartition) -> int | None: ...
+
+    async def position(self, partition: TopicPartition) -> int: ...
+
+
+class CommitLag:
+    """`persistence_consumer_lag_records` per assigned partition: high watermark minus committed offset.
+
+    The committed offset is the one this consumer last committed; before its first commit on a
+    partition, the offset it started reading from (the group's commit, or the reset position).
+    """
+
+    def __init__(self) -> None:
+        self._committed: dict[TopicPartition, int] = {}
+        self._highwater: dict[TopicPartition, int] = {}
+
+    def saw(self, batch: Mapping[TopicPartition, Sequence[_Record]]) -> None:
+        """A polled batch: a partition's first records start where its committed offset is.
+
+        The gauge counts the batch in hand at once: a batch that never finishes (a write that
+        hangs) must show as lag, not as the 0 published after the last commit.
+        """
+        for tp, records in batch.items():
+            if records:
+                self._committed.setdefault(tp, records[0].offset)
+                highwater = max(records[-1].offset + 1, self._highwater.get(tp, 0))
+                lag = max(highwater - self._committed[tp], 0)
+                CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+
+    def committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Offsets this consumer committed just now: also the partitions' last commit time."""
+        self._committed.update(offsets)
+        now = time.time()
+        for tp in offsets:
+            LAST_COMMIT_TIMESTAMP.labels(topic=tp.topic, partition=str(tp.partition)).set(now)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """Revoked partitions: their lag is another member's now."""
+        for tp in partitions:
+            self._committed.pop(tp, None)
+            self._highwater.pop(tp, None)
+            for gauge in (CONSUMER_LAG, LAST_COMMIT_TIMESTAMP):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
+
+    async def publish(self, consumer: _LagSource) -> None:
+        """Set the gauge of every assigned partition whose high watermark is known."""
+        for tp in consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+                if highwater is None:  # not fetched yet
+                    continue
+                if tp not in self._committed:
+                    # Fetched, but no record handed out yet: the position is still the committed offset.
+                    self._committed[tp] = await consumer.position(tp)
+            except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
+                continue
+            self._highwater[tp] = highwater
+            lag = max(highwater - self._committed[tp], 0)
+            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)

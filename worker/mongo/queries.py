@@ -1,0 +1,149 @@
+"""The persistence guide's example queries, as functions over the async database.
+
+Each query is built as a `FindQuery` or `AggregateQuery` (collection, filter, sort, limit or
+pipeline), so a test can run the very same query through `explain`; the functions return
+plain documents, for the CLI (`persistence-worker query`) and the demo. Every filter and
+sort is on an indexed field (see worker.mongo.indexes), except `validations_by_outcome`,
+which counts every document of `validation_audit` (the guide has no index on
+`validation_result.valid`, and a count of all documents reads them all anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+
+from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS, Document
+from worker.mongo.errors import converting
+
+
+@dataclass(frozen=True, slots=True)
+class FindQuery:
+    collection: str
+    filter: Document
+    sort: list[tuple[str, int]]
+    limit: int
+
+    async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
+        """The matching documents; TransientError or PermanentError when MongoDB fails."""
+        with converting():
+            cursor = db[self.collection].find(self.filter).sort(self.sort).limit(self.limit)
+            return await cursor.to_list()
+
+    def explain_command(self) -> Document:
+        """The `find` command this query sends, for `db.command("explain", ...)`."""
+        return {"find": self.collection, "filter": self.filter, "sort": dict(self.sort), "limit": self.limit}
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateQuery:
+    collection: str
+    pipeline: list[Document] = field(default_factory=list)
+
+    async def run(self, db: AsyncDatabase[Document]) -> list[Document]:
+        """The pipeline's output; TransientError or PermanentError when MongoDB fails."""
+        with converting():
+            cursor = await db[self.collection].aggregate(self.pipeline)
+            return await cursor.to_list()
+
+    def explain_command(self) -> Document:
+        """The `aggregate` command this query sends, for `db.command("explain", ...)`."""
+        return {"aggregate": self.collection, "pipeline": self.pipeline, "cursor": {}}
+
+
+Query = FindQuery | AggregateQuery
+
+
+def validations_by_outcome_query() -> AggregateQuery:
+    """`validation_audit` grouped by `validation_result.valid`, with totals."""
+    return AggregateQuery(
+        VALIDATION_AUDIT,
+        [
+            {"$group": {"_id": "$validation_result.valid", "total": {"$sum": 1}}},
+            {"$sort": {"_id": 1}},
+        ],
+    )
+
+
+def plan_validation_history_query(plan_id: str, limit: int = 20) -> FindQuery:
+    """A plan's validations, newest first: index (plan_id, timestamp)."""
+    return FindQuery(VALIDATION_AUDIT, {"plan_id": plan_id}, [("timestamp", DESCENDING)], limit)
+
+
+def workflows_with_sla_violations_query(limit: int = 20) -> FindQuery:
+    """Results with `sla_status.violations_count` above zero, latest first: walks index consolidated_at."""
+    query = {"sla_status.violations_count": {"$gt": 0}}
+    return FindQuery(WORKFLOW_RESULTS, query, [("consolidated_at", DESCENDING)], limit)
+
+
+def workflows_by_status_query(status: str, limit: int = 20) -> FindQuery:
+    """Results with a status (e.g. FAILED), latest first: index (status, consolidated_at)."""
+    return FindQuery(WORKFLOW_RESULTS, {"status": status.upper()}, [("consolidated_at", DESCENDING)], limit)
+
+
+def recent_incidents_query(severity: str = "CRITICAL", limit: int = 20) -> FindQuery:
+    """The most recent incidents of a severity: index (severity, timestamp)."""
+    return FindQuery(INCIDENTS, {"severity": severity.upper()}, [("timestamp", DESCENDING)], limit)
+
+
+def incidents_by_type_query() -> AggregateQuery:
+    """Incident totals per `type`, largest first.
+
+    The leading `$sort` on `type` lets the server read the `type` index alone (a covered
+    index scan) instead of every document.
+    """
+    return AggregateQuery(
+        INCIDENTS,
+        [
+            {"$sort": {"type": ASCENDING}},
+            {"$group": {"_id": "$type", "total": {"$sum": 1}}},
+            {"$sort": {"total": DESCENDING, "_id": ASCENDING}},
+        ],
+    )
+
+
+def telemetry_with_retries_query(limit: int = 20) -> FindQuery:
+    """Buffered telemetry retried at least once, most retried first: index (retry_count, buffered_at).
+
+    Delivered documents kept as tombstones (`state: "delivered"`, worker.telemetry.buffer) are not buffered.
+    """
+    return FindQuery(
+        TELEMETRY_BUFFER,
+        {"retry_count": {"$gt": 0}, "state": None},
+        [("retry_count", DESCENDING), ("buffered_at", ASCENDING)],
+        limit,
+    )
+
+
+async def validations_by_outcome(db: AsyncDatabase[Document]) -> list[Document]:
+    return await validations_by_outcome_query().run(db)
+
+
+async def plan_validation_history(
+    db: AsyncDatabase[Document], plan_id: str, limit: int = 20
+) -> list[Document]:
+    return await plan_validation_history_query(plan_id, limit).run(db)
+
+
+async def workflows_with_sla_violations(db: AsyncDatabase[Document], limit: int = 20) -> list[Document]:
+    return await workflows_with_sla_violations_query(limit).run(db)
+
+
+async def workflows_by_status(db: AsyncDatabase[Document], status: str, limit: int = 20) -> list[Document]:
+    return await workflows_by_status_query(status, limit).run(db)
+
+
+async def recent_incidents(
+    db: AsyncDatabase[Document], severity: str = "CRITICAL", limit: int = 20
+) -> list[Document]:
+    return await recent_incidents_query(severity, limit).run(db)
+
+
+async def incidents_by_type(db: AsyncDatabase[Document]) -> list[Document]:
+    return await incidents_by_type_query().run(db)
+
+
+async def telemetry_with_retries(db: AsyncDatabase[Document], limit: int = 20) -> list[Document]:
+    return await telemetry_with_retries_query(limit).run(db)
