@@ -40,7 +40,7 @@ REDELIVERY_FAILURES = Counter(
     "telemetry_redelivery_failed events, by stage (kafka, kafka_connect, claim, settle, crash)",
     ["stage"],
 )
-PURGE_EVERY_S = 60.0  # a purge is a delete (found by the (state, delivered_at) index): not every idle poll
+PURGE_EVERY_S = 60.0  # a purge is a delete (found by the delivered_at index): not every idle poll
 
 
 class RedeliveryLoop:
