@@ -10,7 +10,6 @@ partition of the batch back and retries the whole batch after a backoff.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -20,6 +19,7 @@ from worker.errors import TransientError, WorkerError
 from worker.kafka.consumer import GroupConsumer, TopicPartition
 from worker.kafka.lag import CommitLag
 from worker.ops import metrics
+from worker.ops.waiting import wait_for_stop
 from worker.pipeline.batch import BatchProcessor, BatchResult
 from worker.pipeline.records import Batch
 
@@ -165,8 +165,7 @@ class ConsumerLoop:
 
     async def _back_off(self, delay: float) -> None:
         """Wait `delay` seconds before the retry, or less if the worker is stopping."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout=delay)
+        await wait_for_stop(self._stop, delay)
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:
