@@ -624,3 +624,29 @@ async def test_a_refused_document_in_a_chunk_is_isolated_and_the_others_stored(
     ]
     assert [len(call) for call in writer.calls] == [3, 1, 1, 1]
     assert (result.commits, result.stored) == ({INC: 3}, 2)
+
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+async def test_a_rejected_record_with_a_traceparent_has_its_trace_id_in_the_log_and_the_dead_letter(
+    pipeline: Pipeline, factory: EventFactory
+) -> None:
+    """A W3C traceparent on a record binds its trace id to the event_rejected line and to the dead letter's x-trace-id."""
+    with capture_logs() as logs:
+        await pipeline.process(record(RouteName.INCIDENTS, 5, b"{not json", headers=(("traceparent", TRACEPARENT),)))
+    [rejected] = [e for e in logs if e["event"] == "event_rejected"]
+    assert rejected["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    [letter] = pipeline.dead_letters.letters
+    headers = dict(letter.headers())
+    assert headers["x-trace-id"] == b"4bf92f3577b34da6a3ce929d0e0e4736"
+    assert headers["traceparent"] == TRACEPARENT
+
+
+async def test_a_malformed_traceparent_binds_no_trace_id(pipeline: Pipeline, factory: EventFactory) -> None:
+    """A traceparent that is not W3C's format is kept as a header but gives no trace_id field nor x-trace-id."""
+    with capture_logs() as logs:
+        await pipeline.process(record(RouteName.INCIDENTS, 6, b"{not json", headers=(("traceparent", b"00-xyz"),)))
+    [rejected] = [e for e in logs if e["event"] == "event_rejected"]
+    assert "trace_id" not in rejected
+    assert "x-trace-id" not in dict(pipeline.dead_letters.letters[0].headers())
