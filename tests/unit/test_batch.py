@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,12 +22,12 @@ from schemas.documents import (
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
+from worker.app import batch_processor
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.pipeline.batch import BatchProcessor, BatchResult
 from worker.pipeline.dead_letters import DeadLetter
 from worker.pipeline.routes import FailurePolicy, Route
-from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
 
 Document = Mapping[str, Any]
@@ -140,14 +139,8 @@ def pipeline(fast_settings: Settings) -> Pipeline:
 
 
 def processor_for(settings: Settings, routes: Mapping[str, Route], dead_letters: Any) -> BatchProcessor:
-    """The processor with the settings' retry policy and limits, as app.py builds it."""
-    return BatchProcessor(
-        routes=routes,
-        dead_letters=dead_letters,
-        retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
-        max_event_bytes=settings.max_event_bytes,
-        max_depth=settings.max_nesting_depth,
-    )
+    """The processor with the settings' retry policy and limits: app.py's own builder."""
+    return batch_processor(settings, routes, dead_letters)
 
 
 def make_pipeline(
