@@ -248,3 +248,10 @@ async def test_committed_or_revoked_partitions_are_forgotten() -> None:
     publisher.forget([TopicPartition("orchestrator.telemetry", 2)])
     await publisher.publish(letters[2:])
     assert len(producer.sent) == 6
+
+
+def test_the_error_message_header_never_carries_uri_credentials() -> None:
+    """x-error-message is scrubbed: a driver message quoting `user:password@host` keeps no password."""
+    headers = dict(letter(message="cannot write to mongodb://audit:Quokka-secret-7@db1:27017/x").headers())
+    assert b"Quokka-secret-7" not in headers["x-error-message"]
+    assert b"db1:27017" in headers["x-error-message"]
