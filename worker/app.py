@@ -178,7 +178,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     gateway = gateway_for(settings)
     routes = routes_for(settings, gateway)
     members = member_routes(settings, routes)
-    consumers, producer = [create_consumer(settings) for _ in members], create_producer(settings)
+    consumers = [create_consumer(settings, member=_member_name(served)) for served in members]
+    producer = create_producer(settings)
     kafka_probe = KafkaProbe(settings)
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
@@ -219,6 +220,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         consumer_stops = [consumer.stop for consumer in consumers]
         await _close_all(*consumer_stops, producer.stop, kafka_probe.close, gateway.close)
         log.info("worker_stopped")
+
+
+def _member_name(served: Mapping[str, Route]) -> str | None:
+    """The route a group member serves alone (its client id's suffix); None for a member of all."""
+    return next(iter(served.values())).name.value if len(served) == 1 else None
 
 
 async def run_together(work: Sequence[Coroutine[Any, Any, None]]) -> None:
