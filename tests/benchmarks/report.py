@@ -382,9 +382,13 @@ def chart(results: Results, path: Path) -> None:
         panels.append(lambda ax, r: isolation_panel(ax, r.isolation))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.8), squeeze=False)
-    for ax, draw in zip(axes[0], panels, strict=True):
+    columns = len(panels) if len(panels) <= 3 else 2
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.8 * rows), squeeze=False)
+    for ax, draw in zip(axes.flat, panels, strict=False):
         draw(ax, results)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
