@@ -73,12 +73,14 @@ async def isolation_run(
             await _wait_for(lambda: watcher.progress(telemetry.ends), 1, worker, timeout_s, "drain start")
             drained = asyncio.Event()
             during = asyncio.create_task(publish_steadily(publisher, stream, rate, until=drained))
-            await _wait_for(
-                lambda: watcher.progress(telemetry.ends), telemetry.count, worker, timeout_s, "drain"
-            )
-            drained_at = time.time()
-            drained.set()
-            await during
+            try:
+                await _wait_for(
+                    lambda: watcher.progress(telemetry.ends), telemetry.count, worker, timeout_s, "drain"
+                )
+                drained_at = time.time()
+            finally:
+                drained.set()
+                await during
             await asyncio.sleep(IDLE_PAUSE_S)
             await publish_steadily(publisher, stream, rate, count=idle)
         async with CommitWatcher(settings) as watcher:
