@@ -21,10 +21,11 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
         "",
         "## CPU per event (µs, one core)",
         "",
-        "User + system CPU of the process doing the work, from /proc/<pid>/stat (a busy machine "
-        "stretches wall time but hardly CPU time), divided by the events handled; median and range "
-        "over the repetitions. End to end: the worker process over its drain. Each part: this "
-        "benchmark's process over that part alone (setup excluded).",
+        "User + system CPU of the process doing the work, from /proc/<pid>/stat, divided by the events "
+        "handled; median and range over the repetitions. End to end: the worker process over its drain. "
+        "Each part: this benchmark's process over that part alone (setup excluded). A busy machine "
+        "stretches wall time far more than CPU time, but CPU time moves too (a busy sibling "
+        "hyperthread, cold caches): compare these figures within one run.",
         "",
         "| what | µs per event (median) | range |",
         "|---|---:|---|",
