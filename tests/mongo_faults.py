@@ -4,6 +4,8 @@
     refusal.install(proxy)            # a FaultProxy in front of a real MongoDB-protocol server
     refusal.refusing = True           # from now on those commands are refused ...
     refusal.refusing = False          # ... until this (the server "heals")
+    WriteRefusal(collections=frozenset({"telemetry_buffer"}), error=STEPPED_DOWN)
+                                      # only writes to telemetry_buffer, with a transient error
 
 Which request a reply answers is tracked from the client -> server direction: each OP_MSG
 request (header 16 bytes, flagBits, sections) names its command as the first key of its
@@ -40,6 +42,13 @@ UNAUTHORIZED: Mapping[str, Any] = {
     "codeName": "Unauthorized",
     "errmsg": "not authorized on orchestrator to execute command",
 }
+STEPPED_DOWN: Mapping[str, Any] = {
+    "ok": 0.0,
+    "code": 189,
+    "codeName": "PrimarySteppedDown",
+    "errmsg": "primary stepped down while the write was in progress",
+}
+"""A transient refusal: drivers and the worker retry it."""
 WRITE_COMMANDS = frozenset({"insert", "update", "findAndModify"})
 
 
@@ -53,16 +62,29 @@ def opcode(message: bytes) -> int:
 
 def command_name(message: bytes) -> str | None:
     """The command an OP_MSG request runs (the first key of its body section); None otherwise."""
+    return command_target(message)[0]
+
+
+def command_target(message: bytes) -> tuple[str | None, str | None]:
+    """The command an OP_MSG request runs and the collection it names (the first element's key
+    and, when it is a string, its value: `insert: "incidents"`); (None, None) otherwise."""
     if len(message) <= HEADER + 5 or opcode(message) != OP_MSG:
-        return None
+        return None, None
     offset = HEADER + 4  # after flagBits
     while offset < len(message):
         kind, size = message[offset], _int32(message, offset + 1)
         if kind == 0:  # a BSON document: int32 length, then elements (type byte, cstring key, value)
-            key_start = offset + 1 + 4 + 1
-            return message[key_start : message.index(b"\x00", key_start)].decode()
+            type_at = offset + 1 + 4
+            key_start = type_at + 1
+            key_end = message.index(b"\x00", key_start)
+            name = message[key_start:key_end].decode()
+            if message[type_at] != 0x02:  # not a string: no collection named
+                return name, None
+            length = _int32(message, key_end + 1)
+            value_start = key_end + 1 + 4
+            return name, message[value_start : value_start + length - 1].decode(errors="replace")
         offset += 1 + size  # kind 1: a document sequence, its size counted from the size field
-    return None
+    return None, None
 
 
 def op_msg(request_id: int, response_to: int, body: Mapping[str, Any]) -> bytes:
@@ -92,10 +114,16 @@ class WriteRefusal:
     """While `refusing`, the commands in `commands` are answered with `error` and not performed."""
 
     def __init__(
-        self, *, commands: frozenset[str] = WRITE_COMMANDS, error: Mapping[str, Any] = UNAUTHORIZED
+        self,
+        *,
+        commands: frozenset[str] = WRITE_COMMANDS,
+        error: Mapping[str, Any] = UNAUTHORIZED,
+        collections: frozenset[str] | None = None,
     ) -> None:
         self.refusing = False
         self.commands = commands
+        self.collections = collections
+        """Refuse only commands on these collections (None: on any)."""
         self.error = dict(error)
         self.refused: Counter[str] = Counter()
         """Commands refused so far, by name."""
@@ -106,8 +134,10 @@ class WriteRefusal:
         proxy.rewriter = lambda: framed_by_length(self.on_reply)
 
     def on_request(self, message: bytes) -> bytes:
-        name = command_name(message)
+        name, collection = command_target(message)
         if not self.refusing or name not in self.commands or _int32(message, HEADER) & MORE_TO_COME:
+            return message
+        if self.collections is not None and collection not in self.collections:
             return message
         assert name is not None
         request_id = _int32(message, 4)

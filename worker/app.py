@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -29,6 +29,7 @@ from worker.ops.reachability import Reachability, ServerReachability, probe_unti
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
 from worker.pipeline.dead_letters import DeadLetterPublisher
+from worker.pipeline.priority import WritePriority
 from worker.pipeline.routes import Route, build_routes
 from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
@@ -61,10 +62,11 @@ async def _start_http(settings: Settings, health: Health, stop: asyncio.Event) -
     return [] if server is None else [_background(serve_until(server, stop), "http")]
 
 
-async def _start_kafka(settings: Settings, producer: Any, consumer: Any) -> None:
+async def _start_kafka(settings: Settings, producer: Any, consumers: Sequence[Any]) -> None:
     try:
         await converted(producer.start())
-        await converted(consumer.start())
+        for consumer in consumers:
+            await converted(consumer.start())
     except WorkerError as exc:
         raise StartupError(kafka_failure(exc, settings).message()) from exc
 
@@ -73,27 +75,49 @@ def routes_for(settings: Settings, gateway: MongoGateway) -> dict[str, Route]:
     """The routing table with the settings' topics and FAIL_CLOSED_ROUTES."""
     topics = {name: settings.topic_for(name) for name in RouteName}
     return build_routes(
-        gateway, topics=topics, dlq_suffix=settings.kafka_dlq_suffix, fail_closed=settings.fail_closed_routes
+        gateway,
+        topics=topics,
+        dlq_suffix=settings.kafka_dlq_suffix,
+        fail_closed=settings.fail_closed_routes,
+        priority=settings.route_priority,
     )
 
 
+def member_routes(settings: Settings, routes: Mapping[str, Route]) -> list[dict[str, Route]]:
+    """The routes of each group member: one member per route (ROUTE_ISOLATION), else one for all.
+
+    Every member joins KAFKA_CONSUMER_GROUP with its own consumer, fetches and batch loop, so a
+    backlog on one route never waits in front of another's records.
+    """
+    if not settings.route_isolation:
+        return [dict(routes)]
+    by_priority = sorted(routes.items(), key=lambda item: item[1].priority)
+    return [{topic: route} for topic, route in by_priority]
+
+
 def batch_processor(
-    settings: Settings, routes: Mapping[str, Route], dead_letters: DeadLetterPublisher
+    settings: Settings,
+    routes: Mapping[str, Route],
+    dead_letters: DeadLetterPublisher,
+    priority: WritePriority | None = None,
 ) -> BatchProcessor:
-    """The processor with the settings' retry policy and input limits."""
+    """The processor with the settings' retry policy and input limits; `priority` is shared with
+    the other routes' processors (one of its own if None)."""
     return BatchProcessor(
         routes=routes,
         dead_letters=dead_letters,
         retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
+        priority=priority or WritePriority(),
         max_event_bytes=settings.max_event_bytes,
         max_depth=settings.max_nesting_depth,
     )
 
 
 def _consumer_loop(
-    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, stop: asyncio.Event
-) -> ConsumerLoop:
-    """The consumer loop over the started clients: routes, dead letters, and the settings' bounds."""
+    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, priority: WritePriority,
+    stop: asyncio.Event,
+) -> ConsumerLoop:  # fmt: skip
+    """The consumer loop of one group member: its routes, dead letters, and the settings' bounds."""
     dead_letters = DeadLetterPublisher(
         producer=producer,
         max_request_bytes=settings.kafka_max_request_bytes,
@@ -101,7 +125,7 @@ def _consumer_loop(
     )
     return ConsumerLoop(
         consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
-        processor=batch_processor(settings, routes, dead_letters),
+        processor=batch_processor(settings, routes, dead_letters, priority),
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
@@ -113,7 +137,7 @@ def _watch(
     settings: Settings, reachability: Reachability, gateway: MongoGateway, kafka: KafkaProbe | None,
     stop: asyncio.Event,
 ) -> list[asyncio.Task[None]]:  # fmt: skip
-    """Background tasks: the servers' probes and the telemetry_buffer gauges."""
+    """Background tasks: the servers' probes, the index check and (with HTTP) the telemetry_buffer gauges."""
     mongodb_probe = probe_until_stopped(
         reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
     )
@@ -121,13 +145,11 @@ def _watch(
     index_check = check_until_stopped(
         gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes
     )
-    stats_every_s = settings.telemetry_buffer_stats_interval_s
-    buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
-    tasks = [
-        _background(mongodb_probe, "mongodb_probe"),
-        _background(buffer_stats, "buffer_stats"),
-        _background(index_check, "index_check"),
-    ]
+    tasks = [_background(mongodb_probe, "mongodb_probe"), _background(index_check, "index_check")]
+    if settings.http_port:  # the gauges are read only through /metrics: with no HTTP, no counting
+        stats_every_s = settings.telemetry_buffer_stats_interval_s
+        buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
+        tasks.append(_background(buffer_stats, "buffer_stats"))
     if kafka is not None:
         kafka_probe = probe_until_stopped(
             reachability["kafka"], kafka, settings.kafka_health_interval_s, stop
@@ -137,13 +159,14 @@ def _watch(
 
 
 def _worker_health(
-    settings: Settings, gateway: MongoGateway, consumer: Any, reachability: Reachability, redelivery: Liveness
-) -> Health:
-    """What `run`'s probes read; the consumer loop's last poll is added once it exists."""
+    settings: Settings, gateway: MongoGateway, consumers: Sequence[Any], reachability: Reachability,
+    redelivery: Liveness,
+) -> Health:  # fmt: skip
+    """What `run`'s probes read; the consumer loops' last poll is added once they exist."""
     return Health(
         last_poll=None,
         mongodb_ready=lambda: gateway.connected,
-        has_assignment=lambda: bool(consumer.assignment()),
+        has_assignment=lambda: any(consumer.assignment() for consumer in consumers),
         stuck_after_s=settings.health_stuck_after_s,
         loops={"redelivery": redelivery} if settings.redelivery_enabled else {},
         unreachable=reachability.unreachable,
@@ -153,12 +176,14 @@ def _worker_health(
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
     gateway = gateway_for(settings)
-    consumer, producer = create_consumer(settings), create_producer(settings)
-    kafka_probe = KafkaProbe(settings)
     routes = routes_for(settings, gateway)
+    members = member_routes(settings, routes)
+    consumers = [create_consumer(settings, member=_member_name(served)) for served in members]
+    producer = create_producer(settings)
+    kafka_probe = KafkaProbe(settings)
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
-    health = _worker_health(settings, gateway, consumer, reachability, redelivery_liveness)
+    health = _worker_health(settings, gateway, consumers, reachability, redelivery_liveness)
     track_readiness(health.ready)
     background: list[asyncio.Task[None]] = []
     redelivery: asyncio.Task[None] | None = None
@@ -166,11 +191,16 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         background += await _start_http(settings, health, stop)
         if not await wait_for_mongodb(gateway, settings, stop, reachability["mongodb"]):
             return
-        await _start_kafka(settings, producer, consumer)
+        await _start_kafka(settings, producer, consumers)
         reachability["kafka"].answered()
-        loop = _consumer_loop(settings, routes, consumer, producer, stop)
-        loop.subscribe(list(routes))
-        health.last_poll = lambda: loop.last_progress
+        priority = WritePriority()
+        loops = [
+            _consumer_loop(settings, served, consumer, producer, priority, stop)
+            for served, consumer in zip(members, consumers, strict=True)
+        ]
+        for loop, served in zip(loops, members, strict=True):
+            loop.subscribe(list(served))
+        health.last_poll = lambda: min(loop.last_progress for loop in loops)
         background += _watch(settings, reachability, gateway, kafka_probe, stop)
         if settings.redelivery_enabled:
             redelivery = asyncio.create_task(
@@ -178,15 +208,39 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
         log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
-                 fail_closed=fail_closed, **startup_facts(settings))  # fmt: skip
-        await loop.run()
+                 fail_closed=fail_closed, members=len(loops),
+                 priority=[route.value for route in settings.route_priority],
+                 **startup_facts(settings))  # fmt: skip
+        await run_together([loop.run() for loop in loops])
     finally:
         for task in background:
             task.cancel()
         if redelivery is not None:
             await finish_task(redelivery, stop, settings.shutdown_timeout_s)
-        await _close_all(consumer.stop, producer.stop, kafka_probe.close, gateway.close)
+        consumer_stops = [consumer.stop for consumer in consumers]
+        await _close_all(*consumer_stops, producer.stop, kafka_probe.close, gateway.close)
         log.info("worker_stopped")
+
+
+def _member_name(served: Mapping[str, Route]) -> str | None:
+    """The route a group member serves alone (its client id's suffix); None for a member of all."""
+    return next(iter(served.values())).name.value if len(served) == 1 else None
+
+
+async def run_together(work: Sequence[Coroutine[Any, Any, None]]) -> None:
+    """Run the loops side by side until all return; the first to raise cancels the others and
+    its exception is raised (as it is, not in a group: the CLI maps it to an exit code)."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in work]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def finish_task(task: asyncio.Task[None], stop: asyncio.Event, timeout_s: float) -> None:

@@ -41,6 +41,10 @@ class RouteName(StrEnum):
     TELEMETRY = "telemetry"
 
 
+DEFAULT_ROUTE_PRIORITY = (RouteName.INCIDENTS, RouteName.RESULTS, RouteName.VALIDATION, RouteName.TELEMETRY)
+"""Incidents first (they trigger self-healing), then results, validations, telemetry."""
+
+
 class SettingsError(Exception):
     """The environment cannot be used; `lines` name each wrong variable, without secrets."""
 
@@ -100,6 +104,13 @@ class Settings(BaseSettings):
     retry_initial_interval_ms: int = Field(default=1000, ge=0)
     retry_max_interval_ms: int = Field(default=60_000, ge=1)
     fail_closed_routes: Annotated[frozenset[RouteName], NoDecode] = frozenset()
+    # Route isolation and priority (issue 14)
+    route_isolation: bool = True
+    """One Kafka consumer and batch loop per route, all in KAFKA_CONSUMER_GROUP: a backlog on one
+    route never delays another. false: one consumer and loop for every topic."""
+    route_priority: Annotated[tuple[RouteName, ...], NoDecode] = DEFAULT_ROUTE_PRIORITY
+    """The routes from first served to last: a route's MongoDB writes wait while a route before
+    it has writes in hand. Routes left out follow in the default order."""
     # Retention (TTL indexes), off by default as the guide says
     ttl_validation_audit_days: int | None = Field(default=None, ge=1)
     ttl_workflow_results_days: int | None = Field(default=None, ge=1)
@@ -167,6 +178,22 @@ class Settings(BaseSettings):
             return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("route_priority", mode="before")
+    @classmethod
+    def _split_priority(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("route_priority")
+    @classmethod
+    def _complete_priority(cls, value: tuple[RouteName, ...]) -> tuple[RouteName, ...]:
+        """Each route once; those left out follow in the default order."""
+        repeated = sorted({route.value for route in value if value.count(route) > 1})
+        if repeated:
+            raise ValueError(f"names a route more than once: {', '.join(repeated)}")
+        return (*value, *(route for route in DEFAULT_ROUTE_PRIORITY if route not in value))
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -217,6 +244,10 @@ class Settings(BaseSettings):
             RouteName.INCIDENTS: self.kafka_topic_incidents,
             RouteName.TELEMETRY: self.kafka_topic_telemetry,
         }[route]
+
+    def priority_of(self, route: RouteName) -> int:
+        """0 for the route served first (ROUTE_PRIORITY)."""
+        return self.route_priority.index(route)
 
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.kafka_dlq_suffix}"

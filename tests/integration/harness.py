@@ -64,6 +64,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             value = value.get_secret_value()
         if isinstance(value, frozenset):
             value = ",".join(sorted(value))
+        elif isinstance(value, tuple):
+            value = ",".join(value)
         env[field.upper()] = str(value)
     env["LOG_FORMAT"] = "json"
     return env

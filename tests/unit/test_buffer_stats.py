@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,9 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
+from worker.app import _reachability, _watch
+from worker.mongo.gateway import gateway_for
+from worker.settings import Settings
 from worker.telemetry.stats import BufferStats, age_s, publish, sample, sample_and_publish
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -113,3 +117,21 @@ async def test_a_sample_sets_the_gauges() -> None:
     pending, parked, age = gauges()
     assert (pending, parked) == (1.0, 0.0)
     assert age is not None and 3600 <= age < 3600 + 60
+
+
+@pytest.mark.parametrize(("http_port", "sampled"), [(0, False), (8080, True)])
+async def test_run_counts_the_buffer_only_when_it_serves_metrics(http_port: int, sampled: bool) -> None:
+    """The gauges are read through /metrics alone: with HTTP_PORT=0 `run` never counts the
+    buffer (a count over a large telemetry_buffer is work for MongoDB that nobody would read)."""
+    settings = Settings(http_port=http_port, mongodb_uri="mongodb://127.0.0.1:9")
+    stop = asyncio.Event()
+    stop.set()
+    gateway = gateway_for(settings)
+    tasks = _watch(settings, _reachability(settings, kafka=False), gateway, None, stop)
+    try:
+        assert ("buffer_stats" in {task.get_name() for task in tasks}) is sampled
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await gateway.close()

@@ -66,3 +66,11 @@ async def test_the_telemetry_producer_resolves_within_a_quarter_of_the_lease() -
     producer = create_producer(Settings(redelivery_lease_s=60), purpose=ProducerPurpose.TELEMETRY)
     assert producer._request_timeout_ms == 15_000
     assert producer._txn_manager is None  # aiokafka builds a transaction manager only for idempotence
+
+
+async def test_a_route_member_names_its_route_in_its_client_id() -> None:
+    """With route isolation each member's client id is KAFKA_CLIENT_ID-<route>, so the group's
+    description tells a replica's four members apart; other consumers keep KAFKA_CLIENT_ID."""
+    settings = Settings(kafka_client_id="pw")
+    assert create_consumer(settings, member="incidents")._client._client_id == "pw-incidents"
+    assert create_consumer(settings)._client._client_id == "pw"

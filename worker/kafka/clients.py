@@ -67,14 +67,20 @@ def create_consumer(
     *,
     group_id: str | None = None,
     auto_offset_reset: Literal["earliest", "latest"] | None = None,
+    member: str | None = None,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits: offsets move only after records are safe.
 
     Every consumer (the worker's, `dlq replay`'s) has the same bounded prefetch and reads
     with KAFKA_ISOLATION_LEVEL; `group_id` and `auto_offset_reset` default to the settings'.
+    `member` (a route's name) is appended to KAFKA_CLIENT_ID, so that the group's description
+    tells a replica's members apart.
     """
+    options = connection_options(settings)
+    if member is not None:
+        options["client_id"] = f"{settings.kafka_client_id}-{member}"
     return AIOKafkaConsumer(
-        **connection_options(settings),
+        **options,
         group_id=group_id or settings.kafka_consumer_group,
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset or settings.kafka_auto_offset_reset,

@@ -33,6 +33,11 @@ BATCH_SIZE = Histogram(
 WRITE_LATENCY = Histogram(
     "persistence_write_duration_seconds", "Bulk write duration, retries included", ["route"]
 )
+WRITE_WAIT = Histogram(
+    "persistence_write_wait_seconds",
+    "Wait of a write attempt for the routes before it in ROUTE_PRIORITY to finish their writes in hand",
+    ["route"],
+)
 CONSUMER_LAG = Gauge(
     "persistence_consumer_lag_records",
     "Records of a partition not yet committed: log end offset (high watermark) minus committed offset",

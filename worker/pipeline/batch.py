@@ -18,6 +18,7 @@ from worker.pipeline import reports
 from worker.pipeline.chunks import WRITE_CHUNK, Retrying, RouteResult, RouteWrites
 from worker.pipeline.dead_letters import DeadLetter, DeadLetterPublisher, UnprocessableLetter, error_class
 from worker.pipeline.prepare import Refused, prepare
+from worker.pipeline.priority import WritePriority
 from worker.pipeline.records import Batch, Prepared, Record, source_of
 from worker.pipeline.routes import Route
 
@@ -38,13 +39,15 @@ class BatchResult:
 class BatchProcessor:
     """Prepares, writes and dead-letters the records of a batch, per the routing table.
 
-    `retrying` runs each write under the retry policy; records larger than `max_event_bytes`
-    or nested deeper than `max_depth` are dead-lettered unread.
+    `retrying` runs each write under the retry policy, and each attempt waits its turn in
+    `priority` (shared by every route's processor); records larger than `max_event_bytes` or
+    nested deeper than `max_depth` are dead-lettered unread.
     """
 
     routes: Mapping[str, Route]
     dead_letters: DeadLetterPublisher
     retrying: Retrying
+    priority: WritePriority
     max_event_bytes: int
     max_depth: int
 
@@ -97,7 +100,7 @@ class BatchProcessor:
 
     def _start(self, writes: dict[str, RouteWrites], topic: str, items: list[Prepared]) -> None:
         if topic not in writes:
-            writes[topic] = RouteWrites(self.routes[topic], self.retrying)
+            writes[topic] = RouteWrites(self.routes[topic], self.retrying, self.priority)
         writes[topic].start(items)
 
     def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared | Refused:

@@ -20,6 +20,7 @@ from worker.mongo.writers import WriteOutcome
 from worker.ops import metrics
 from worker.pipeline import reports
 from worker.pipeline.dead_letters import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED, DeadLetter
+from worker.pipeline.priority import WritePriority
 from worker.pipeline.records import Prepared
 from worker.pipeline.routes import FailurePolicy, Route
 
@@ -53,14 +54,18 @@ class _Chunk:
 class RouteWrites:
     """The chunks of one route in one batch: `start` each as it fills, then `finish` (or `cancel`)."""
 
-    def __init__(self, route: Route, retrying: Retrying) -> None:
+    def __init__(self, route: Route, retrying: Retrying, priority: WritePriority) -> None:
         self._route = route
         self._retrying = retrying
+        self._priority = priority
         self._chunks: list[_Chunk] = []
 
     def start(self, items: list[Prepared]) -> None:
         previous = self._chunks[-1].task if self._chunks else None
-        self._chunks.append(_Chunk(items, asyncio.create_task(self._write_chunk(items, previous))))
+        task = asyncio.create_task(self._write_chunk(items, previous))
+        self._priority.started(self._route.priority)
+        task.add_done_callback(lambda _: self._priority.finished(self._route.priority))
+        self._chunks.append(_Chunk(items, task))
 
     def cancel(self) -> None:
         for chunk in self._chunks:
@@ -116,14 +121,19 @@ class RouteWrites:
 
     async def _write_items(self, items: list[Prepared]) -> WriteOutcome:
         """Write with retries; a refused document is isolated, any other failure is the chunk's outcome."""
-        writer = self._route.writer
+        documents = [item.document for item in items]
         try:
-            return await self._retrying(writer.collection, writer.write, [item.document for item in items])
+            return await self._retrying(self._route.writer.collection, self._gated_write, documents)
         except DocumentRefused as exc:
             if len(items) == 1:
                 return WriteOutcome(stored=0, refused={0: str(exc)})
             # One document may spoil the whole bulk write (e.g. BSON cannot encode it): isolate it.
             return await self._write_one_by_one(items)
+
+    async def _gated_write(self, documents: Documents) -> WriteOutcome:
+        """One attempt, once no route before this one has a chunk in hand (ROUTE_PRIORITY)."""
+        await self._priority.wait_turn(self._route.priority, self._route.name.value)
+        return await self._route.writer.write(documents)
 
     async def _write_one_by_one(self, items: list[Prepared]) -> WriteOutcome:
         """Write each document alone; those refused become `refused`; an outage fails the chunk."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,7 +24,7 @@ from schemas.events import (
 from worker.mongo import collections
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter, Writer
-from worker.settings import RouteName
+from worker.settings import DEFAULT_ROUTE_PRIORITY, RouteName
 
 
 class FailurePolicy(StrEnum):
@@ -46,6 +46,8 @@ class Route:
     writer: Writer
     saved_event: str
     policy: FailurePolicy
+    priority: int = 0
+    """Its place in ROUTE_PRIORITY: 0 is served first when writes wait (worker.pipeline.priority)."""
 
     @property
     def failed_event(self) -> str:
@@ -62,9 +64,11 @@ def build_routes(
     topics: Mapping[RouteName, str],
     dlq_suffix: str,
     fail_closed: Collection[RouteName] = frozenset(),
+    priority: Sequence[RouteName] = DEFAULT_ROUTE_PRIORITY,
 ) -> dict[str, Route]:
     """The routing table, keyed by input topic: `topics` names each route's input topic, whose
-    dead-letter topic is that name plus `dlq_suffix`; the `fail_closed` routes hold on an outage."""
+    dead-letter topic is that name plus `dlq_suffix`; the `fail_closed` routes hold on an outage;
+    `priority` lists the routes from first served to last."""
 
     def insert(collection: str) -> Writer:
         return InsertWriter(gateway=gateway, collection=collection)
@@ -94,5 +98,6 @@ def build_routes(
             writer=writer,
             saved_event=saved_event,
             policy=FailurePolicy.FAIL_CLOSED if name in fail_closed else FailurePolicy.FAIL_OPEN,
+            priority=list(priority).index(name),
         )
     return routes
