@@ -303,13 +303,13 @@ async def isolation_phase(
             label = f"{'on' if isolation else 'off'}{rep}"
             settings = bench_settings(
                 name=f"{run_id}-iso-{label}", bootstrap=bootstrap, mongo_uri=uri,
-                kafka_topic_telemetry=base.kafka_topic_telemetry,
+                kafka_topic_telemetry=base.kafka_topic_telemetry, route_isolation=isolation,
             )  # fmt: skip
             say(
                 f"ROUTE_ISOLATION={str(isolation).lower()}: draining it, incidents at {args.incident_rate:g}/s"
             )
             one = await isolation_run(
-                settings, telemetry, work_dir / f"isolation-{label}.log", isolation=isolation,
+                settings, telemetry, work_dir / f"isolation-{label}.log",
                 rate=args.incident_rate, idle=args.idle_incidents, timeout_s=1800,
             )  # fmt: skip
             drop_database(uri, settings.mongodb_database)

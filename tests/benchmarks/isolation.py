@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tests.benchmarks.backlog import Backlog, Publisher, create_topics, route_events
 from tests.benchmarks.measure import span_rate
-from tests.benchmarks.worker_run import BenchWorker, CommitWatcher, log_lines, stored_times, wait_for_log
+from tests.benchmarks.worker_run import CommitWatcher, log_lines, stored_times, wait_for_log
 from tests.demo.events import DemoEvent
+from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
 TICK_S = 0.02
@@ -57,14 +58,13 @@ async def publish_steadily(
 
 
 async def isolation_run(
-    settings: Settings, telemetry: Backlog, log_path: Path, *, isolation: bool, rate: float, idle: int,
-    timeout_s: float,
-) -> IsolationRun:  # fmt: skip
-    """Start a worker (ROUTE_ISOLATION=`isolation`) on the telemetry backlog and publish incidents
-    at `rate` through its drain, then `idle` more once it is drained."""
+    settings: Settings, telemetry: Backlog, log_path: Path, *, rate: float, idle: int, timeout_s: float
+) -> IsolationRun:
+    """Start a worker (with `settings`, ROUTE_ISOLATION among them) on the telemetry backlog and
+    publish incidents at `rate` through its drain, then `idle` more once it is drained."""
     await create_topics(settings)
     incidents = Backlog(settings)
-    worker = BenchWorker(settings, log_path, env={"ROUTE_ISOLATION": str(isolation).lower()})
+    worker = WorkerProcess(settings, log_path)
     worker.start()
     try:
         await wait_for_log(worker, "partitions_assigned", within=120)
@@ -93,11 +93,11 @@ async def isolation_run(
         raise RuntimeError(f"worker exited with {code}; log: {log_path}")
     during_ms, idle_ms = _latencies(incidents, log_path, drained_at)
     records, seconds = span_rate(_writes(log_path, settings.kafka_topic_telemetry))
-    return IsolationRun(isolation, records, seconds, during_ms, idle_ms)
+    return IsolationRun(settings.route_isolation, records, seconds, during_ms, idle_ms)
 
 
 async def _wait_for(
-    progress: Callable[[], Awaitable[int]], target: int, worker: BenchWorker, within: float, what: str
+    progress: Callable[[], Awaitable[int]], target: int, worker: WorkerProcess, within: float, what: str
 ) -> None:
     """Poll `progress` until it reaches `target`; fail if the worker exits or `within` s pass."""
     deadline = time.monotonic() + within

@@ -81,14 +81,6 @@ def log_time(path: Path, event: str) -> float | None:
     return None
 
 
-class BenchWorker(WorkerProcess):
-    """The worker process, with variables of `env` set on top of those `settings` give."""
-
-    def __init__(self, settings: Settings, log_path: Path, *, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(settings, log_path)
-        self._env.update(env or {})
-
-
 class CommitWatcher:
     """Reads the group's committed offsets (without joining the group)."""
 
@@ -133,13 +125,12 @@ async def drain(
     *,
     timeout_s: float,
     server_pids: Mapping[str, int] | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> Drain:
     """Start the worker on a backlog; time from partitions assigned to every offset committed.
 
     Also the CPU share of the worker and of each server in `server_pids` over the drain.
     """
-    worker = BenchWorker(settings, log_path, env=env)
+    worker = WorkerProcess(settings, log_path)
     worker.start()
     assert worker.process is not None
     pid = worker.process.pid
