@@ -25,7 +25,8 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
         "handled; median and range over the repetitions. End to end: the worker process over its drain. "
         "Each part: this benchmark's process over that part alone (setup excluded). A busy machine "
         "stretches wall time far more than CPU time, but CPU time moves too (a busy sibling "
-        "hyperthread, cold caches): compare these figures within one run.",
+        "hyperthread, cold caches; in a VM that does not report steal time, time the host gives to "
+        "others is counted as the process's own): compare these figures within one run.",
         "",
         "| what | µs per event (median) | range |",
         "|---|---:|---|",
@@ -46,7 +47,12 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
         if complete:
             lines.append(
                 f"| rest: end to end - sum of the parts (loop overhead, logging, commits) | {whole - total:.1f} "
-                f"| {(whole - total) / whole:.0%} of end to end |"
+                f"| {(whole - total) / whole:.0%} of end to end"
+                + (
+                    ": below zero, the parts alone cost more than in the worker (noise, see above) |"
+                    if whole < total
+                    else " |"
+                )
             )
         lines += [
             "",

@@ -153,3 +153,9 @@ def test_only_refuses_an_unknown_phase() -> None:
         parse_args(["--only", "isolaton"])
     assert parse_args(["--only", "isolation, cpu"]).only == ("isolation", "cpu")
     assert parse_args([]).only == ("throughput", "cpu", "latency", "memory", "isolation")
+
+
+def test_cpu_table_says_when_the_parts_cost_more_than_the_whole() -> None:
+    """A negative rest is flagged as noise rather than shown as a plain figure."""
+    text = "\n".join(cpu_table({"consume": [5.0], "prepare": [30.0], "write": [10.0]}, [40.0]))
+    assert "| -5.0 | -12% of end to end: below zero, the parts alone cost more than in the worker" in text
