@@ -52,10 +52,6 @@ class Drain:
         """Per process: CPU seconds during the drain / its wall seconds (1.0 = one core busy)."""
         return {name: spent / self.seconds for name, spent in self.cpu_seconds.items()}
 
-    @property
-    def worker_cpu_us_per_event(self) -> float:
-        return self.cpu_seconds["worker"] / self.events * 1e6
-
 
 def read_status(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak) of a process in MiB, from /proc."""
