@@ -19,9 +19,12 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from tests.benchmarks import phases
 from tests.benchmarks.backlog import bench_settings, produce_backlog
+from tests.benchmarks.isolation import IsolationRun, isolation_run
 from tests.benchmarks.latency import steady_load
+from tests.benchmarks.measure import Spent, percentile
 from tests.benchmarks.report import (
     CONSUME,
+    CPU_PARTS,
     NAIVE,
     PREPARE,
     WORKER,
@@ -30,13 +33,16 @@ from tests.benchmarks.report import (
     Results,
     chart,
     markdown,
+    summary_lines,
 )
 from tests.benchmarks.worker_run import Drain, drain
 from tests.standins import LocalKafka, LocalMongo
 from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
 from worker.ops.logging import configure_logging
-from worker.settings import Settings
+from worker.settings import RouteName, Settings
+
+PHASES = ("throughput", "cpu", "latency", "memory", "isolation")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,13 +63,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2_000_000,
         help="backlog drained for peak RSS (half of it is drained first, for comparison)",
     )
+    parser.add_argument(
+        "--isolation-events", type=int, default=200_000, help="telemetry backlog of the isolation phase"
+    )
+    parser.add_argument(
+        "--incident-rate", type=float, default=2.0, help="incidents/s published through the isolation drain"
+    )
+    parser.add_argument(
+        "--idle-incidents",
+        type=int,
+        default=25,
+        help="incidents published once the isolation backlog is drained",
+    )
+    parser.add_argument(
+        "--isolation-repetitions",
+        type=int,
+        default=2,
+        help="pairs of isolation runs (ROUTE_ISOLATION true and false, the order alternating)",
+    )
+    parser.add_argument(
+        "--only",
+        type=phase_list,
+        default=PHASES,
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (default: all); for development",
+    )
     parser.add_argument("--output", type=Path, default=Path("docs"), help="where the report and chart go")
     parser.add_argument("--work-dir", type=Path, default=None, help="worker logs and server logs")
     args = parser.parse_args(argv)
     if args.quick:
         args.events, args.repetitions, args.naive_events = 5_000, 1, 300
         args.latency_seconds, args.rss_events = 8.0, 20_000
+        args.isolation_events, args.idle_incidents, args.isolation_repetitions = 20_000, 10, 1
     return args
+
+
+def phase_list(text: str) -> tuple[str, ...]:
+    """`--only`'s value: known phase names, in the order given."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in PHASES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown phase(s) {unknown}; choose among {','.join(PHASES)}")
+    return names
+
+
+def throughput_phases(only: tuple[str, ...]) -> list[str]:
+    """The phases each repetition runs: all for throughput; the parts and the worker for cpu;
+    the worker alone for latency (its load is half the worker's rate)."""
+    wanted: set[str] = set()
+    if "throughput" in only:
+        wanted |= {CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER}
+    if "cpu" in only:
+        wanted |= {CONSUME, WRITE_OPS, PREPARE, WORKER}
+    if "latency" in only:
+        wanted.add(WORKER)
+    return [name for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER) if name in wanted]
 
 
 def say(message: str) -> None:
@@ -128,45 +181,80 @@ async def run(
     run_id = f"bench{int(time.time())}"
     results = Results(facts=machine_facts(kind), events=args.events, naive_events=args.naive_events)
     settings = bench_settings(name=run_id, bootstrap=bootstrap, mongo_uri=uri)
+    names = throughput_phases(args.only)
+    if names:
+        await repetitions(args, results, names, settings, pids, work_dir)
+    if "latency" in args.only:
+        await latency_phase(args, results, run_id, bootstrap, uri, work_dir)
+    if "memory" in args.only:
+        await memory_phase(args, results, run_id, bootstrap, uri, pids, work_dir)
+    if "isolation" in args.only:
+        results.isolation = await isolation_phase(args, run_id, bootstrap, uri, work_dir)
+        results.isolation_setup = (args.isolation_events, args.incident_rate, args.idle_incidents)
+    results.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    results.notes = method_notes(settings)
+    return results
+
+
+async def repetitions(
+    args: argparse.Namespace, results: Results, names: list[str], settings: Settings,
+    pids: dict[str, int], work_dir: Path,
+) -> None:  # fmt: skip
+    """The throughput phases `names`, interleaved, `args.repetitions` times; their CPU per event."""
+    run_id, uri = settings.mongodb_database, settings.mongodb_uri.get_secret_value()
     say(f"producing a backlog of {args.events:,} events")
     backlog = await produce_backlog(settings, args.events)
     client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(uri)
     routes = routes_for(settings, MongoGateway(client=client, database_name="unused"))
     prepared = phases.prepared_documents(backlog, routes)
     await client.close()
-    for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER):
+    for name in names:
         results.rates[name] = []
 
-    def record(name: str, rate: float, rep: int) -> None:
+    def record(name: str, spent: Spent | float, rep: int) -> None:
+        rate = spent if isinstance(spent, float) else spent.rate
         results.rates[name].append(rate)
-        say(f"{name}, run {rep + 1}/{args.repetitions}: {rate:,.0f} events/s")
+        line = f"{name}, run {rep + 1}/{args.repetitions}: {rate:,.0f} events/s"
+        if isinstance(spent, Spent) and name in CPU_PARTS:
+            results.cpu_us.setdefault(name, []).append(spent.cpu_us_per_event)
+            line += f", {spent.cpu_us_per_event:.1f} µs CPU per event"
+        say(line)
 
     for rep in range(args.repetitions):
-        record(CONSUME, await phases.consume_ceiling(backlog), rep)
-        record(
-            WRITE, await phases.write_ceiling(settings, f"{run_id}_w{rep}", prepared, worker_ops=False), rep
-        )
-        record(
-            WRITE_OPS,
-            await phases.write_ceiling(settings, f"{run_id}_o{rep}", prepared, worker_ops=True),
-            rep,
-        )
-        record(PREPARE, phases.prepare_rate(backlog, routes), rep)
-        naive = await phases.naive_baseline(
-            backlog, f"{run_id}_n{rep}", f"{run_id}-naive-{rep}", args.naive_events
-        )
-        record(NAIVE, naive, rep)
-        worker_settings = settings.model_copy(
-            update={"kafka_consumer_group": f"{run_id}-worker-{rep}", "mongodb_database": f"{run_id}_k{rep}"}
-        )
-        log_path = work_dir / f"worker-{rep}.log"
-        drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
-        drop_database(uri, worker_settings.mongodb_database)
-        record(WORKER, drained.rate, rep)
-        results.worker_peak_rss_mib.append(drained.peak_rss_mib)
-        for name, share in drained.cpu_share.items():
-            results.cpu_share.setdefault(name, []).append(share)
+        if CONSUME in names:
+            record(CONSUME, await phases.consume_ceiling(backlog), rep)
+        if WRITE in names:
+            ceiling = await phases.write_ceiling(settings, f"{run_id}_w{rep}", prepared, worker_ops=False)
+            record(WRITE, ceiling, rep)
+        if WRITE_OPS in names:
+            ops = await phases.write_ceiling(settings, f"{run_id}_o{rep}", prepared, worker_ops=True)
+            record(WRITE_OPS, ops, rep)
+        if PREPARE in names:
+            record(PREPARE, phases.prepare_cost(backlog, routes), rep)
+        if NAIVE in names:
+            naive = await phases.naive_baseline(
+                backlog, f"{run_id}_n{rep}", f"{run_id}-naive-{rep}", args.naive_events
+            )
+            record(NAIVE, naive, rep)
+        if WORKER in names:
+            worker_settings = settings.model_copy(
+                update={
+                    "kafka_consumer_group": f"{run_id}-worker-{rep}",
+                    "mongodb_database": f"{run_id}_k{rep}",
+                }
+            )
+            log_path = work_dir / f"worker-{rep}.log"
+            drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
+            drop_database(uri, worker_settings.mongodb_database)
+            record(WORKER, Spent(drained.events, drained.seconds, drained.cpu_seconds["worker"]), rep)
+            results.worker_peak_rss_mib.append(drained.peak_rss_mib)
+            for name, share in drained.cpu_share.items():
+                results.cpu_share.setdefault(name, []).append(share)
 
+
+async def latency_phase(
+    args: argparse.Namespace, results: Results, run_id: str, bootstrap: str, uri: str, work_dir: Path
+) -> None:
     rate = 0.5 * results.median(WORKER)
     say(f"steady load at {rate:,.0f} events/s for {args.latency_seconds:g} s")
     latency_settings = bench_settings(name=f"{run_id}-lat", bootstrap=bootstrap, mongo_uri=uri)
@@ -178,6 +266,11 @@ async def run(
         f"latency p50 {results.latency.percentile(0.5):,.0f} ms, p99 {results.latency.percentile(0.99):,.0f} ms"
     )
 
+
+async def memory_phase(
+    args: argparse.Namespace, results: Results, run_id: str, bootstrap: str, uri: str,
+    pids: dict[str, int], work_dir: Path,
+) -> None:  # fmt: skip
     # Two memory runs, the second backlog twice the first: if the backlog set the peak, doubling it
     # would show; the throughput drains above are too small to fill the consumer's prefetch.
     async def memory_run(label: str, count: int) -> Drain:
@@ -194,9 +287,47 @@ async def run(
 
     results.rss_half = await memory_run("half", args.rss_events // 2)
     results.rss = await memory_run("full", args.rss_events)
-    results.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    results.notes = method_notes(settings)
-    return results
+
+
+async def isolation_phase(
+    args: argparse.Namespace, run_id: str, bootstrap: str, uri: str, work_dir: Path
+) -> list[IsolationRun]:
+    """One telemetry backlog, drained by a worker with ROUTE_ISOLATION true and one with false
+    (each its own group, incidents topic and database), the order alternating per repetition."""
+    base = bench_settings(name=f"{run_id}-iso", bootstrap=bootstrap, mongo_uri=uri)
+    say(f"producing a telemetry backlog of {args.isolation_events:,} events")
+    telemetry = await produce_backlog(base, args.isolation_events, route=RouteName.TELEMETRY)
+    runs = []
+    for rep in range(args.isolation_repetitions):
+        for isolation in (True, False) if rep % 2 == 0 else (False, True):
+            label = f"{'on' if isolation else 'off'}{rep}"
+            settings = bench_settings(
+                name=f"{run_id}-iso-{label}", bootstrap=bootstrap, mongo_uri=uri,
+                kafka_topic_telemetry=base.kafka_topic_telemetry, route_isolation=isolation,
+            )  # fmt: skip
+            say(
+                f"ROUTE_ISOLATION={str(isolation).lower()}: draining it, incidents at {args.incident_rate:g}/s"
+            )
+            one = await isolation_run(
+                settings, telemetry, work_dir / f"isolation-{label}.log",
+                rate=args.incident_rate, idle=args.idle_incidents, timeout_s=1800,
+            )  # fmt: skip
+            drop_database(uri, settings.mongodb_database)
+            say(
+                f"drained at {one.drain_rate:,.0f} events/s; incidents during the drain "
+                f"{_summary(one.during_ms)}, idle {_summary(one.idle_ms)}"
+            )
+            runs.append(one)
+    return runs
+
+
+def _summary(latencies_ms: list[float]) -> str:
+    if not latencies_ms:
+        return "none"
+    return (
+        f"n={len(latencies_ms)} p50 {percentile(latencies_ms, 0.5):,.0f} ms "
+        f"p99 {percentile(latencies_ms, 0.99):,.0f} ms max {max(latencies_ms):,.0f} ms"
+    )
 
 
 def method_notes(settings: Settings) -> list[str]:
@@ -222,8 +353,21 @@ def method_notes(settings: Settings) -> list[str]:
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
         "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
         "divided by the drain's wall seconds (1.0 = one core busy all the time).",
-        "Worker CPU path alone: decode + validate + build the document for the same backlog, in this "
-        "process, no I/O.",
+        "Worker CPU path alone: the worker's `prepare` (decode + validate + build the document) for the "
+        "same backlog, in this process, no I/O.",
+        "CPU per event: utime + stime ticks of /proc/<pid>/stat (all threads; 10 ms ticks) before and after, "
+        "divided by the events. End to end: the worker process from its `partitions_assigned` line to the "
+        "last commit (the drain above). Parts, in this process over the measured loop alone: consume = the "
+        "consume ceiling; decode + validate + document = the CPU path phase; BSON encoding + send = the "
+        "worker's write path phase (its writers through PyMongo; the server's CPU is nx-27017's, not "
+        "counted). The rest of end to end is what the parts leave out: the batch loop, logging, commits.",
+        "Route isolation: one telemetry backlog (3 partitions) produced before; per run a worker with a "
+        "group, an incidents topic and a database of its own, ROUTE_ISOLATION passed in its environment. "
+        "Incidents are published from the first telemetry commit until every telemetry offset is committed "
+        "(during the drain), then after a 1 s pause the idle ones, each with its timestamp set to its "
+        "publish time; stored = the worker's `incident_saved` line covering its offset. Drain rate: "
+        "telemetry records stored between the worker's first and last `telemetry_buffered` lines, divided "
+        "by the time between them (the group join is left out in both modes).",
         "Stand-in caveats: nx-27017 serialises every command over one SQLite database, so concurrent writes "
         "queue behind each other and write figures are far below a real MongoDB's; tansu keeps every "
         "record in memory. The servers, the worker and this benchmark share the machine's 2 cores, so "
@@ -244,10 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     chart_path = args.output / "benchmarks.png"
     chart(results, chart_path)
     (args.output / "benchmarks.md").write_text(markdown(results, chart_path.name))
-    ceiling = min(results.median(CONSUME), results.median(WRITE))
-    say(f"worker / min(ceilings) = {results.median(WORKER) / ceiling:.2f}; "
-        f"worker / naive = {results.median(WORKER) / results.median(NAIVE):.1f}; "
-        f"wrote {args.output / 'benchmarks.md'} and {chart_path}")  # fmt: skip
+    say(f"wrote {args.output / 'benchmarks.md'} and {chart_path}")
+    for line in summary_lines(results):
+        say(line)
     if not args.work_dir:
         shutil.rmtree(work_dir, ignore_errors=True)
     return 0

@@ -82,6 +82,15 @@ def events(count: int, *, seed: int = SEED) -> Iterator[DemoEvent]:
     return EventFactory(seed=seed).stream(count)
 
 
+def route_events(route: RouteName, count: int, *, seed: int = SEED) -> Iterator[DemoEvent]:
+    """`count` good events of one route (the demo's factory), keyed by workflow like `events`."""
+    factory = EventFactory(seed=seed)
+    for _ in range(count):
+        event = factory.good(route)
+        key = str(event.get("workflow_id") or event.get("correlation", {}).get("workflow_id"))
+        yield DemoEvent(route, key.encode(), orjson.dumps(event), valid=True)
+
+
 def stamped(event: DemoEvent, now: float) -> bytes:
     """The event with its own timestamp set to `now` (publish time), for latency runs."""
     payload = orjson.loads(event.value)
@@ -130,12 +139,13 @@ class Publisher:
             self._backlog.published_at[(meta.topic, meta.partition, meta.offset)] = sent_at
 
 
-async def produce_backlog(settings: Settings, count: int) -> Backlog:
-    """Create the topics and publish `count` events; returns once all are acknowledged."""
+async def produce_backlog(settings: Settings, count: int, *, route: RouteName | None = None) -> Backlog:
+    """Create the topics and publish `count` events (the four kinds in turn, or `route`'s only);
+    returns once all are acknowledged."""
     await create_topics(settings)
     backlog = Backlog(settings)
     async with Publisher(backlog) as publisher:
-        for event in events(count):
+        for event in events(count) if route is None else route_events(route, count):
             await publisher.send(event)
     return backlog
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.benchmarks.backlog import Backlog, Publisher, create_topics, events
+from tests.benchmarks.measure import percentile
 from tests.benchmarks.worker_run import CommitWatcher, stored_times, wait_for_log
 from tests.integration.harness import WorkerProcess
 from worker.settings import Settings
@@ -23,8 +24,7 @@ class Latency:
     latencies_ms: list[float]
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
 
 async def steady_load(settings: Settings, rate: float, seconds: float, log_path: Path) -> Latency:

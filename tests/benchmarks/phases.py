@@ -1,4 +1,5 @@
-"""The measured phases. Each returns events per second over the records it handled.
+"""The measured phases. Each returns what it handled: events, wall seconds and this process's CPU
+seconds over the measured part alone (/proc/self/stat; setup and clean-up excluded).
 
 1. consume ceiling: aiokafka alone, no validation, no writes;
 2. write ceiling: the same documents, bulk-inserted (unordered insert_many) into MongoDB alone;
@@ -22,11 +23,13 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
 from tests.benchmarks.backlog import Backlog, events
+from tests.benchmarks.measure import Spent, cpu_seconds
 from worker.app import routes_for
 from worker.kafka.clients import connection_options
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes
 from worker.pipeline.decode import decode_json_object, validate_event
+from worker.pipeline.prepare import Refused, prepare
 from worker.pipeline.routes import Route
 from worker.settings import Settings
 
@@ -43,7 +46,7 @@ def consumer_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def consume_ceiling(backlog: Backlog) -> float:
+async def consume_ceiling(backlog: Backlog) -> Spent:
     """Drain every partition from the start with aiokafka alone (assigned, no group)."""
     consumer = AIOKafkaConsumer(**consumer_options(backlog.settings))
     await consumer.start()
@@ -52,7 +55,7 @@ async def consume_ceiling(backlog: Backlog) -> float:
         await consumer.seek_to_beginning(*backlog.ends)
         remaining = dict(backlog.ends)
         count = 0
-        started = time.perf_counter()
+        cpu_before, started = cpu_seconds(), time.perf_counter()
         while remaining:
             batch = await consumer.getmany(
                 timeout_ms=1000, max_records=backlog.settings.kafka_max_batch_records
@@ -61,26 +64,27 @@ async def consume_ceiling(backlog: Backlog) -> float:
                 count += len(records)
                 if records and records[-1].offset + 1 >= remaining.get(tp, 0):
                     remaining.pop(tp, None)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     finally:
         await consumer.stop()
     if count != backlog.count:
         raise RuntimeError(f"consume ceiling read {count} records, expected {backlog.count}")
-    return count / elapsed
+    return Spent(count, elapsed, cpu)
 
 
-def prepare_rate(backlog: Backlog, routes: Mapping[str, Route]) -> float:
-    """Decode + validate + build the document, per second, on one core (the worker's CPU path)."""
-    values = [(backlog.settings.topic_for(event.route), event.value) for event in events(backlog.count)]
+def prepare_cost(backlog: Backlog, routes: Mapping[str, Route]) -> Spent:
+    """Decode + validate + build the document (the worker's `prepare`), on one core, no I/O."""
+    values = [(routes[backlog.settings.topic_for(e.route)], e.value) for e in events(backlog.count)]
     settings = backlog.settings
-    started = time.perf_counter()
-    for topic, raw in values:
-        route = routes[topic]
-        value = decode_json_object(
-            raw, max_bytes=settings.max_event_bytes, max_depth=settings.max_nesting_depth
+    cpu_before, started = cpu_seconds(), time.perf_counter()
+    for route, raw in values:
+        outcome = prepare(
+            route, raw, (), max_bytes=settings.max_event_bytes, max_depth=settings.max_nesting_depth
         )
-        route.to_document(validate_event(route.model, value))
-    return len(values) / (time.perf_counter() - started)
+        if isinstance(outcome, Refused):
+            raise RuntimeError(f"a benchmark event was refused: {outcome.reason} {outcome.detail}")
+    elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
+    return Spent(len(values), elapsed, cpu)
 
 
 def prepared_documents(backlog: Backlog, routes: Mapping[str, Route]) -> list[tuple[Route, Document]]:
@@ -98,11 +102,13 @@ def prepared_documents(backlog: Backlog, routes: Mapping[str, Route]) -> list[tu
 
 async def write_ceiling(
     settings: Settings, database: str, prepared: Sequence[tuple[Route, Document]], *, worker_ops: bool
-) -> float:
+) -> Spent:
     """Bulk-write `prepared` in batches of the worker's size, the routes of a batch concurrently.
 
     `worker_ops=False`: unordered insert_many for every collection (the ceiling);
     `worker_ops=True`: the worker's writers (results as guarded upserts).
+    The CPU is the client side alone (BSON encoding, the driver's sends and replies): the server is
+    another process.
     """
     client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
     gateway = MongoGateway(client=client, database_name=database)
@@ -111,7 +117,7 @@ async def write_ceiling(
         await ensure_indexes(db)
         routes = routes_for(settings, gateway)
         size = settings.kafka_max_batch_records
-        started = time.perf_counter()
+        cpu_before, started = cpu_seconds(), time.perf_counter()
         for start in range(0, len(prepared), size):
             per_route: dict[str, list[Document]] = defaultdict(list)
             for route, document in prepared[start : start + size]:
@@ -124,11 +130,11 @@ async def write_ceiling(
                 else:
                     writes.append(db[writer.collection].insert_many(documents, ordered=False))
             await asyncio.gather(*writes)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
         await client.drop_database(database)
     finally:
         await client.close()
-    return len(prepared) / elapsed
+    return Spent(len(prepared), elapsed, cpu)
 
 
 async def naive_baseline(backlog: Backlog, database: str, group: str, limit: int) -> float:

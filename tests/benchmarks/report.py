@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,8 +11,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 
+from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import Latency
+from tests.benchmarks.report_cpu import cpu_table
+from tests.benchmarks.report_isolation import isolation_panel, isolation_section, isolation_targets
 from tests.benchmarks.worker_run import Drain, RssSample
 
 CONSUME = "consume ceiling (aiokafka alone)"
@@ -20,6 +25,8 @@ WRITE_OPS = "worker's write path alone (its writers, no Kafka)"
 PREPARE = "worker's CPU path alone (decode, validate, document)"
 NAIVE = "naive baseline (insert_one, commit per record)"
 WORKER = "worker end to end"
+CPU_PARTS = {CONSUME: "consume", PREPARE: "prepare", WRITE_OPS: "write", WORKER: "end to end"}
+"""The phases whose CPU per event is reported, and their part in the CPU table."""
 
 
 @dataclass
@@ -37,9 +44,17 @@ class Results:
     cpu_share: dict[str, list[float]] = field(default_factory=dict)
     worker_peak_rss_mib: list[float] = field(default_factory=list)
     """Peak RSS of the worker in each throughput repetition (the smaller backlog)."""
+    cpu_us: dict[str, list[float]] = field(default_factory=dict)
+    """CPU µs per event of each repetition, for the phases of CPU_PARTS."""
+    isolation: list[IsolationRun] = field(default_factory=list)
+    isolation_setup: tuple[int, float, int] = (0, 0.0, 0)
+    """The isolation phase's telemetry backlog, incidents per second and idle incidents."""
 
     def median(self, name: str) -> float:
         return statistics.median(self.rates[name])
+
+    def has(self, *names: str) -> bool:
+        return all(self.rates.get(name) for name in names)
 
 
 def _spread(values: list[float]) -> str:
@@ -51,9 +66,6 @@ def _spread(values: list[float]) -> str:
 
 
 def markdown(results: Results, chart_name: str) -> str:
-    ceiling = min(results.median(CONSUME), results.median(WRITE))
-    worker = results.median(WORKER)
-    naive = results.median(NAIVE)
     lines = [
         "# Benchmarks",
         "",
@@ -65,39 +77,20 @@ def markdown(results: Results, chart_name: str) -> str:
         "| fact | value |",
         "|---|---|",
         *(f"| {name} | {value} |" for name, value in results.facts.items()),
-        "",
-        "## Throughput",
-        "",
-        f"Backlog: {results.events:,} pre-produced events, the four kinds in turn (validation, results,",
-        "incidents, telemetry; realistic payloads from `tests/demo/events.py`), 3 partitions per topic.",
-        f"Naive baseline: the first {results.naive_events:,} records of the same backlog.",
-        f"Repetitions: {len(results.rates[WORKER])}; median and range (min-max, ± half-range / median).",
-        "",
-        "| phase | events/s (median) | range |",
-        "|---|---:|---|",
-        *(
-            f"| {name} | {results.median(name):,.0f} | {_spread(values)} |"
-            for name, values in results.rates.items()
-        ),
-        "",
-        "| target | measured | met? |",
-        "|---|---:|---|",
-        f"| worker ≥ 0.7 x min(consume, write ceiling) | {worker / ceiling:.2f} x | {_yes(worker >= 0.7 * ceiling)} |",
-        f"| worker ≥ 10 x naive | {worker / naive:.1f} x | {_yes(worker >= 10 * naive)} |",
     ]
-    if WRITE_OPS in results.rates:
-        ops = results.median(WRITE_OPS)
-        lines.append(f"| (for reference) worker / its own write path alone | {worker / ops:.2f} x | |")
-    if results.rss is not None and results.rss_half is not None:
-        rss, half = results.rss, results.rss_half
-        lines.append(
-            f"| peak RSS flat, bounded by the configuration and not by the backlog (doubling the backlog, "
-            f"{half.events:,} → {rss.events:,} events, raises the peak by ≤ 10 %; no growth while draining) "
-            f"| {half.peak_rss_mib:.0f} → {rss.peak_rss_mib:.0f} MiB; {_flatness(rss)} "
-            f"| {_yes(_is_flat(rss) and rss.peak_rss_mib <= 1.1 * half.peak_rss_mib)}; the level is set by "
-            "the broker's answer size, see below |"
-        )
+    if results.rates:
+        lines += _throughput(results)
+    targets = _targets(results)
+    if targets:
+        lines += ([] if results.rates else ["", "## Targets"]) + [
+            "", "| target | measured | met? |", "|---|---:|---|",
+            *(f"| {target} | {measured} | {met} |" for target, measured, met in targets),
+        ]  # fmt: skip
     lines += _where_the_time_goes(results)
+    lines += cpu_table(
+        {CPU_PARTS[name]: values for name, values in results.cpu_us.items() if name != WORKER},
+        results.cpu_us.get(WORKER, []),
+    )
     if results.latency is not None:
         lat = results.latency
         lines += [
@@ -137,10 +130,77 @@ def markdown(results: Results, chart_name: str) -> str:
             "|---:|---:|",
             *(f"| {s.done:,} ({s.done / rss.events:.0%}) | {s.rss_mib:.0f} MiB |" for s in _by_decile(rss)),
         ]
+    lines += isolation_section(results.isolation, *results.isolation_setup)
     lines += ["", f"![throughput and latency]({chart_name})", "", "## Method", ""]
     lines += [f"- {note}" for note in results.notes]
     lines += ["", *PERFORMANCE_WORK]
     return "\n".join(lines) + "\n"
+
+
+def _throughput(results: Results) -> list[str]:
+    runs = max(len(values) for values in results.rates.values())
+    lines = [
+        "",
+        "## Throughput",
+        "",
+        f"Backlog: {results.events:,} pre-produced events, the four kinds in turn (validation, results,",
+        "incidents, telemetry; realistic payloads from `tests/demo/events.py`), 3 partitions per topic.",
+    ]
+    if results.has(NAIVE):
+        lines.append(f"Naive baseline: the first {results.naive_events:,} records of the same backlog.")
+    return [
+        *lines,
+        f"Repetitions: {runs}; median and range (min-max, ± half-range / median).",
+        "",
+        "| phase | events/s (median) | range |",
+        "|---|---:|---|",
+        *(
+            f"| {name} | {results.median(name):,.0f} | {_spread(values)} |"
+            for name, values in results.rates.items()
+        ),
+    ]
+
+
+Target = tuple[str, str, str]
+"""A row of the targets table: the target, the measured figure, met or not ("" for a reference)."""
+
+
+def _targets(results: Results) -> list[Target]:
+    """The targets of the phases that ran."""
+    rows = []
+    if results.has(CONSUME, WRITE, WORKER):
+        ceiling = min(results.median(CONSUME), results.median(WRITE))
+        worker = results.median(WORKER)
+        rows.append(
+            (
+                "worker ≥ 0.7 x min(consume, write ceiling)",
+                f"{worker / ceiling:.2f} x",
+                _yes(worker >= 0.7 * ceiling),
+            )
+        )
+    if results.has(NAIVE, WORKER):
+        worker, naive = results.median(WORKER), results.median(NAIVE)
+        rows.append(("worker ≥ 10 x naive", f"{worker / naive:.1f} x", _yes(worker >= 10 * naive)))
+    if results.has(WRITE_OPS, WORKER):
+        ratio = results.median(WORKER) / results.median(WRITE_OPS)
+        rows.append(("(for reference) worker / its own write path alone", f"{ratio:.2f} x", ""))
+    if results.rss is not None and results.rss_half is not None:
+        rss, half = results.rss, results.rss_half
+        rows.append((
+            "peak RSS flat, bounded by the configuration and not by the backlog (doubling the backlog, "
+            f"{half.events:,} → {rss.events:,} events, raises the peak by ≤ 10 %; no growth while draining)",
+            f"{half.peak_rss_mib:.0f} → {rss.peak_rss_mib:.0f} MiB; {_flatness(rss)}",
+            f"{_yes(_is_flat(rss) and rss.peak_rss_mib <= 1.1 * half.peak_rss_mib)}; the level is set by "
+            "the broker's answer size, see below",
+        ))  # fmt: skip
+    return rows + isolation_targets(results.isolation)
+
+
+def summary_lines(results: Results) -> list[str]:
+    """The targets, for the console at the end of a run."""
+    return [
+        f"{target}: {measured}" + (f" ({met})" if met else "") for target, measured, met in _targets(results)
+    ]
 
 
 def _where_the_time_goes(results: Results) -> list[str]:
@@ -149,7 +209,6 @@ def _where_the_time_goes(results: Results) -> list[str]:
         return []
     share = {name: statistics.median(values) for name, values in results.cpu_share.items()}
     worker = results.median(WORKER)
-    prepare = results.median(PREPARE)
     lines = [
         "",
         "## Where the time goes",
@@ -162,14 +221,21 @@ def _where_the_time_goes(results: Results) -> list[str]:
         "|---|---:|",
         *(f"| {name} | {value:.2f} |" for name, value in share.items()),
         "",
-        f"- Decoding, validating and building documents costs {1e6 / prepare:,.0f} µs per event on one core "
-        f"({prepare:,.0f} events/s), i.e. {worker / prepare:.0%} of a core at the worker's {worker:,.0f} events/s.",
     ]
+    if results.has(PREPARE):
+        prepare = results.median(PREPARE)
+        lines.append(
+            f"- Decoding, validating and building documents costs {1e6 / prepare:,.0f} µs per event on one "
+            f"core ({prepare:,.0f} events/s), i.e. {worker / prepare:.0%} of a core at the worker's "
+            f"{worker:,.0f} events/s."
+        )
     if "nx-27017" in share:
         lines.append(
             f"- nx-27017 is busy {share['nx-27017']:.0%} of the drain: it executes one command at a time "
             "over SQLite, so it is the bottleneck; the worker waits for its bulk writes most of the time."
         )
+    if not results.has(NAIVE, WRITE):
+        return lines
     naive, write = results.median(NAIVE), results.median(WRITE)
     lines.append(
         f"- The naive baseline ({naive:,.0f} events/s) pays one insert_one round-trip to nx-27017 and one "
@@ -305,42 +371,64 @@ def _flatness(rss: Drain) -> str:
 
 
 def chart(results: Results, path: Path) -> None:
-    panels = 2 + (results.rss is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.8))
+    panels: list[Callable[[Axes, Results], None]] = []
+    if results.rates:
+        panels.append(_throughput_panel)
+    if results.latency is not None:
+        panels.append(_latency_panel)
+    if results.rss is not None and results.rss_half is not None:
+        panels.append(_rss_panel)
+    if results.isolation:
+        panels.append(lambda ax, r: isolation_panel(ax, r.isolation))
+    if not panels:
+        return
+    columns = len(panels) if len(panels) <= 3 else 2
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(6 * columns, 4.8 * rows), squeeze=False)
+    for ax, draw in zip(axes.flat, panels, strict=False):
+        draw(ax, results)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _throughput_panel(ax: Axes, results: Results) -> None:
     names = list(results.rates)
     medians = [results.median(n) for n in names]
     errors = [
         [m - min(results.rates[n]) for n, m in zip(names, medians, strict=True)],
         [max(results.rates[n]) - m for n, m in zip(names, medians, strict=True)],
     ]
-    ax = axes[0]
     ax.barh([n.split(" (")[0] for n in names], medians, xerr=errors, color="#4c72b0", capsize=4)
     ax.set_xscale("log")
     ax.set_xlabel("events/s (median, min-max; log scale)")
     ax.set_title(f"Throughput, {results.events:,} events")
     ax.invert_yaxis()
-    ax = axes[1]
-    if results.latency is not None:
-        ordered = sorted(results.latency.latencies_ms)
-        ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], color="#dd8452")
-        ax.set_xscale("log")
-        for q in (0.5, 0.99):
-            ax.axvline(results.latency.percentile(q), linestyle=":", color="grey")
-            ax.text(results.latency.percentile(q), 0.02 if q == 0.5 else 0.1,
-                    f" p{int(q * 100)} {results.latency.percentile(q):,.0f} ms", fontsize=8)  # fmt: skip
-        ax.set_xlabel("publish → stored, ms (log)")
-        ax.set_ylabel("fraction of events")
-        ax.set_title(f"Latency at {results.latency.rate:,.0f} events/s")
-    if results.rss is not None and results.rss_half is not None:
-        ax = axes[2]
-        for drained, color in ((results.rss_half, "#8172b2"), (results.rss, "#55a868")):
-            ax.plot([s.done for s in drained.samples], [s.rss_mib for s in drained.samples],
-                    color=color, label=f"{drained.events:,}-event backlog")  # fmt: skip
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="lower right", fontsize=8)
-        ax.set_xlabel("events drained")
-        ax.set_ylabel("worker RSS, MiB")
-        ax.set_title("Worker RSS while draining")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def _latency_panel(ax: Axes, results: Results) -> None:
+    assert results.latency is not None
+    ordered = sorted(results.latency.latencies_ms)
+    ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], color="#dd8452")
+    ax.set_xscale("log")
+    for q in (0.5, 0.99):
+        ax.axvline(results.latency.percentile(q), linestyle=":", color="grey")
+        ax.text(results.latency.percentile(q), 0.02 if q == 0.5 else 0.1,
+                f" p{int(q * 100)} {results.latency.percentile(q):,.0f} ms", fontsize=8)  # fmt: skip
+    ax.set_xlabel("publish → stored, ms (log)")
+    ax.set_ylabel("fraction of events")
+    ax.set_title(f"Latency at {results.latency.rate:,.0f} events/s")
+
+
+def _rss_panel(ax: Axes, results: Results) -> None:
+    assert results.rss is not None and results.rss_half is not None
+    for drained, color in ((results.rss_half, "#8172b2"), (results.rss, "#55a868")):
+        ax.plot([s.done for s in drained.samples], [s.rss_mib for s in drained.samples],
+                color=color, label=f"{drained.events:,}-event backlog")  # fmt: skip
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("events drained")
+    ax.set_ylabel("worker RSS, MiB")
+    ax.set_title("Worker RSS while draining")

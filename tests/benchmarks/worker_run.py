@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from tests.benchmarks.measure import cpu_seconds
 from tests.integration.harness import WorkerProcess
 from worker.settings import Settings
 
@@ -22,6 +22,9 @@ SAVED_EVENTS = frozenset(
     {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered"}
 )
 POLL_S = 0.25
+START_POLL_S = 0.02
+"""How often the log is read for the line that starts a drain: the worker's CPU is read then, so a
+late read would leave the drain's first records' CPU out."""
 
 
 @dataclass
@@ -37,12 +40,17 @@ class Drain:
     seconds: float
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
-    cpu_share: dict[str, float] = field(default_factory=dict)
-    """Per process (worker, servers): CPU seconds used during the drain / its wall seconds."""
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """Per process (worker, servers): CPU seconds used during the drain (/proc/<pid>/stat)."""
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def cpu_share(self) -> dict[str, float]:
+        """Per process: CPU seconds during the drain / its wall seconds (1.0 = one core busy)."""
+        return {name: spent / self.seconds for name, spent in self.cpu_seconds.items()}
 
 
 def read_status(pid: int) -> dict[str, float]:
@@ -53,12 +61,6 @@ def read_status(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             values[name] = int(rest.split()[0]) / 1024
     return values
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def log_lines(path: Path) -> Iterator[dict[str, Any]]:
@@ -100,7 +102,7 @@ class CommitWatcher:
         return total
 
 
-async def wait_for_log(worker: WorkerProcess, event: str, *, within: float) -> float:
+async def wait_for_log(worker: WorkerProcess, event: str, *, within: float, poll_s: float = POLL_S) -> float:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if worker.process is not None and worker.process.poll() is not None:
@@ -108,7 +110,7 @@ async def wait_for_log(worker: WorkerProcess, event: str, *, within: float) -> f
         moment = log_time(worker.log_path, event) if worker.log_path.exists() else None
         if moment is not None:
             return moment
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll_s)
     raise RuntimeError(f"no {event} in {worker.log_path} within {within:g} s")
 
 
@@ -130,7 +132,7 @@ async def drain(
     pid = worker.process.pid
     total = sum(ends.values())
     try:
-        assigned_at = await wait_for_log(worker, "partitions_assigned", within=120)
+        assigned_at = await wait_for_log(worker, "partitions_assigned", within=120, poll_s=START_POLL_S)
         pids = {"worker": pid, **(server_pids or {})}
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         samples: list[RssSample] = []
@@ -147,8 +149,8 @@ async def drain(
                 await asyncio.sleep(POLL_S)
         peak = read_status(pid)["VmHWM"]
         seconds = now - assigned_at
-        share = {name: (cpu_seconds(p) - cpu_before[name]) / seconds for name, p in pids.items()}
-        return Drain(events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_share=share)
+        spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+        return Drain(events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent)
     finally:
         code = worker.terminate(timeout=60)
         if code != 0:

@@ -1,0 +1,62 @@
+"""Pure measuring helpers: CPU time from /proc/<pid>/stat, percentiles, a drain's rate from log lines."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# Fields of /proc/<pid>/stat after the `(comm)` field: state is the first, utime the 12th, stime the 13th.
+UTIME, STIME = 11, 12
+
+
+def cpu_ticks(stat_line: str) -> int:
+    """utime + stime, in clock ticks, of one /proc/<pid>/stat line.
+
+    The process name (`comm`, in parentheses) may hold spaces and parentheses itself, so the
+    fields are counted from the last `)`.
+    """
+    fields = stat_line.rsplit(")", 1)[1].split()
+    return int(fields[UTIME]) + int(fields[STIME])
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process so far (all its threads); "self": this process."""
+    return cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The value at fraction `q` (0-1) of the sorted values (nearest rank, no interpolation)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What a phase handled: events, wall seconds and the CPU seconds of the process doing it."""
+
+    events: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return self.cpu_seconds / self.events * 1e6
+
+
+def span_rate(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
+    """(records, seconds) from the first write to the last, given (time, records) of each write.
+
+    The first write's records are left out: its time marks the start, not the end, of their work.
+    """
+    ordered = sorted(writes)
+    if len(ordered) < 2:
+        raise ValueError("a span needs at least two writes")
+    return sum(count for _, count in ordered[1:]), ordered[-1][0] - ordered[0][0]

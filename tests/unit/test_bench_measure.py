@@ -1,0 +1,161 @@
+"""Specification of the benchmark's pure helpers: CPU from /proc, percentiles, rates, its report tables."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.benchmarks.__main__ import parse_args, throughput_phases
+from tests.benchmarks.isolation import IsolationRun
+from tests.benchmarks.measure import Spent, cpu_seconds, cpu_ticks, percentile, span_rate
+from tests.benchmarks.report import CONSUME, NAIVE, PREPARE, WORKER, WRITE, WRITE_OPS, Results, markdown
+from tests.benchmarks.report_cpu import cpu_table
+from tests.benchmarks.report_isolation import isolation_section, isolation_targets
+
+# A /proc/<pid>/stat line: utime (14th field) 1234, stime (15th) 56.
+STAT_TAIL = "S 1 1 1 0 -1 4194560 500 0 0 0 1234 56 0 0 20 0 3 0 1124123 3133440 388 18446744073709551615"
+
+
+def test_cpu_ticks_are_utime_plus_stime() -> None:
+    """utime and stime are the 14th and 15th fields of the stat line."""
+    assert cpu_ticks(f"4242 (python) {STAT_TAIL}") == 1234 + 56
+
+
+@pytest.mark.parametrize("name", ["my worker", "a) b (c", "x) S 1 2 3 4 5 6 7 8 9 10 11 12 13 (", ")"])
+def test_cpu_ticks_count_fields_after_the_last_parenthesis(name: str) -> None:
+    """A process name with spaces or parentheses does not shift the fields."""
+    assert cpu_ticks(f"4242 ({name}) {STAT_TAIL}") == 1290
+
+
+def test_cpu_seconds_of_this_process_follow_its_own_cpu_time() -> None:
+    """/proc/self/stat and os.times() agree within two ticks, and busy work shows up in both."""
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    before = cpu_seconds()
+    deadline = time.process_time() + 0.1
+    while time.process_time() < deadline:
+        pass
+    times = os.times()
+    spent = cpu_seconds() - before
+    assert spent >= 0.1 - 2 * tick
+    assert abs(cpu_seconds(os.getpid()) - (times.user + times.system)) <= 2 * tick
+
+
+def test_percentile_is_the_nearest_rank_of_the_sorted_values() -> None:
+    """No interpolation: the value at index int(q * n) of the sorted values, the last one at most."""
+    values = [float(v) for v in range(100, 0, -1)]
+    assert percentile(values, 0.5) == 51
+    assert percentile(values, 0.99) == 100
+    assert percentile(values, 1.0) == 100
+    assert percentile(values, 0.0) == 1
+    assert percentile([7.0], 0.99) == 7
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    """An empty sample has no percentile (the report prints n/a instead of asking)."""
+    with pytest.raises(ValueError):
+        percentile([], 0.5)
+
+
+def test_span_rate_counts_the_writes_after_the_first_over_the_time_between() -> None:
+    """The first write marks the start: its records are not part of the span; order does not matter."""
+    writes = [(12.0, 300), (10.0, 1000), (11.0, 1000)]
+    assert span_rate(writes) == (1300, 2.0)
+
+
+def test_span_rate_needs_two_writes() -> None:
+    """One write has no duration."""
+    with pytest.raises(ValueError):
+        span_rate([(1.0, 10)])
+
+
+def test_spent_gives_rate_and_cpu_microseconds_per_event() -> None:
+    """2,000 events in 0.5 s using 0.03 CPU seconds: 4,000 events/s, 15 µs each."""
+    spent = Spent(events=2000, seconds=0.5, cpu_seconds=0.03)
+    assert spent.rate == 4000
+    assert spent.cpu_us_per_event == pytest.approx(15.0)
+
+
+def test_cpu_table_shows_the_parts_their_sum_the_rest_and_one_core_s_rate() -> None:
+    """Medians per part, their sum, end to end minus the sum, and 1e6 / end-to-end µs events/s."""
+    lines = cpu_table({"consume": [3.0, 5.0, 4.0], "prepare": [10.0], "write": [6.0]}, [25.0, 30.0, 20.0])
+    text = "\n".join(lines)
+    assert "| sum of the parts | 20.0 | |" in text
+    assert "| worker end to end (its process during the drain) | 25.0 | 20.0-30.0 |" in text
+    assert "| 5.0 | 20% of end to end |" in text
+    assert "One core carries about 40,000 events/s once MongoDB is not the bottleneck" in text
+
+
+def test_cpu_table_without_every_part_gives_no_sum() -> None:
+    """A sum of some parts would look like the whole: it is left out."""
+    text = "\n".join(cpu_table({"prepare": [10.0]}, [25.0]))
+    assert "sum of the parts" not in text
+    assert "rest" not in text
+
+
+def run(isolation: bool, rate: float, during: list[float], idle: list[float]) -> IsolationRun:
+    return IsolationRun(isolation, drained=int(rate * 10), drain_seconds=10.0, during_ms=during, idle_ms=idle)
+
+
+def test_isolation_targets_pool_the_runs_of_a_mode() -> None:
+    """p99 over every isolated run's incidents; drain ratio of the modes' median rates."""
+    runs = [
+        run(True, 9000, [100.0] * 50, [20.0]),
+        run(False, 10000, [900.0] * 50, [20.0]),
+        run(True, 9400, [100.0] * 49 + [400.0], [20.0]),
+        run(False, 10000, [800.0], [20.0]),
+    ]
+    (p99, ratio) = isolation_targets(runs)
+    assert p99[1].startswith("400 ms (100 incidents)")
+    assert p99[2] == "**no**"
+    assert ratio[1].startswith("0.92 x (9,200 vs 10,000 events/s)")
+    assert ratio[2] == "yes"
+
+
+def test_isolation_targets_are_met_within_bounds() -> None:
+    """p99 of 250 ms and a ratio of 0.9 meet the targets."""
+    (p99, ratio) = isolation_targets([run(True, 9000, [250.0], []), run(False, 10000, [2000.0], [])])
+    assert (p99[2], ratio[2]) == ("yes", "yes")
+
+
+def test_isolation_section_reports_both_modes_and_the_ratio() -> None:
+    """One row per mode; a mode without idle incidents shows n/a rather than failing."""
+    text = "\n".join(
+        isolation_section([run(True, 5000, [10.0, 30.0], []), run(False, 4000, [50.0], [9.0])], 200, 2, 0)
+    )
+    assert "| true | 5,000 (1 run) | 2: 30 ms / 30 ms / 30 ms | 0: n/a / n/a / n/a |" in text
+    assert "| false | 4,000 (1 run) | 1: 50 ms / 50 ms / 50 ms | 1: 9 ms / 9 ms / 9 ms |" in text
+    assert "with isolation / without: 1.25 x" in text
+
+
+def test_a_report_of_some_phases_only_is_written() -> None:
+    """`--only isolation` gives a report with the isolation targets and no throughput section."""
+    results = Results(facts={"CPU": "2 x test"}, events=0, naive_events=0)
+    results.isolation = [run(True, 5000, [10.0], [5.0]), run(False, 5000, [10.0], [5.0])]
+    text = markdown(results, "chart.png")
+    assert "## Throughput" not in text
+    assert "## Targets" in text
+    assert "telemetry drain rate with isolation ≥ 0.9 x without | 1.00 x" in text
+
+
+def test_only_selects_the_phases_each_repetition_runs() -> None:
+    """cpu needs the parts and the worker, latency the worker; throughput everything."""
+    assert throughput_phases(("isolation",)) == []
+    assert throughput_phases(("cpu",)) == [CONSUME, WRITE_OPS, PREPARE, WORKER]
+    assert throughput_phases(("latency",)) == [WORKER]
+    assert throughput_phases(("throughput",)) == [CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER]
+
+
+def test_only_refuses_an_unknown_phase() -> None:
+    """A misspelt phase stops the run before anything starts."""
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "isolaton"])
+    assert parse_args(["--only", "isolation, cpu"]).only == ("isolation", "cpu")
+    assert parse_args([]).only == ("throughput", "cpu", "latency", "memory", "isolation")
+
+
+def test_cpu_table_says_when_the_parts_cost_more_than_the_whole() -> None:
+    """A negative rest is flagged as noise rather than shown as a plain figure."""
+    text = "\n".join(cpu_table({"consume": [5.0], "prepare": [30.0], "write": [10.0]}, [40.0]))
+    assert "| -5.0 | -12% of end to end: below zero, the parts alone cost more than in the worker" in text
