@@ -217,8 +217,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             task.cancel()
         if redelivery is not None:
             await finish_task(redelivery, stop, settings.shutdown_timeout_s)
-        consumer_stops = [consumer.stop for consumer in consumers]
-        await _close_all(*consumer_stops, producer.stop, kafka_probe.close, gateway.close)
+        await _leave_group(consumers, within_s=settings.kafka_session_timeout_ms / 1000)
+        await _close_all(producer.stop, kafka_probe.close, gateway.close)
         log.info("worker_stopped")
 
 
@@ -300,6 +300,20 @@ def _background(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None
     return task
 
 
+async def _leave_group(consumers: Sequence[Any], *, within_s: float) -> None:
+    """Stop every group member at once. One caught in a rebalance the broker does not finish
+    (aiokafka waits for its join first) is given up after a session timeout, by which the group
+    has expired it anyway: its uncommitted records are re-read by the next owner."""
+
+    async def leave(consumer: Any) -> None:
+        try:
+            await asyncio.wait_for(consumer.stop(), timeout=within_s)
+        except Exception as exc:
+            log.warning("close_failed", error=f"{type(exc).__name__}: {exc}", within_s=within_s)
+
+    await asyncio.gather(*(leave(consumer) for consumer in consumers))
+
+
 async def _close_all(*closers: Callable[[], Awaitable[None]]) -> None:
     for close in closers:
         try:
@@ -324,12 +338,28 @@ async def serve(
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=settings.shutdown_timeout_s)
         except TimeoutError:
-            log.error("shutdown_timeout", timeout_s=settings.shutdown_timeout_s)
+            log.error("shutdown_timeout", timeout_s=settings.shutdown_timeout_s, waiting_on=_waiting_on())
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     stopping.cancel()
     task.result()
+
+
+def _waiting_on() -> list[str]:
+    """What each task still running awaits, outermost to innermost coroutine, e.g.
+    `ConsumerLoop.run > GroupConsumer.poll > ...`: what held the shutdown up."""
+    places = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        chain: list[str] = []
+        coroutine: Any = task.get_coro()
+        while (frame := getattr(coroutine, "cr_frame", None)) is not None:
+            chain.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+            coroutine = getattr(coroutine, "cr_await", None)
+        places.append(f"{task.get_name()}: {' > '.join(chain)}")
+    return sorted(places)
 
 
 def _request_stop(stop: asyncio.Event, sig: signal.Signals) -> None:

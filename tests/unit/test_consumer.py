@@ -324,3 +324,25 @@ async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) 
     assert lag_of(C0) == 3
     await _FinishInFlightBatch(loop).on_partitions_revoked([C0])
     assert lag_of(C0) is None
+
+
+async def test_a_stop_during_a_poll_that_does_not_return_ends_the_loop_promptly(make_settings: Any) -> None:
+    """A poll can wait past its timeout (aiokafka waits out a rebalance, which may not end while
+    the broker is away); a stop does not wait for it, and nothing is processed or committed."""
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [])
+    never = asyncio.Event()
+
+    async def rebalancing(*_: Any, **__: Any) -> dict[TopicPartition, list[FakeRecord]]:
+        await never.wait()
+        raise AssertionError("unreachable")
+
+    consumer.getmany = rebalancing  # type: ignore[method-assign]
+    processor = FakeProcessor([])
+    loop = make_loop(consumer=consumer, processor=processor, settings=make_settings(), stop=stop)
+    running = asyncio.ensure_future(loop.run())
+    await asyncio.sleep(0.05)
+    stop.set()
+    done, _ = await asyncio.wait({running}, timeout=2)
+    assert running in done and running.exception() is None
+    assert processor.seen == [] and consumer.commits == []

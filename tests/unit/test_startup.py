@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import socket
@@ -90,3 +92,23 @@ def test_stop_is_requested_even_when_the_log_write_fails(monkeypatch: pytest.Mon
     stop = asyncio.Event()
     worker.app._request_stop(stop, signal.SIGTERM)
     assert stop.is_set()
+
+
+async def test_a_shutdown_past_its_timeout_names_what_it_waited_on() -> None:
+    """When the drain outlives SHUTDOWN_TIMEOUT_S, `shutdown_timeout` says where each task still
+    waits (outermost to innermost coroutine), so that the hang can be found from one log line."""
+    async def stuck_in_a_rebalance(settings: Settings, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await asyncio.Event().wait()  # never set: a join the broker never answers
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    with capture_logs() as logs:
+        stopper = asyncio.ensure_future(stop_soon())
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.app.serve(Settings(shutdown_timeout_s=0.2), runner=stuck_in_a_rebalance)
+        await stopper
+    (timeout,) = [line for line in logs if line["event"] == "shutdown_timeout"]
+    assert any("stuck_in_a_rebalance" in place and "Event.wait" in place for place in timeout["waiting_on"])

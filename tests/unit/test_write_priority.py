@@ -175,3 +175,29 @@ def test_route_isolation_gives_each_route_its_own_group_member_highest_first(iso
         ]
     else:
         assert members == [routes]
+
+
+async def test_one_batch_of_several_routes_writes_the_higher_route_first_and_finishes(
+    fast_settings: Settings,
+) -> None:
+    """Without isolation one batch holds several routes: telemetry read first still writes after
+    the incident (it waits for the incident's writes, never for the whole batch: no deadlock)."""
+    factory = EventFactory(seed=4)
+    pipeline = make_pipeline(fast_settings)
+    telemetry_writer = TimedWriter(collection="telemetry_buffer", seconds=0.01)
+    incidents_writer = TimedWriter(collection="incidents", seconds=0.01)
+    writers = {RouteName.TELEMETRY: telemetry_writer, RouteName.INCIDENTS: incidents_writer}
+    routes = {
+        topic: dataclasses.replace(
+            route, writer=writers.get(route.name, route.writer), priority=fast_settings.priority_of(route.name)
+        )
+        for topic, route in pipeline.routes.items()
+    }
+    processor = batch_processor(fast_settings, routes, FakeDeadLetters())
+    telemetry = [good_record(factory, RouteName.TELEMETRY, n) for n in range(WRITE_CHUNK + 1)]
+    incident = [good_record(factory, RouteName.INCIDENTS, 0)]
+    batch = {TopicPartition(telemetry[0].topic, 0): telemetry, TopicPartition(incident[0].topic, 0): incident}
+    result = await asyncio.wait_for(processor.process(batch), timeout=5)
+    assert result.stored == len(telemetry) + 1
+    (incident_span,) = incidents_writer.spans
+    assert min(start for start, _ in telemetry_writer.spans) >= incident_span[1]

@@ -18,7 +18,7 @@ from worker.pipeline import reports
 from worker.pipeline.chunks import WRITE_CHUNK, Retrying, RouteResult, RouteWrites
 from worker.pipeline.dead_letters import DeadLetter, DeadLetterPublisher, UnprocessableLetter, error_class
 from worker.pipeline.prepare import Refused, prepare
-from worker.pipeline.priority import WritePriority
+from worker.pipeline.priority import Holding, WritePriority
 from worker.pipeline.records import Batch, Prepared, Record, source_of
 from worker.pipeline.routes import Route
 
@@ -59,14 +59,28 @@ class BatchProcessor:
         """
         writes: dict[str, RouteWrites] = {}  # in the order their first chunk started
         rejected: Rejected = []
+        holding = Holding(self.priority, {self.routes[tp.topic].priority for tp in batch})
         try:
             items = await self._prepare_all(batch, writes, rejected)
-            results = await asyncio.gather(*(route_writes.finish() for route_writes in writes.values()))
+            for topic in {tp.topic for tp in batch} - set(writes):  # nothing to write
+                holding.release(self.routes[topic].priority)
+            results = await asyncio.gather(
+                *(self._finish(topic, route_writes, holding) for topic, route_writes in writes.items())
+            )
         except BaseException:
             for route_writes in writes.values():
                 route_writes.cancel()
             raise
+        finally:
+            holding.release_all()
         return await self._conclude(batch, items, rejected, results)
+
+    async def _finish(self, topic: str, route_writes: RouteWrites, holding: Holding) -> RouteResult:
+        """The route's writes done: lower routes need no longer wait for it (ROUTE_PRIORITY)."""
+        try:
+            return await route_writes.finish()
+        finally:
+            holding.release(self.routes[topic].priority)
 
     def settled(self, commits: Mapping[TopicPartition, int]) -> None:
         """Offsets committed: the dead letters of those records need not be remembered."""

@@ -62,10 +62,7 @@ class RouteWrites:
 
     def start(self, items: list[Prepared]) -> None:
         previous = self._chunks[-1].task if self._chunks else None
-        task = asyncio.create_task(self._write_chunk(items, previous))
-        self._priority.started(self._route.priority)
-        task.add_done_callback(lambda _: self._priority.finished(self._route.priority))
-        self._chunks.append(_Chunk(items, task))
+        self._chunks.append(_Chunk(items, asyncio.create_task(self._write_chunk(items, previous))))
 
     def cancel(self) -> None:
         for chunk in self._chunks:
@@ -131,7 +128,7 @@ class RouteWrites:
             return await self._write_one_by_one(items)
 
     async def _gated_write(self, documents: Documents) -> WriteOutcome:
-        """One attempt, once no route before this one has a chunk in hand (ROUTE_PRIORITY)."""
+        """One attempt, once no route before this one has records in hand (ROUTE_PRIORITY)."""
         await self._priority.wait_turn(self._route.priority, self._route.name.value)
         return await self._route.writer.write(documents)
 

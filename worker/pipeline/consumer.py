@@ -10,6 +10,7 @@ partition of the batch back and retries the whole batch after a backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 
@@ -81,8 +82,9 @@ class ConsumerLoop:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
         while not self._stop.is_set():
             self._resume_due_partitions()
-            # An undecodable record batch pauses its partition (worker.kafka.undecodable).
-            batch = await self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
+            batch = await self._poll_unless_stopped()
+            if batch is None:
+                return
             self.last_progress = time.monotonic()
             self.lag.saw(batch)
             retry_in = None
@@ -93,6 +95,28 @@ class ConsumerLoop:
                 # Outside the lock: a revoke must not wait behind a backoff (rebalance first).
                 await self._back_off(retry_in)
             await self.lag.publish(self._consumer)
+
+    async def _poll_unless_stopped(self) -> Batch | None:
+        """The next batch, or None once `stop` is set while waiting for it.
+
+        A poll waits past its timeout while the group rebalances (aiokafka waits for the new
+        assignment), which may not end while the broker is away: a stop must not wait for it.
+        An undecodable record batch pauses its partition (worker.kafka.undecodable).
+        """
+        poll = asyncio.ensure_future(
+            self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
+        )
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if poll.done():
+            return poll.result()
+        poll.cancel()  # no record is handed out before the poll returns: nothing is lost
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+        return None
 
     async def _handle(self, batch: Batch) -> float | None:
         """Process and commit; if the batch failed, seek it back and return the wait before a retry."""
