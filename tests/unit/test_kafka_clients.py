@@ -22,6 +22,17 @@ async def test_the_consumer_commits_by_hand_and_bounds_its_prefetch_by_the_setti
     assert consumer._max_poll_records == 250
 
 
+async def test_the_fetch_wait_comes_from_the_settings() -> None:
+    """KAFKA_FETCH_MAX_WAIT_MS is how long the broker may hold an empty fetch request."""
+    consumer = create_consumer(Settings(kafka_fetch_max_wait_ms=40))
+    assert consumer._fetch_max_wait_ms == 40
+
+
+def test_the_default_fetch_wait_is_well_below_aiokafkas_500_ms() -> None:
+    """A fetch held for 500 ms by the broker delays records published meanwhile (p99 latency)."""
+    assert Settings().kafka_fetch_max_wait_ms == 100
+
+
 def test_the_default_prefetch_is_far_below_aiokafkas_50_mib() -> None:
     settings = Settings()
     assert settings.kafka_fetch_max_bytes == 8 * 1024 * 1024

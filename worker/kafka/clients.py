@@ -5,7 +5,8 @@ KAFKA_SECURITY_PROTOCOL's SSL context and SASL credentials. Beyond those:
 
     create_consumer                 the worker's group member and `dlq replay`'s: manual commits
                                     (enable_auto_commit=False), KAFKA_ISOLATION_LEVEL, the session,
-                                    heartbeat and poll intervals, and a bounded prefetch
+                                    heartbeat and poll intervals, the fetch wait
+                                    (KAFKA_FETCH_MAX_WAIT_MS), and a bounded prefetch
                                     (KAFKA_MAX_BATCH_RECORDS, KAFKA_FETCH_MAX_BYTES, ..._PARTITION_...)
     create_producer(purpose=...)    acks=all always, then per ProducerPurpose:
         DEAD_LETTERS, REPUBLISH       linger 5 ms, max_request_size=KAFKA_MAX_REQUEST_BYTES (the
@@ -71,8 +72,10 @@ def create_consumer(
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits: offsets move only after records are safe.
 
-    Every consumer (the worker's, `dlq replay`'s) has the same bounded prefetch and reads
-    with KAFKA_ISOLATION_LEVEL; `group_id` and `auto_offset_reset` default to the settings'.
+    Every consumer (the worker's, `dlq replay`'s) has the same bounded prefetch and fetch wait,
+    and reads with KAFKA_ISOLATION_LEVEL; `group_id` and `auto_offset_reset` default to the settings'.
+    The broker may hold a fetch that finds no new records for KAFKA_FETCH_MAX_WAIT_MS, and aiokafka
+    sends no other fetch to that broker meanwhile: that wait bounds the publish → poll latency.
     `member` (a route's name) is appended to KAFKA_CLIENT_ID, so that the group's description
     tells a replica's members apart.
     """
@@ -91,6 +94,7 @@ def create_consumer(
         max_poll_records=settings.kafka_max_batch_records,
         fetch_max_bytes=settings.kafka_fetch_max_bytes,
         max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
 
 
