@@ -9,6 +9,7 @@ below (or the whole file when the markers are missing).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -59,11 +60,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ROWS] = []
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every chaos scenario talks to real servers: mark it `integration` too."""
+    """Every chaos scenario talks to real servers: mark it `integration` too. Under pytest-xdist
+    (`--dist loadgroup`) the scenarios share one group, so they run one after another in one process:
+    each loads the CPU heavily and some are sensitive to it."""
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.xdist_group("chaos"))
 
 
 @pytest.fixture
@@ -123,11 +128,39 @@ def pytest_runtest_makereport(
         for row in rows:
             row.duration_s = report.duration
             row.outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+        if rows and hasattr(item.config, "workerinput"):
+            # A pytest-xdist worker: the rows travel to the controller with the report.
+            report.user_properties.append((_XDIST_ROWS, [_row_data(row) for row in rows]))
     return report
 
 
+_XDIST_ROWS = "chaos_rows"
+
+
+def _row_data(row: Row) -> dict[str, object]:
+    counts = None if row.counts is None else dataclasses.asdict(row.counts)
+    return {"scenario": row.scenario, "counts": counts, "servers": row.servers,
+            "outcome": row.outcome, "duration_s": row.duration_s}  # fmt: skip
+
+
+def _rows_from_workers(terminalreporter: pytest.TerminalReporter) -> list[Row]:
+    """On the pytest-xdist controller: the rows the workers sent with their reports."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name != _XDIST_ROWS:
+                    continue
+                for data in value:
+                    counts = data["counts"]
+                    rows.append(Row(scenario=data["scenario"], servers=data["servers"],
+                                    counts=None if counts is None else Counts(**counts),
+                                    outcome=data["outcome"], duration_s=data["duration_s"]))  # fmt: skip
+    return rows
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    rows = terminalreporter.config.stash.get(_ROWS, [])
+    rows = terminalreporter.config.stash.get(_ROWS, []) or _rows_from_workers(terminalreporter)
     if not rows:
         return
     terminalreporter.section(f"chaos results ({current_scale().name})")
