@@ -124,6 +124,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(xfail)
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """On the pytest-xdist controller (which loads no conftest below this one): the chaos summary."""
+    if terminalreporter.config.pluginmanager.has_plugin("dsession"):
+        from tests.chaos.conftest import rows_from_workers, write_summary
+
+        write_summary(terminalreporter, rows_from_workers(terminalreporter))
+
+
 @pytest.fixture(scope="session")
 def server_kind() -> ServerKinds:
     """Which kind of server (env, container, standin) backs the session's Kafka and MongoDB."""

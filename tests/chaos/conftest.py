@@ -143,7 +143,7 @@ def _row_data(row: Row) -> dict[str, object]:
             "outcome": row.outcome, "duration_s": row.duration_s}  # fmt: skip
 
 
-def _rows_from_workers(terminalreporter: pytest.TerminalReporter) -> list[Row]:
+def rows_from_workers(terminalreporter: pytest.TerminalReporter) -> list[Row]:
     """On the pytest-xdist controller: the rows the workers sent with their reports."""
     rows = []
     for reports in terminalreporter.stats.values():
@@ -160,7 +160,12 @@ def _rows_from_workers(terminalreporter: pytest.TerminalReporter) -> list[Row]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    rows = terminalreporter.config.stash.get(_ROWS, []) or _rows_from_workers(terminalreporter)
+    write_summary(terminalreporter, terminalreporter.config.stash.get(_ROWS, []))
+
+
+def write_summary(terminalreporter: pytest.TerminalReporter, rows: list[Row]) -> None:
+    """The summary section, one line per scenario (none without rows). Under pytest-xdist the
+    controller loads no conftest below tests/: tests/conftest.py calls this with `rows_from_workers`."""
     if not rows:
         return
     terminalreporter.section(f"chaos results ({current_scale().name})")
