@@ -60,15 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_ROWS] = []
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every chaos scenario talks to real servers: mark it `integration` too. Under pytest-xdist
-    (`--dist loadgroup`) the scenarios share one group, so they run one after another in one process:
-    each loads the CPU heavily and some are sensitive to it."""
+    """Every chaos scenario talks to real servers: mark it `integration` too."""
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.xdist_group("chaos"))
 
 
 @pytest.fixture
