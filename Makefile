@@ -36,7 +36,7 @@ demo: setup  ## start local stand-in servers, the worker, publish events, print 
 
 # The tests in parallel processes (pytest-xdist), each with its own stand-in servers; most wait on
 # servers and timeouts rather than the CPU. The chaos scenarios run one after another in one process
-# (their xdist_group). PYTEST_XDIST= (empty) runs everything in one process.
+# (one group: pytest_xdist_make_scheduler in tests/conftest.py). PYTEST_XDIST= runs all in one process.
 PYTEST_XDIST ?= -n 4 --dist loadgroup
 
 test: setup lint  ## lint, type-check, unit and integration tests against real servers
