@@ -12,8 +12,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# --compile-bytecode (and compileall before the tests): every `python -m worker` a test starts imports
+# from .pyc files, even where PYTHONDONTWRITEBYTECODE keeps Python from writing them (compiling the
+# libraries on each start costs seconds of CPU).
 $(STAMP): $(UV) uv.lock pyproject.toml
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
 	touch $(STAMP)
 
 setup: $(STAMP) promtool  ## install the locked dependencies (runtime + dev) into .venv, and promtool
@@ -31,14 +34,20 @@ promtool:
 demo: setup  ## start local stand-in servers, the worker, publish events, print what landed
 	$(VENV)/bin/python -m tests.demo
 
+# The tests in parallel processes (pytest-xdist), each with its own stand-in servers; most wait on
+# servers and timeouts rather than the CPU. The chaos scenarios run one after another in one process
+# (one group: pytest_xdist_make_scheduler in tests/conftest.py). PYTEST_XDIST= runs all in one process.
+PYTEST_XDIST ?= -n 4 --dist loadgroup
+
 test: setup lint  ## lint, type-check, unit and integration tests against real servers
-	$(VENV)/bin/pytest
+	$(VENV)/bin/python -m compileall -q worker schemas tests
+	$(VENV)/bin/pytest $(PYTEST_XDIST)
 
 unit: setup
-	$(VENV)/bin/pytest tests/unit
+	$(VENV)/bin/pytest $(PYTEST_XDIST) tests/unit
 
 integration: setup
-	$(VENV)/bin/pytest tests/integration
+	$(VENV)/bin/pytest $(PYTEST_XDIST) tests/integration
 
 bench: setup  ## ceilings, naive baseline and the worker, as ratios; rewrites docs/benchmarks.md and its chart
 	$(VENV)/bin/python -m tests.benchmarks

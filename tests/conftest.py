@@ -124,6 +124,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(xfail)
 
 
+CHAOS_DIR = "tests/chaos/"
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup`: the chaos scenarios form one group, run one after another by one worker
+    (each loads the CPU heavily and some are sensitive to it); every other test is sent on its own.
+
+    Decided here from the test ids, because the controller collects nothing, and pytest-xdist 3.8
+    cannot group by `xdist_group` markers under pytest 9.2 (it renames `item._nodeid`, which
+    pytest 9.2 no longer reads)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ChaosInOneGroup(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "chaos" if nodeid.startswith(CHAOS_DIR) else super()._split_scope(nodeid)
+
+    return ChaosInOneGroup(config, log)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """On the pytest-xdist controller (which loads no conftest below this one): the chaos summary."""
+    if terminalreporter.config.pluginmanager.has_plugin("dsession"):
+        from tests.chaos.conftest import rows_from_workers, write_summary
+
+        write_summary(terminalreporter, rows_from_workers(terminalreporter))
+
+
 @pytest.fixture(scope="session")
 def server_kind() -> ServerKinds:
     """Which kind of server (env, container, standin) backs the session's Kafka and MongoDB."""

@@ -9,6 +9,7 @@ below (or the whole file when the markers are missing).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -123,11 +124,44 @@ def pytest_runtest_makereport(
         for row in rows:
             row.duration_s = report.duration
             row.outcome = "xfail" if hasattr(report, "wasxfail") else report.outcome
+        if rows and hasattr(item.config, "workerinput"):
+            # A pytest-xdist worker: the rows travel to the controller with the report.
+            report.user_properties.append((_XDIST_ROWS, [_row_data(row) for row in rows]))
     return report
 
 
+_XDIST_ROWS = "chaos_rows"
+
+
+def _row_data(row: Row) -> dict[str, object]:
+    counts = None if row.counts is None else dataclasses.asdict(row.counts)
+    return {"scenario": row.scenario, "counts": counts, "servers": row.servers,
+            "outcome": row.outcome, "duration_s": row.duration_s}  # fmt: skip
+
+
+def rows_from_workers(terminalreporter: pytest.TerminalReporter) -> list[Row]:
+    """On the pytest-xdist controller: the rows the workers sent with their reports."""
+    rows = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name != _XDIST_ROWS:
+                    continue
+                for data in value:
+                    counts = data["counts"]
+                    rows.append(Row(scenario=data["scenario"], servers=data["servers"],
+                                    counts=None if counts is None else Counts(**counts),
+                                    outcome=data["outcome"], duration_s=data["duration_s"]))  # fmt: skip
+    return rows
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    rows = terminalreporter.config.stash.get(_ROWS, [])
+    write_summary(terminalreporter, terminalreporter.config.stash.get(_ROWS, []))
+
+
+def write_summary(terminalreporter: pytest.TerminalReporter, rows: list[Row]) -> None:
+    """The summary section, one line per scenario (none without rows). Under pytest-xdist the
+    controller loads no conftest below tests/: tests/conftest.py calls this with `rows_from_workers`."""
     if not rows:
         return
     terminalreporter.section(f"chaos results ({current_scale().name})")

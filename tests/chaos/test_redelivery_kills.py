@@ -40,8 +40,10 @@ async def test_redelivery_loops_killed_mid_delivery(
     chaos_result: Record,
 ) -> None:  # fmt: skip
     """One loop runs throughout while another is killed with SIGKILL mid-delivery and restarted: all documents delivered, duplicates only from the killed loops' claims, buffer empty."""
+    # A live loop settles each batch within its lease: 8 s leaves room for a stand-in MongoDB slowed
+    # by a loaded machine (tests in parallel), where 3 s let a live loop's lease lapse mid-batch.
     settings = redelivery_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
-                                   redelivery_lease_s=3.0, redelivery_batch_size=50)  # fmt: skip
+                                   redelivery_lease_s=8.0, redelivery_batch_size=50)  # fmt: skip
     await create_topics(settings.kafka_telemetry_delivery_topic, partitions=3)
     documents = buffered_documents(scale.pick(3000, 20_000), seed=91)
     await mongo_db.telemetry_buffer.insert_many(documents)
