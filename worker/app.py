@@ -29,7 +29,7 @@ from worker.ops.reachability import Reachability, ServerReachability, probe_unti
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
 from worker.pipeline.dead_letters import DeadLetterPublisher
-from worker.pipeline.priority import WritePriority
+from worker.pipeline.priority import WriteGate
 from worker.pipeline.routes import Route, build_routes
 from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
@@ -99,22 +99,22 @@ def batch_processor(
     settings: Settings,
     routes: Mapping[str, Route],
     dead_letters: DeadLetterPublisher,
-    priority: WritePriority | None = None,
+    gate: WriteGate | None = None,
 ) -> BatchProcessor:
-    """The processor with the settings' retry policy and input limits; `priority` is shared with
-    the other routes' processors (one of its own if None)."""
+    """The processor with the settings' retry policy and input limits; the write `gate` is
+    shared with the other routes' processors (one of its own if None)."""
     return BatchProcessor(
         routes=routes,
         dead_letters=dead_letters,
         retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
-        priority=priority or WritePriority(),
+        gate=gate or WriteGate(settings.mongodb_write_concurrency),
         max_event_bytes=settings.max_event_bytes,
         max_depth=settings.max_nesting_depth,
     )
 
 
 def _consumer_loop(
-    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, priority: WritePriority,
+    settings: Settings, routes: Mapping[str, Route], consumer: Any, producer: Any, gate: WriteGate,
     stop: asyncio.Event,
 ) -> ConsumerLoop:  # fmt: skip
     """The consumer loop of one group member: its routes, dead letters, and the settings' bounds."""
@@ -125,7 +125,7 @@ def _consumer_loop(
     )
     return ConsumerLoop(
         consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
-        processor=batch_processor(settings, routes, dead_letters, priority),
+        processor=batch_processor(settings, routes, dead_letters, gate),
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
@@ -193,9 +193,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         await _start_kafka(settings, producer, consumers)
         reachability["kafka"].answered()
-        priority = WritePriority()
+        gate = WriteGate(settings.mongodb_write_concurrency)
         loops = [
-            _consumer_loop(settings, served, consumer, producer, priority, stop)
+            _consumer_loop(settings, served, consumer, producer, gate, stop)
             for served, consumer in zip(members, consumers, strict=True)
         ]
         for loop, served in zip(loops, members, strict=True):

@@ -115,8 +115,11 @@ class Settings(BaseSettings):
     """One Kafka consumer and batch loop per route, all in KAFKA_CONSUMER_GROUP: a backlog on one
     route never delays another. false: one consumer and loop for every topic."""
     route_priority: Annotated[tuple[RouteName, ...], NoDecode] = DEFAULT_ROUTE_PRIORITY
-    """The routes from first served to last: a route's MongoDB writes wait while a route before
-    it has writes in hand. Routes left out follow in the default order."""
+    """The routes from first served to last when MongoDB writes wait for a slot; routes left
+    out follow in the default order."""
+    mongodb_write_concurrency: int = Field(default=2, ge=1, le=64)
+    """MongoDB writes in flight at once across the routes; a freed slot goes to the waiting
+    write of the route first in ROUTE_PRIORITY."""
     # Retention (TTL indexes), off by default as the guide says
     ttl_validation_audit_days: int | None = Field(default=None, ge=1)
     ttl_workflow_results_days: int | None = Field(default=None, ge=1)

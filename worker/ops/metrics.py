@@ -35,7 +35,7 @@ WRITE_LATENCY = Histogram(
 )
 WRITE_WAIT = Histogram(
     "persistence_write_wait_seconds",
-    "Wait of a write attempt for the routes before it in ROUTE_PRIORITY to finish their writes in hand",
+    "Wait of a write attempt for a MongoDB write slot (MONGODB_WRITE_CONCURRENCY; higher routes first)",
     ["route"],
 )
 CONSUMER_LAG = Gauge(

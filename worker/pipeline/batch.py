@@ -18,7 +18,7 @@ from worker.pipeline import reports
 from worker.pipeline.chunks import WRITE_CHUNK, Retrying, RouteResult, RouteWrites
 from worker.pipeline.dead_letters import DeadLetter, DeadLetterPublisher, UnprocessableLetter, error_class
 from worker.pipeline.prepare import Refused, prepare
-from worker.pipeline.priority import Holding, WritePriority
+from worker.pipeline.priority import WriteGate
 from worker.pipeline.records import Batch, Prepared, Record, source_of
 from worker.pipeline.routes import Route
 
@@ -39,15 +39,15 @@ class BatchResult:
 class BatchProcessor:
     """Prepares, writes and dead-letters the records of a batch, per the routing table.
 
-    `retrying` runs each write under the retry policy, and each attempt waits its turn in
-    `priority` (shared by every route's processor); records larger than `max_event_bytes` or
-    nested deeper than `max_depth` are dead-lettered unread.
+    `retrying` runs each write under the retry policy, and each attempt takes a slot of `gate`
+    (shared by every route's processor); records larger than `max_event_bytes` or nested
+    deeper than `max_depth` are dead-lettered unread.
     """
 
     routes: Mapping[str, Route]
     dead_letters: DeadLetterPublisher
     retrying: Retrying
-    priority: WritePriority
+    gate: WriteGate
     max_event_bytes: int
     max_depth: int
 
@@ -59,28 +59,14 @@ class BatchProcessor:
         """
         writes: dict[str, RouteWrites] = {}  # in the order their first chunk started
         rejected: Rejected = []
-        holding = Holding(self.priority, {self.routes[tp.topic].priority for tp in batch})
         try:
             items = await self._prepare_all(batch, writes, rejected)
-            for topic in {tp.topic for tp in batch} - set(writes):  # nothing to write
-                holding.release(self.routes[topic].priority)
-            results = await asyncio.gather(
-                *(self._finish(topic, route_writes, holding) for topic, route_writes in writes.items())
-            )
+            results = await asyncio.gather(*(route_writes.finish() for route_writes in writes.values()))
         except BaseException:
             for route_writes in writes.values():
                 route_writes.cancel()
             raise
-        finally:
-            holding.release_all()
         return await self._conclude(batch, items, rejected, results)
-
-    async def _finish(self, topic: str, route_writes: RouteWrites, holding: Holding) -> RouteResult:
-        """The route's writes done: lower routes need no longer wait for it (ROUTE_PRIORITY)."""
-        try:
-            return await route_writes.finish()
-        finally:
-            holding.release(self.routes[topic].priority)
 
     def settled(self, commits: Mapping[TopicPartition, int]) -> None:
         """Offsets committed: the dead letters of those records need not be remembered."""
@@ -114,7 +100,7 @@ class BatchProcessor:
 
     def _start(self, writes: dict[str, RouteWrites], topic: str, items: list[Prepared]) -> None:
         if topic not in writes:
-            writes[topic] = RouteWrites(self.routes[topic], self.retrying, self.priority)
+            writes[topic] = RouteWrites(self.routes[topic], self.retrying, self.gate)
         writes[topic].start(items)
 
     def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared | Refused:

@@ -20,7 +20,7 @@ from worker.mongo.writers import WriteOutcome
 from worker.ops import metrics
 from worker.pipeline import reports
 from worker.pipeline.dead_letters import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED, DeadLetter
-from worker.pipeline.priority import WritePriority
+from worker.pipeline.priority import WriteGate
 from worker.pipeline.records import Prepared
 from worker.pipeline.routes import FailurePolicy, Route
 
@@ -54,10 +54,10 @@ class _Chunk:
 class RouteWrites:
     """The chunks of one route in one batch: `start` each as it fills, then `finish` (or `cancel`)."""
 
-    def __init__(self, route: Route, retrying: Retrying, priority: WritePriority) -> None:
+    def __init__(self, route: Route, retrying: Retrying, gate: WriteGate) -> None:
         self._route = route
         self._retrying = retrying
-        self._priority = priority
+        self._gate = gate
         self._chunks: list[_Chunk] = []
 
     def start(self, items: list[Prepared]) -> None:
@@ -128,9 +128,9 @@ class RouteWrites:
             return await self._write_one_by_one(items)
 
     async def _gated_write(self, documents: Documents) -> WriteOutcome:
-        """One attempt, once no route before this one has records in hand (ROUTE_PRIORITY)."""
-        await self._priority.wait_turn(self._route.priority, self._route.name.value)
-        return await self._route.writer.write(documents)
+        """One attempt, in a slot of the write gate (not held across a retry's backoff)."""
+        async with self._gate.turn(self._route.priority, self._route.name.value):
+            return await self._route.writer.write(documents)
 
     async def _write_one_by_one(self, items: list[Prepared]) -> WriteOutcome:
         """Write each document alone; those refused become `refused`; an outage fails the chunk."""

@@ -1,76 +1,70 @@
-"""Route priority at MongoDB: a route's write waits while a route before it has records in hand.
+"""The write gate shared by the routes: at most N MongoDB writes in flight, highest route first.
 
 Each route writes its chunks one after the other (worker.pipeline.chunks); with one batch loop
-per route (ROUTE_ISOLATION) the routes' writes meet at MongoDB, where a telemetry backlog
-would otherwise share the server's time with incidents. A route's records are "in hand" from
-the moment its batch is polled until the batch's writes of that route are done (preparing,
-writing, retrying); a write attempt of a route waits while any route before it in
-ROUTE_PRIORITY has records in hand. The first route never waits; a write already sent is
-never interrupted. So under a backlog on every route the routes drain in ROUTE_PRIORITY's
-order, and an incident waits at most for the lower routes' writes already in flight.
+per route (ROUTE_ISOLATION) the routes' writes meet here. A write attempt takes one of
+MONGODB_WRITE_CONCURRENCY slots (never across a retry's backoff); when none is free it waits,
+and a freed slot goes to the waiting write of the route first in ROUTE_PRIORITY, first come,
+first served among equals. The gate never holds a slot back while a write waits (no route
+is starved while MongoDB has room), so an incident waits at most for the writes already in
+flight, and under a backlog on every route the higher routes get the slots and drain first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import time
-from collections import Counter
+from collections.abc import AsyncIterator
 
 from worker.ops import metrics
 
 
-class WritePriority:
-    """Shared by every route's batch processor: `started`/`finished` per batch and route, `wait_turn`
-    per write attempt.
+class WriteGate:
+    """`async with gate.turn(priority, route):` around one write attempt; `permits` at once.
 
-    A priority is a route's place in ROUTE_PRIORITY: 0 goes first.
+    A priority is the route's place in ROUTE_PRIORITY: 0 goes first.
     """
 
-    def __init__(self) -> None:
-        self._in_hand: Counter[int] = Counter()
-        self._waiters: list[asyncio.Future[None]] = []
+    def __init__(self, permits: int) -> None:
+        if permits < 1:
+            raise ValueError("a write gate needs at least one permit")
+        self._free = permits
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, arrival, waiter)
+        self._arrivals = itertools.count()
 
-    def started(self, priority: int) -> None:
-        """Records of that priority are in hand: lower routes' writes wait until they are finished."""
-        self._in_hand[priority] += 1
-
-    def finished(self, priority: int) -> None:
-        self._in_hand[priority] -= 1
-        if self._in_hand[priority] <= 0:
-            del self._in_hand[priority]
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def ahead_of(self, priority: int) -> bool:
-        """True while a route before `priority` has records in hand."""
-        return any(other < priority for other in self._in_hand)
-
-    async def wait_turn(self, priority: int, route: str) -> None:
-        """Return once no route before `priority` has records in hand."""
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int, route: str) -> AsyncIterator[None]:
         waited_from = time.perf_counter()
-        while self.ahead_of(priority):
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
+        await self._acquire(priority)
         metrics.WRITE_WAIT.labels(route).observe(time.perf_counter() - waited_from)
+        try:
+            yield
+        finally:
+            self._release()
 
+    async def _acquire(self, priority: int) -> None:
+        if self._free:  # a free slot means nobody waits: a freed one goes straight to a waiter
+            self._free -= 1
+            return
+        entry = (priority, next(self._arrivals), asyncio.get_running_loop().create_future())
+        heapq.heappush(self._waiting, entry)
+        try:
+            await entry[2]
+        except asyncio.CancelledError:
+            if entry[2].done() and not entry[2].cancelled():
+                self._release()  # handed a slot as it was cancelled: pass it on
+            else:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+            raise
 
-class Holding:
-    """The priorities one batch holds: each released once, when its route's writes are done."""
-
-    def __init__(self, priority: WritePriority, held: set[int]) -> None:
-        self._priority = priority
-        self._held = set(held)
-        for level in self._held:
-            priority.started(level)
-
-    def release(self, level: int) -> None:
-        if level in self._held:
-            self._held.discard(level)
-            self._priority.finished(level)
-
-    def release_all(self) -> None:
-        for level in list(self._held):
-            self.release(level)
+    def _release(self) -> None:
+        """Hand the slot to the best waiter, if any; else it is free."""
+        while self._waiting:
+            *_, waiter = heapq.heappop(self._waiting)
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
