@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tests.benchmarks.backlog import Backlog, Publisher, create_topics, route_events
+from tests.benchmarks.backlog import Backlog, Publisher, route_events
 from tests.benchmarks.measure import span_rate
-from tests.benchmarks.worker_run import CommitWatcher, log_lines, stored_times, wait_for_log
+from tests.benchmarks.worker_run import CommitWatcher, log_lines, started_worker, stored_times
 from tests.demo.events import DemoEvent
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
@@ -62,12 +62,8 @@ async def isolation_run(
 ) -> IsolationRun:
     """Start a worker (with `settings`, ROUTE_ISOLATION among them) on the telemetry backlog and
     publish incidents at `rate` through its drain, then `idle` more once it is drained."""
-    await create_topics(settings)
     incidents = Backlog(settings)
-    worker = WorkerProcess(settings, log_path)
-    worker.start()
-    try:
-        await wait_for_log(worker, "partitions_assigned", within=120)
+    async with started_worker(settings, log_path) as worker:
         stream = route_events(RouteName.INCIDENTS, 1_000_000, seed=INCIDENT_SEED)
         async with Publisher(incidents, keep_times=True) as publisher, CommitWatcher(settings) as watcher:
             await _wait_for(lambda: watcher.progress(telemetry.ends), 1, worker, timeout_s, "drain start")
@@ -87,8 +83,7 @@ async def isolation_run(
             await _wait_for(
                 lambda: watcher.progress(incidents.ends), incidents.count, worker, 300, "incidents"
             )
-    finally:
-        code = worker.terminate(timeout=60)
+    code = worker.process.returncode if worker.process is not None else None
     if code != 0:
         raise RuntimeError(f"worker exited with {code}; log: {log_path}")
     during_ms, idle_ms = _latencies(incidents, log_path, drained_at)

@@ -7,10 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.benchmarks.backlog import Backlog, Publisher, create_topics, events
+from tests.benchmarks.backlog import Backlog, Publisher, events
 from tests.benchmarks.measure import percentile
-from tests.benchmarks.worker_run import CommitWatcher, stored_times, wait_for_log
-from tests.integration.harness import WorkerProcess
+from tests.benchmarks.worker_run import CommitWatcher, started_worker, stored_times
 from worker.settings import Settings
 
 TICK_S = 0.02
@@ -29,12 +28,8 @@ class Latency:
 
 async def steady_load(settings: Settings, rate: float, seconds: float, log_path: Path) -> Latency:
     """Publish `rate` events/s for `seconds` to a running worker; latency of each from its log."""
-    await create_topics(settings)
     backlog = Backlog(settings)
-    worker = WorkerProcess(settings, log_path)
-    worker.start()
-    try:
-        await wait_for_log(worker, "partitions_assigned", within=120)
+    async with started_worker(settings, log_path):
         stream = events(int(rate * seconds) + 1, seed=23)
         async with Publisher(backlog, keep_times=True) as publisher:
             started = time.monotonic()
@@ -51,8 +46,6 @@ async def steady_load(settings: Settings, rate: float, seconds: float, log_path:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"steady load not drained; log: {log_path}")
                 await asyncio.sleep(0.25)
-    finally:
-        worker.terminate(timeout=60)
     stored = stored_times(log_path)
     latencies = [
         (stored[key] - published) * 1000 for key, published in backlog.published_at.items() if key in stored

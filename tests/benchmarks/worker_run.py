@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from tests.benchmarks.backlog import create_topics
 from tests.benchmarks.measure import cpu_seconds
 from tests.integration.harness import WorkerProcess
 from worker.settings import Settings
@@ -100,6 +102,20 @@ class CommitWatcher:
         for tp, end in ends.items():
             total += min(await self._consumer.committed(tp) or 0, end)
         return total
+
+
+@contextlib.asynccontextmanager
+async def started_worker(settings: Settings, log_path: Path) -> AsyncIterator[WorkerProcess]:
+    """A worker process on the run's topics (created first), once the group has given it
+    partitions; terminated on exit (its exit code is then `worker.process.returncode`)."""
+    await create_topics(settings)
+    worker = WorkerProcess(settings, log_path)
+    worker.start()
+    try:
+        await wait_for_log(worker, "partitions_assigned", within=120)
+        yield worker
+    finally:
+        worker.terminate(timeout=60)
 
 
 async def wait_for_log(worker: WorkerProcess, event: str, *, within: float, poll_s: float = POLL_S) -> float:
