@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import structlog
+from aiokafka import AIOKafkaConsumer
 
 from worker.errors import WorkerError
 from worker.kafka.clients import create_consumer, create_producer
@@ -107,10 +108,24 @@ def batch_processor(
         routes=routes,
         dead_letters=dead_letters,
         retrying=functools.partial(with_retries, RetryPolicy.from_settings(settings)),
-        gate=gate or WriteGate(settings.mongodb_write_concurrency),
+        gate=gate or write_gate(settings),
         max_event_bytes=settings.max_event_bytes,
         max_depth=settings.max_nesting_depth,
     )
+
+
+def write_gate(settings: Settings) -> WriteGate:
+    """The gate the routes' writes share (worker.pipeline.priority), with the settings' holds."""
+    return WriteGate(
+        settings.mongodb_write_concurrency,
+        backlog=settings.kafka_max_batch_records,
+        hold_s=settings.route_priority_hold_ms / 1000,
+    )
+
+
+def _report_lag(gate: WriteGate, routes: Mapping[str, Route], lags: Mapping[str, int]) -> None:
+    for topic, lag in lags.items():
+        gate.report_lag(routes[topic].priority, lag)
 
 
 def _consumer_loop(
@@ -130,6 +145,7 @@ def _consumer_loop(
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
         backoff=RetryPolicy.from_settings(settings).backoff_s,
+        report_lag=functools.partial(_report_lag, gate, routes),
     )
 
 
@@ -178,7 +194,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     gateway = gateway_for(settings)
     routes = routes_for(settings, gateway)
     members = member_routes(settings, routes)
-    consumers = [create_consumer(settings, member=_member_name(served)) for served in members]
+    consumers = group_consumers(settings, members)
     producer = create_producer(settings)
     kafka_probe = KafkaProbe(settings)
     reachability = _reachability(settings, kafka=True)
@@ -193,7 +209,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             return
         await _start_kafka(settings, producer, consumers)
         reachability["kafka"].answered()
-        gate = WriteGate(settings.mongodb_write_concurrency)
+        gate = write_gate(settings)
         loops = [
             _consumer_loop(settings, served, consumer, producer, gate, stop)
             for served, consumer in zip(members, consumers, strict=True)
@@ -220,6 +236,13 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         await _leave_group(consumers, within_s=settings.kafka_session_timeout_ms / 1000)
         await _close_all(producer.stop, kafka_probe.close, gateway.close)
         log.info("worker_stopped")
+
+
+def group_consumers(settings: Settings, members: Sequence[Mapping[str, Route]]) -> list[AIOKafkaConsumer]:
+    """One consumer per group member, its client id named after its route when it serves one;
+    the members share the replica's fetch budget (KAFKA_FETCH_MAX_BYTES)."""
+    share = len(members)
+    return [create_consumer(settings, member=_member_name(served), members=share) for served in members]
 
 
 def _member_name(served: Mapping[str, Route]) -> str | None:

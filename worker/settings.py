@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     mongodb_write_concurrency: int = Field(default=2, ge=1, le=64)
     """MongoDB writes in flight at once across the routes; a freed slot goes to the waiting
     write of the route first in ROUTE_PRIORITY."""
+    route_priority_hold_ms: int = Field(default=1000, ge=0, le=600_000)
+    """While a route with a backlog (more than KAFKA_MAX_BATCH_RECORDS records of lag) is
+    writing, the routes after it in ROUTE_PRIORITY wait up to this long for a write slot even
+    when one is free. 0: a free slot always goes to a waiting write."""
     # Retention (TTL indexes), off by default as the guide says
     ttl_validation_audit_days: int | None = Field(default=None, ge=1)
     ttl_workflow_results_days: int | None = Field(default=None, ge=1)

@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--naive-events", type=int, default=3_000, help="records the naive baseline handles")
     parser.add_argument("--latency-seconds", type=float, default=60.0, help="duration of the steady load")
     parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="events/s of the steady load (default: half the worker's median rate, measured first)",
+    )
+    parser.add_argument(
         "--rss-events",
         type=int,
         default=2_000_000,
@@ -106,7 +112,7 @@ def phase_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def throughput_phases(only: tuple[str, ...]) -> list[str]:
+def throughput_phases(only: tuple[str, ...], latency_rate: float | None = None) -> list[str]:
     """The phases each repetition runs: all for throughput; the parts and the worker for cpu;
     the worker alone for latency (its load is half the worker's rate)."""
     wanted: set[str] = set()
@@ -114,7 +120,7 @@ def throughput_phases(only: tuple[str, ...]) -> list[str]:
         wanted |= {CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER}
     if "cpu" in only:
         wanted |= {CONSUME, WRITE_OPS, PREPARE, WORKER}
-    if "latency" in only:
+    if "latency" in only and latency_rate is None:
         wanted.add(WORKER)
     return [name for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER) if name in wanted]
 
@@ -181,7 +187,7 @@ async def run(
     run_id = f"bench{int(time.time())}"
     results = Results(facts=machine_facts(kind), events=args.events, naive_events=args.naive_events)
     settings = bench_settings(name=run_id, bootstrap=bootstrap, mongo_uri=uri)
-    names = throughput_phases(args.only)
+    names = throughput_phases(args.only, args.latency_rate)
     if names:
         await repetitions(args, results, names, settings, pids, work_dir)
     if "latency" in args.only:
@@ -255,7 +261,7 @@ async def repetitions(
 async def latency_phase(
     args: argparse.Namespace, results: Results, run_id: str, bootstrap: str, uri: str, work_dir: Path
 ) -> None:
-    rate = 0.5 * results.median(WORKER)
+    rate = args.latency_rate or 0.5 * results.median(WORKER)
     say(f"steady load at {rate:,.0f} events/s for {args.latency_seconds:g} s")
     latency_settings = bench_settings(name=f"{run_id}-lat", bootstrap=bootstrap, mongo_uri=uri)
     results.latency = await steady_load(
@@ -265,6 +271,10 @@ async def latency_phase(
     say(
         f"latency p50 {results.latency.percentile(0.5):,.0f} ms, p99 {results.latency.percentile(0.99):,.0f} ms"
     )
+    for route, latencies in sorted(results.latency.by_route().items()):
+        say(f"  {route}: p50 {percentile(latencies, 0.5):,.0f} ms, p99 {percentile(latencies, 0.99):,.0f} ms")
+    windows = results.latency.by_window(10.0)
+    say("  p99 by 10 s of publishing: " + ", ".join(f"{percentile(w, 0.99):,.0f}" for w in windows if w))
 
 
 async def memory_phase(

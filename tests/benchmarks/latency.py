@@ -21,9 +21,26 @@ class Latency:
     seconds: float
     count: int
     latencies_ms: list[float]
+    routes: list[str]
+    """Each record's route (the topic's last dotted part), in the order of `latencies_ms`."""
+    published_s: list[float]
+    """Each record's publish time, in seconds from the first publish."""
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
+
+    def by_route(self) -> dict[str, list[float]]:
+        latencies: dict[str, list[float]] = {}
+        for route, ms in zip(self.routes, self.latencies_ms, strict=True):
+            latencies.setdefault(route, []).append(ms)
+        return latencies
+
+    def by_window(self, seconds: float) -> list[list[float]]:
+        """Latencies grouped by when they were published: [0, seconds), [seconds, 2 x seconds), ..."""
+        windows: list[list[float]] = [[] for _ in range(int(max(self.published_s, default=0) // seconds) + 1)]
+        for moment, ms in zip(self.published_s, self.latencies_ms, strict=True):
+            windows[int(moment // seconds)].append(ms)
+        return windows
 
 
 async def steady_load(settings: Settings, rate: float, seconds: float, log_path: Path) -> Latency:
@@ -47,9 +64,16 @@ async def steady_load(settings: Settings, rate: float, seconds: float, log_path:
                     raise RuntimeError(f"steady load not drained; log: {log_path}")
                 await asyncio.sleep(0.25)
     stored = stored_times(log_path)
-    latencies = [
-        (stored[key] - published) * 1000 for key, published in backlog.published_at.items() if key in stored
-    ]
-    if len(latencies) != backlog.count:
-        raise RuntimeError(f"{backlog.count - len(latencies)} records have no stored line; log: {log_path}")
-    return Latency(rate=rate, seconds=seconds, count=len(latencies), latencies_ms=latencies)
+    missing = [key for key in backlog.published_at if key not in stored]
+    if missing:
+        raise RuntimeError(f"{len(missing)} records have no stored line; log: {log_path}")
+    first = min(backlog.published_at.values())
+    keys = sorted(backlog.published_at, key=backlog.published_at.__getitem__)
+    return Latency(
+        rate=rate,
+        seconds=seconds,
+        count=len(keys),
+        latencies_ms=[(stored[key] - backlog.published_at[key]) * 1000 for key in keys],
+        routes=[key[0].rpartition(".")[2] for key in keys],
+        published_s=[backlog.published_at[key] - first for key in keys],
+    )

@@ -18,7 +18,7 @@ from aiokafka.structs import TopicPartition
 from tests.benchmarks.backlog import create_topics
 from tests.benchmarks.measure import cpu_seconds
 from tests.integration.harness import WorkerProcess
-from worker.settings import Settings
+from worker.settings import RouteName, Settings
 
 SAVED_EVENTS = frozenset(
     {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered"}
@@ -107,15 +107,38 @@ class CommitWatcher:
 @contextlib.asynccontextmanager
 async def started_worker(settings: Settings, log_path: Path) -> AsyncIterator[WorkerProcess]:
     """A worker process on the run's topics (created first), once the group has given it
-    partitions; terminated on exit (its exit code is then `worker.process.returncode`)."""
+    partitions of every route's topic (with ROUTE_ISOLATION a member per route, each assigned on
+    its own); terminated on exit (its exit code is then `worker.process.returncode`)."""
     await create_topics(settings)
     worker = WorkerProcess(settings, log_path)
     worker.start()
     try:
-        await wait_for_log(worker, "partitions_assigned", within=120)
+        await wait_for_assignment(worker, {settings.topic_for(route) for route in RouteName}, within=120)
         yield worker
     finally:
         worker.terminate(timeout=60)
+
+
+def assigned_topics(path: Path) -> set[str]:
+    """The topics named by the `partitions_assigned` lines of a worker log so far."""
+    return {
+        partition.rpartition(":")[0]
+        for line in log_lines(path)
+        if line.get("event") == "partitions_assigned"
+        for partition in line["partitions"]
+    }
+
+
+async def wait_for_assignment(worker: WorkerProcess, topics: set[str], *, within: float) -> None:
+    """Until the worker's members have been assigned partitions of every topic in `topics`."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if worker.process is not None and worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited early; log: {worker.log_path}")
+        if worker.log_path.exists() and topics <= assigned_topics(worker.log_path):
+            return
+        await asyncio.sleep(POLL_S)
+    raise RuntimeError(f"no partitions of {sorted(topics)} assigned in {worker.log_path} within {within:g} s")
 
 
 async def wait_for_log(worker: WorkerProcess, event: str, *, within: float, poll_s: float = POLL_S) -> float:

@@ -9,10 +9,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from tests.demo.events import EventFactory
 from tests.faultproxy import FaultProxy
-from tests.integration.harness import prepare_topics, publish_good, running_worker, settings_for, wait_until
+from tests.integration.harness import (
+    prepare_topics,
+    publish,
+    publish_good,
+    running_worker,
+    settings_for,
+    wait_until,
+)
 from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
-from worker.settings import RouteName
+from worker.settings import RouteName, Settings
 
 COLLECTION = {
     RouteName.VALIDATION: "validation_audit",
@@ -66,31 +77,62 @@ async def test_an_incident_is_stored_while_a_telemetry_write_waits_out_its_retry
 PER_ROUTE = 4_000
 
 
+async def publish_warm_up(settings: Settings) -> None:
+    """One event per route, its ids its own (`warm-up-<route>`), to see every route's member consume."""
+    factory = EventFactory(seed=19)
+    for route in RouteName:
+        event = factory.good(route)
+        ids = {"event_id": f"warm-up-{route.value}", "workflow_id": f"warm-up-{route.value}"}
+        event.update({field: value for field, value in ids.items() if field in event})
+        await publish(settings.kafka_bootstrap_servers, settings.topic_for(route), [orjson.dumps(event)])
+
+
+async def publish_interleaved(settings: Settings, count: int, *, first: tuple[RouteName, ...]) -> None:
+    """`count` valid events per route, 100 of each route in turn (`first` first), so that every
+    route's backlog grows at once; event (and workflow) ids `backlog-<route>-<i>`."""
+    factories = {route: EventFactory(seed=20 + n) for n, route in enumerate(first)}
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, count, 100):
+            for route in first:
+                for i in range(start, min(start + 100, count)):
+                    event = factories[route].good(route)
+                    ids = {"event_id": f"backlog-{route.value}-{i}", "workflow_id": f"backlog-{route.value}-{i}"}
+                    event.update({field: value for field, value in ids.items() if field in event})
+                    await producer.send(settings.topic_for(route), orjson.dumps(event))
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
 async def test_under_a_backlog_on_every_route_they_drain_in_route_priority_order(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
 ) -> None:
-    """With 4,000 events waiting on each route and one write slot (MONGODB_WRITE_CONCURRENCY=1),
-    each freed slot goes to the highest route waiting: incidents and results are drained before
-    telemetry. (Only write slots are ordered: while a higher route is between two batches
-    (commit, poll, decoding) a lower route's waiting write takes the slot, so the lower routes
-    drain too, more slowly; validations come between, in an order that also depends on when
-    each one's group member got its partitions.)"""
-    settings = settings_for(
-        name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, mongodb_write_concurrency=1
-    )
+    """With 4,000 events waiting on each route and the default settings, each route drains
+    before the next in ROUTE_PRIORITY: while a route with a backlog is writing, the routes
+    after it wait for a write slot even when one is free (ROUTE_PRIORITY_HOLD_MS), so they
+    write only in its gaps (between its batches) or once a hold has lasted a second."""
+    settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri)
     await prepare_topics(create_topics, settings)
-    for seed, route in enumerate(RouteName):
-        await publish_good(settings, route, PER_ROUTE, seed=seed + 10)
+    await publish_warm_up(settings)
     done_at: dict[RouteName, float] = {}
     async with running_worker(settings):
 
+        async def every_member_consumes() -> bool:
+            counts = [await mongo_db[COLLECTION[route]].estimated_document_count() for route in RouteName]
+            return counts == [1] * len(RouteName)
+
+        await wait_until(every_member_consumes, within=90, what="one event stored on every route")
+        await publish_interleaved(settings, PER_ROUTE, first=tuple(reversed(settings.route_priority)))
+
         async def all_drained() -> bool:
             for route in RouteName:
-                if route not in done_at and await mongo_db[COLLECTION[route]].estimated_document_count() == PER_ROUTE:
+                count = await mongo_db[COLLECTION[route]].estimated_document_count()
+                if route not in done_at and count == PER_ROUTE + 1:
                     done_at[route] = time.monotonic()
             return len(done_at) == len(RouteName)
 
         await wait_until(all_drained, within=240, what="every route to drain")
     order = sorted(done_at, key=done_at.__getitem__)
-    assert order.index(RouteName.INCIDENTS) < order.index(RouteName.TELEMETRY), f"drained in the order {order}"
-    assert order.index(RouteName.RESULTS) < order.index(RouteName.TELEMETRY), f"drained in the order {order}"
+    assert order == list(settings.route_priority), f"drained in the order {order}"

@@ -212,3 +212,34 @@ async def test_older_workflow_result_leaves_the_stored_newer_one(
 
     assert (outcome.stored, outcome.skipped, dict(outcome.refused)) == (0, frozenset({0}), {})
     assert await mongo_db.workflow_results.find_one({"_id": "wf-1"}) == _result("COMPLETED", 12)
+
+
+async def test_a_waiting_fetch_returns_as_soon_as_a_record_arrives(
+    kafka_bootstrap: str, create_topics: Any, unique_name: str
+) -> None:
+    """Kafka answers a fetch once `fetch_min_bytes` (1) are there, waiting at most
+    `fetch_max_wait_ms` only while the partition has nothing new: the fetch wait is an idle
+    cost, not a latency floor. KAFKA_FETCH_MAX_WAIT_MS's default rests on this."""
+    topic, max_wait_ms = f"{unique_name}.wake", 3000
+    await create_topics(topic, partitions=1)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=f"{unique_name}.group",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=max_wait_ms,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await asyncio.gather(consumer.start(), producer.start())
+    try:
+        await consumer.getmany(timeout_ms=1000)  # joined; an empty fetch is now waiting
+        await asyncio.sleep(0.2)
+        sent_at = asyncio.get_running_loop().time()
+        await producer.send_and_wait(topic, b"wake up")
+        records = await consumer.getmany(timeout_ms=2 * max_wait_ms)
+        waited_s = asyncio.get_running_loop().time() - sent_at
+    finally:
+        await asyncio.gather(consumer.stop(), producer.stop())
+    assert sum(map(len, records.values())) == 1
+    assert waited_s < max_wait_ms / 1000 / 2, f"the record reached the consumer {waited_s:.2f} s after it was sent"

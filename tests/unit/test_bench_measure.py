@@ -144,6 +144,7 @@ def test_only_selects_the_phases_each_repetition_runs() -> None:
     assert throughput_phases(("isolation",)) == []
     assert throughput_phases(("cpu",)) == [CONSUME, WRITE_OPS, PREPARE, WORKER]
     assert throughput_phases(("latency",)) == [WORKER]
+    assert throughput_phases(("latency",), latency_rate=1000.0) == []
     assert throughput_phases(("throughput",)) == [CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER]
 
 

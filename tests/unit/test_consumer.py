@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,9 @@ class FakeConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
 
+    def subscribe(self, *, topics: list[str], listener: Any) -> None:
+        self.topics = topics
+
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self.commit_error:
             raise self.commit_error
@@ -98,7 +101,10 @@ class FakeProcessor:
         return outcome
 
 
-def make_loop(*, consumer: Any, processor: Any, settings: Settings, stop: asyncio.Event) -> ConsumerLoop:
+def make_loop(
+    *, consumer: Any, processor: Any, settings: Settings, stop: asyncio.Event,
+    report_lag: Callable[[Mapping[str, int]], None] | None = None,
+) -> ConsumerLoop:  # fmt: skip
     """The loop as app.py builds it from the settings, over a fake consumer and processor."""
     return ConsumerLoop(
         consumer=GroupConsumer(consumer, offset_reset=settings.kafka_auto_offset_reset),
@@ -107,6 +113,7 @@ def make_loop(*, consumer: Any, processor: Any, settings: Settings, stop: asynci
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
         backoff=RetryPolicy.from_settings(settings).backoff_s,
+        report_lag=report_lag,
     )
 
 
@@ -324,6 +331,29 @@ async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) 
     assert lag_of(C0) == 3
     await _FinishInFlightBatch(loop).on_partitions_revoked([C0])
     assert lag_of(C0) is None
+
+
+async def test_each_round_tells_the_write_gate_each_topics_lag_but_paused_partitions_and_backoffs(
+    fast_settings: Settings,
+) -> None:
+    """The priority holds (worker.pipeline.priority) need what this loop can drain now: per topic,
+    high watermark minus committed over its partitions; a paused partition is left out, and a
+    batch that failed counts 0 while the loop backs off (it writes nothing meanwhile)."""
+    stop, told = asyncio.Event(), list[dict[str, int]]()
+    batches = [{A0: records(3, 4), B0: records(9)}, {A0: records(5)}]
+    consumer = FakeConsumer(stop, batches, assigned={A0, A1, B0}, highwaters={A0: 50, A1: 20, B0: 30},
+                            positions={A1: 15})  # fmt: skip
+    outcomes: list[BatchResult | Exception] = [
+        result({A0: 5}, blocked={B0: 9}), TransientError("dead-letter topic down")
+    ]
+    loop = make_loop(consumer=consumer, processor=FakeProcessor(outcomes), settings=fast_settings,
+                     stop=stop, report_lag=lambda lags: told.append(dict(lags)))  # fmt: skip
+    loop.subscribe(["a", "b"])
+    await asyncio.wait_for(loop.run(), timeout=5)
+    assert told[:2] == [
+        {"a": (50 - 5) + (20 - 15), "b": 0},  # b:0 is paused
+        {"a": 0, "b": 0},  # backing off
+    ]
 
 
 async def test_a_stop_during_a_poll_that_does_not_return_ends_the_loop_promptly(make_settings: Any) -> None:

@@ -22,6 +22,13 @@ async def test_the_consumer_commits_by_hand_and_bounds_its_prefetch_by_the_setti
     assert consumer._max_poll_records == 250
 
 
+async def test_a_replicas_members_share_its_fetch_budget_so_that_more_routes_do_not_mean_more_memory() -> None:
+    settings = Settings(kafka_fetch_max_bytes=8 * 1024 * 1024, kafka_max_partition_fetch_bytes=65536)
+    consumers = [create_consumer(settings, member=route, members=4) for route in ("a", "b", "c", "d")]
+    assert sum(consumer._fetch_max_bytes for consumer in consumers) == 8 * 1024 * 1024
+    assert {consumer._max_partition_fetch_bytes for consumer in consumers} == {65536}
+
+
 async def test_the_fetch_wait_comes_from_the_settings() -> None:
     """KAFKA_FETCH_MAX_WAIT_MS is how long the broker may hold an empty fetch request."""
     consumer = create_consumer(Settings(kafka_fetch_max_wait_ms=40))

@@ -1,5 +1,7 @@
-"""Specification of route priority at MongoDB (ROUTE_PRIORITY): a route's write waits while a
-route before it has a chunk in hand; the first route never waits."""
+"""Specification of route priority at MongoDB (ROUTE_PRIORITY): at most MONGODB_WRITE_CONCURRENCY
+writes in flight, a freed slot to the highest route waiting; while a route with a backlog is
+writing, the routes after it wait for a slot even when one is free, for at most
+ROUTE_PRIORITY_HOLD_MS."""
 
 from __future__ import annotations
 
@@ -12,17 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+import hypothesis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
-from worker.app import batch_processor, member_routes
+from worker.app import batch_processor, group_consumers, member_routes
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.batch import WRITE_CHUNK, BatchProcessor
-from worker.pipeline.priority import WriteGate
+from worker.pipeline.priority import GRACE_S, WriteGate
 from worker.settings import RouteName, Settings
 
 FIRST, SECOND, THIRD = 0, 1, 2
@@ -178,6 +181,15 @@ def test_route_isolation_gives_each_route_its_own_group_member_highest_first(iso
         assert members == [routes]
 
 
+@pytest.mark.parametrize("isolation", [True, False])
+async def test_a_replicas_members_are_named_after_their_routes_and_share_its_fetch_budget(isolation: bool) -> None:
+    settings = Settings(route_isolation=isolation, kafka_client_id="pw", kafka_fetch_max_bytes=4 * 1024 * 1024)
+    consumers = group_consumers(settings, member_routes(settings, make_pipeline(settings).routes))
+    names = sorted(consumer._client._client_id for consumer in consumers)
+    assert names == (sorted(f"pw-{route.value}" for route in RouteName) if isolation else ["pw"])
+    assert sum(consumer._fetch_max_bytes for consumer in consumers) == 4 * 1024 * 1024
+
+
 async def test_one_batch_of_several_routes_lets_the_higher_route_in_before_the_lower_ones_next_chunk(
     fast_settings: Settings,
 ) -> None:
@@ -207,3 +219,141 @@ async def test_one_batch_of_several_routes_lets_the_higher_route_in_before_the_l
 
 def test_two_writes_are_in_flight_at_most_by_default() -> None:
     assert Settings().mongodb_write_concurrency == 2
+
+
+BACKLOG = 100
+"""The gate's backlog threshold in these tests (the worker's is KAFKA_MAX_BATCH_RECORDS)."""
+
+
+class Turn:
+    """One write attempt held open until `finish()`."""
+
+    def __init__(self, gate: WriteGate, priority: int) -> None:
+        self.started, self._release = asyncio.Event(), asyncio.Event()
+        self.task = asyncio.ensure_future(self._run(gate, priority))
+
+    async def _run(self, gate: WriteGate, priority: int) -> None:
+        async with gate.turn(priority, f"route-{priority}"):
+            self.started.set()
+            await self._release.wait()
+
+    async def finish(self) -> None:
+        self._release.set()
+        await self.task
+
+
+async def started(turn: Turn, within: float = 0.05) -> bool:
+    return await settles(asyncio.ensure_future(turn.started.wait()), within)
+
+
+async def test_while_a_higher_route_with_a_backlog_writes_a_lower_route_waits_though_a_slot_is_free() -> None:
+    gate = WriteGate(permits=2, backlog=BACKLOG, hold_s=10)
+    gate.report_lag(FIRST, BACKLOG)
+    incidents = Turn(gate, FIRST)
+    assert await started(incidents)
+    telemetry = Turn(gate, THIRD)
+    assert not await started(telemetry, within=0.1), "held: the incidents' backlog is being written"
+    await incidents.finish()
+    assert await started(telemetry), "the higher route is between writes: the gap is the lower route's"
+    await telemetry.finish()
+
+
+async def test_the_next_write_of_the_higher_route_keeps_its_place_over_a_held_lower_route() -> None:
+    gate = WriteGate(permits=1, backlog=BACKLOG, hold_s=10)
+    gate.report_lag(FIRST, 5 * BACKLOG)
+    first_chunk = Turn(gate, FIRST)
+    assert await started(first_chunk)
+    telemetry = Turn(gate, THIRD)
+    await asyncio.sleep(0)
+    await first_chunk.finish()
+    second_chunk = Turn(gate, FIRST)  # the same batch's next chunk, a few loop turns later
+    assert await started(second_chunk)
+    assert not telemetry.started.is_set()
+    await second_chunk.finish()
+    assert await started(telemetry, within=GRACE_S + 0.05)
+    await telemetry.finish()
+
+
+async def test_a_held_lower_route_takes_the_next_free_slot_once_it_has_waited_the_hold() -> None:
+    gate = WriteGate(permits=2, backlog=BACKLOG, hold_s=0.2)
+    gate.report_lag(FIRST, BACKLOG)
+    incidents = Turn(gate, FIRST)
+    assert await started(incidents)
+    waited_from = time.monotonic()
+    telemetry = Turn(gate, THIRD)
+    assert await started(telemetry, within=2), "never starved"
+    assert time.monotonic() - waited_from >= 0.2
+    await asyncio.gather(incidents.finish(), telemetry.finish())
+
+
+@pytest.mark.parametrize(
+    ("lag", "writing"),
+    [(BACKLOG - 1, True), (10 * BACKLOG, False)],
+    ids=["lag-below-a-batch-steady-load", "backlog-but-not-writing-backing-off"],
+)
+async def test_a_lower_route_is_not_held_without_a_higher_backlog_being_written(lag: int, writing: bool) -> None:
+    gate = WriteGate(permits=2, backlog=BACKLOG, hold_s=10)
+    gate.report_lag(FIRST, lag)
+    incidents = Turn(gate, FIRST) if writing else None
+    if incidents is not None:
+        assert await started(incidents)
+    telemetry = Turn(gate, THIRD)
+    assert await started(telemetry)
+    await asyncio.gather(telemetry.finish(), *([incidents.finish()] if incidents else []))
+
+
+async def test_a_backlog_holds_only_the_routes_after_it() -> None:
+    gate = WriteGate(permits=3, backlog=BACKLOG, hold_s=10)
+    gate.report_lag(SECOND, BACKLOG)
+    results = Turn(gate, SECOND)
+    assert await started(results)
+    incidents, telemetry = Turn(gate, FIRST), Turn(gate, THIRD)
+    assert await started(incidents), "a route before the backlog is never held by it"
+    assert not await started(telemetry)
+    await asyncio.gather(results.finish(), incidents.finish())
+    assert await started(telemetry, within=GRACE_S + 0.05)
+    await telemetry.finish()
+
+
+@given(
+    writes=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)), min_size=1, max_size=12
+    ),
+    lags=st.lists(st.integers(0, 2 * BACKLOG), min_size=4, max_size=4),
+    permits=st.integers(1, 3),
+)
+@hypothesis.settings(max_examples=40, deadline=None)
+def test_any_mix_of_writes_and_lags_keeps_the_slot_bound_finishes_every_write_and_honours_the_holds(
+    writes: list[tuple[int, int, int]], lags: list[int], permits: int
+) -> None:
+    """Writes (priority, arrival delay, duration in ms) under random lags: never more than
+    `permits` in flight, each one done, and a write that starts while a route before it with a
+    backlog has been writing since before it asked has waited out the hold."""
+    hold_s = 0.03
+
+    async def scenario() -> None:
+        gate = WriteGate(permits=permits, backlog=BACKLOG, hold_s=hold_s)
+        for priority, lag in enumerate(lags):
+            gate.report_lag(priority, lag)
+        in_flight: list[tuple[int, float]] = []  # (priority, started at)
+        violations: list[str] = []
+
+        async def write(priority: int, delay_ms: int, duration_ms: int) -> None:
+            await asyncio.sleep(delay_ms / 1000)
+            asked = time.monotonic()
+            async with gate.turn(priority, "r"):
+                waited = time.monotonic() - asked
+                blocking = [p for p, at in in_flight if p < priority and lags[p] >= BACKLOG and at <= asked]
+                if blocking and waited < hold_s:
+                    violations.append(f"{priority} started after {waited:.3f} s beside {blocking}")
+                entry = (priority, time.monotonic())
+                in_flight.append(entry)
+                if len(in_flight) > permits:
+                    violations.append(f"{len(in_flight)} in flight")
+                await asyncio.sleep(duration_ms / 1000)
+                in_flight.remove(entry)
+
+        await asyncio.wait_for(asyncio.gather(*(write(*w) for w in writes)), timeout=5)
+        assert violations == []
+
+    asyncio.run(scenario())

@@ -69,6 +69,7 @@ def create_consumer(
     group_id: str | None = None,
     auto_offset_reset: Literal["earliest", "latest"] | None = None,
     member: str | None = None,
+    members: int = 1,
 ) -> AIOKafkaConsumer:
     """A group consumer with manual commits: offsets move only after records are safe.
 
@@ -77,7 +78,8 @@ def create_consumer(
     The broker may hold a fetch that finds no new records for KAFKA_FETCH_MAX_WAIT_MS, and aiokafka
     sends no other fetch to that broker meanwhile: that wait bounds the publish → poll latency.
     `member` (a route's name) is appended to KAFKA_CLIENT_ID, so that the group's description
-    tells a replica's members apart.
+    tells a replica's members apart; KAFKA_FETCH_MAX_BYTES is the replica's, shared equally by
+    its `members`, so that the prefetch bound does not grow with the number of routes.
     """
     options = connection_options(settings)
     if member is not None:
@@ -92,7 +94,7 @@ def create_consumer(
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
         max_poll_records=settings.kafka_max_batch_records,
-        fetch_max_bytes=settings.kafka_fetch_max_bytes,
+        fetch_max_bytes=max(settings.kafka_fetch_max_bytes // members, 1024),
         max_partition_fetch_bytes=settings.kafka_max_partition_fetch_bytes,
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )

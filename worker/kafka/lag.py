@@ -69,6 +69,15 @@ class CommitLag:
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
 
+    def records(self, topic: str, *, leaving_out: Iterable[TopicPartition] = ()) -> int:
+        """The lag summed over the topic's partitions whose high watermark is known, but those left out."""
+        skipped = set(leaving_out)
+        return sum(
+            max(highwater - self._committed.get(tp, highwater), 0)
+            for tp, highwater in self._highwater.items()
+            if tp.topic == topic and tp not in skipped
+        )
+
     async def publish(self, consumer: _LagSource) -> None:
         """Set the gauge of every assigned partition whose high watermark is known."""
         for tp in consumer.assignment():

@@ -58,8 +58,11 @@ class ConsumerLoop:
         poll_timeout_ms: int,
         max_records: int,
         backoff: Callable[[int], float],
+        report_lag: Callable[[Mapping[str, int]], None] | None = None,
     ) -> None:
         self._consumer, self._processor, self._stop = consumer, processor, stop
+        self._report_lag = report_lag
+        self._topics: list[str] = []
         self._poll_timeout_ms, self._max_records = poll_timeout_ms, max_records
         self._backoff = backoff
         self.processing = asyncio.Lock()
@@ -69,6 +72,7 @@ class ConsumerLoop:
         self.lag = CommitLag()
 
     def subscribe(self, topics: list[str]) -> None:
+        self._topics = list(topics)
         self._consumer.subscribe(topics, _FinishInFlightBatch(self))
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
@@ -91,10 +95,20 @@ class ConsumerLoop:
             if batch:
                 async with self.processing:
                     retry_in = await self._handle(batch)
+            await self.lag.publish(self._consumer)
+            self._tell_lag(backing_off=retry_in is not None)
             if retry_in is not None:
                 # Outside the lock: a revoke must not wait behind a backoff (rebalance first).
                 await self._back_off(retry_in)
-            await self.lag.publish(self._consumer)
+
+    def _tell_lag(self, *, backing_off: bool) -> None:
+        """Each topic's lag to `report_lag` (the write gate's priority holds): what this loop can
+        drain now, so 0 while it backs off, and without its paused partitions."""
+        if self._report_lag is None:
+            return
+        paused = [tp for tp, (resume_at, _) in self._paused.items() if resume_at != float("inf")]
+        lags = {topic: self.lag.records(topic, leaving_out=paused) for topic in self._topics}
+        self._report_lag({topic: 0 if backing_off else lag for topic, lag in lags.items()})
 
     async def _poll_unless_stopped(self) -> Batch | None:
         """The next batch, or None once `stop` is set while waiting for it.
