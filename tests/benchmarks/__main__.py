@@ -254,6 +254,8 @@ async def repetitions(
             drop_database(uri, worker_settings.mongodb_database)
             record(WORKER, Spent(drained.events, drained.seconds, drained.cpu_seconds["worker"]), rep)
             results.worker_peak_rss_mib.append(drained.peak_rss_mib)
+            for route, seconds in drained.route_done_s.items():
+                results.route_done_s.setdefault(route, []).append(seconds)
             for name, share in drained.cpu_share.items():
                 results.cpu_share.setdefault(name, []).append(share)
 

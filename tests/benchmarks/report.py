@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 
 from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import Latency
+from tests.benchmarks.measure import percentile
 from tests.benchmarks.report_cpu import cpu_table
 from tests.benchmarks.report_isolation import isolation_panel, isolation_section, isolation_targets
 from tests.benchmarks.worker_run import Drain, RssSample
@@ -47,6 +48,8 @@ class Results:
     cpu_us: dict[str, list[float]] = field(default_factory=dict)
     """CPU µs per event of each repetition, for the phases of CPU_PARTS."""
     isolation: list[IsolationRun] = field(default_factory=list)
+    route_done_s: dict[str, list[float]] = field(default_factory=dict)
+    """Per route, in each worker drain of the throughput phases: seconds until its last record was stored."""
     isolation_setup: tuple[int, float, int] = (0, 0.0, 0)
     """The isolation phase's telemetry backlog, incidents per second and idle incidents."""
 
@@ -104,7 +107,32 @@ def markdown(results: Results, chart_name: str) -> str:
             "|---:|---:|---:|---:|",
             f"| {lat.percentile(0.5):,.0f} ms | {lat.percentile(0.9):,.0f} ms | {lat.percentile(0.99):,.0f} ms "
             f"| {max(lat.latencies_ms):,.0f} ms |",
-        ]
+            "",
+            "Per route:",
+            "",
+            "| route | events | p50 | p99 |",
+            "|---|---:|---:|---:|",
+            *(f"| {route} | {len(values):,} | {percentile(values, 0.5):,.0f} ms | {percentile(values, 0.99):,.0f} ms |"
+              for route, values in sorted(lat.by_route().items())),
+            "",
+            "p99 by 10 s of publishing: "
+            + ", ".join(f"{percentile(window, 0.99):,.0f}" for window in lat.by_window(10.0) if window) + " ms.",
+        ]  # fmt: skip
+    if results.route_done_s:
+        order = sorted(results.route_done_s, key=lambda route: statistics.median(results.route_done_s[route]))
+        lines += [
+            "",
+            "## Drain order under a backlog on every route",
+            "",
+            f"In the worker's {results.events:,}-event drains above (a quarter of the events on each route), "
+            "seconds from the partitions' assignment to each route's last stored record, median of the runs "
+            "(`ROUTE_PRIORITY` and the holds of `ROUTE_PRIORITY_HOLD_MS`):",
+            "",
+            "| route | done after | runs |",
+            "|---|---:|---|",
+            *(f"| {route} | {statistics.median(results.route_done_s[route]):,.1f} s | "
+              f"{', '.join(f'{s:,.1f}' for s in results.route_done_s[route])} |" for route in order),
+        ]  # fmt: skip
     if results.rss is not None and results.rss_half is not None:
         rss, half = results.rss, results.rss_half
         lines += [

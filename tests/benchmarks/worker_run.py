@@ -44,6 +44,8 @@ class Drain:
     samples: list[RssSample] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     """Per process (worker, servers): CPU seconds used during the drain (/proc/<pid>/stat)."""
+    route_done_s: dict[str, float] = field(default_factory=dict)
+    """Per route (the topic's last dotted part): seconds from the drain's start to its last stored record."""
 
     @property
     def rate(self) -> float:
@@ -189,11 +191,23 @@ async def drain(
         peak = read_status(pid)["VmHWM"]
         seconds = now - assigned_at
         spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
-        return Drain(events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent)
+        done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
+        return Drain(
+            events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent, route_done_s=done
+        )
     finally:
         code = worker.terminate(timeout=60)
         if code != 0:
             raise RuntimeError(f"worker exited with {code}; log: {log_path}")
+
+
+def route_last_stored(log_path: Path) -> dict[str, float]:
+    """Per route (the topic's last dotted part): the time of its last `*_saved` line."""
+    last: dict[str, float] = {}
+    for line in log_lines(log_path):
+        if line.get("event") in SAVED_EVENTS:
+            last[line["topic"].rpartition(".")[2]] = datetime.fromisoformat(line["timestamp"]).timestamp()
+    return last
 
 
 def stored_times(log_path: Path) -> dict[tuple[str, int, int], float]:
