@@ -88,12 +88,10 @@ class Settings(BaseSettings):
     kafka_fetch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     kafka_max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=1024)
     kafka_poll_timeout_ms: int = Field(default=500, ge=10)
-    # --- fetch latency (branch h-latency) ---
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
     """How long the broker may hold a fetch request that finds no new records (aiokafka's
     fetch_max_wait_ms, default 500). While one is held, no other fetch goes to that broker, so
     this bounds how long a record published meanwhile can wait before it is fetched."""
-    # --- end of the h-latency block ---
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3000, ge=100)
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)

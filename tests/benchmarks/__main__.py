@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--isolation-repetitions",
         type=int,
-        default=2,
+        default=3,
         help="pairs of isolation runs (ROUTE_ISOLATION true and false, the order alternating)",
     )
     parser.add_argument(

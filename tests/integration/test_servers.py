@@ -217,9 +217,11 @@ async def test_older_workflow_result_leaves_the_stored_newer_one(
 async def test_a_waiting_fetch_returns_as_soon_as_a_record_arrives(
     kafka_bootstrap: str, create_topics: Any, unique_name: str
 ) -> None:
-    """Kafka answers a fetch once `fetch_min_bytes` (1) are there, waiting at most
-    `fetch_max_wait_ms` only while the partition has nothing new: the fetch wait is an idle
-    cost, not a latency floor. KAFKA_FETCH_MAX_WAIT_MS's default rests on this."""
+    """Kafka answers a fetch once `fetch_min_bytes` (1) are there, waiting up to
+    `fetch_max_wait_ms` only while its partitions have nothing new. The wait still delays
+    records of partitions left out of the fetch in flight (aiokafka sends one fetch per broker
+    at a time, without the partitions whose records wait to be handed out): that is what
+    KAFKA_FETCH_MAX_WAIT_MS trades, not a floor under every record's latency."""
     topic, max_wait_ms = f"{unique_name}.wake", 3000
     await create_topics(topic, partitions=1)
     consumer = AIOKafkaConsumer(
