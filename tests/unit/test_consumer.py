@@ -43,7 +43,6 @@ class FakeConsumer:
     resumed: list[TopicPartition] = field(default_factory=list)
     highwaters: dict[TopicPartition, int] = field(default_factory=dict)
     positions: dict[TopicPartition, int] = field(default_factory=dict)
-    refetches: list[TopicPartition] = field(default_factory=list)
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
         if not self.batches:
@@ -63,10 +62,7 @@ class FakeConsumer:
         self.commits.append(dict(offsets))
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        if offset == self.positions.get(tp):
-            self.refetches.append(tp)  # a seek to its own position: drops the records fetched ahead
-        else:
-            self.seeks.append((tp, offset))
+        self.seeks.append((tp, offset))
 
     def pause(self, *tps: TopicPartition) -> None:
         self.paused.update(tps)
@@ -79,7 +75,7 @@ class FakeConsumer:
         return self.highwaters.get(tp)
 
     async def position(self, tp: TopicPartition) -> int:
-        return self.positions.setdefault(tp, 0)
+        return self.positions.get(tp, 0)
 
 
 @dataclass
@@ -358,37 +354,6 @@ async def test_each_round_tells_the_write_gate_each_topics_lag_but_paused_partit
         {"a": (50 - 5) + (20 - 15), "b": 0},  # b:0 is paused
         {"a": 0, "b": 0},  # backing off
     ]
-
-
-async def test_after_a_small_batch_the_next_poll_fetches_afresh_and_after_a_large_one_it_keeps_the_prefetch(
-    make_settings: Any,
-) -> None:
-    """At a steady load (a batch below a quarter of KAFKA_MAX_BATCH_RECORDS) the records aiokafka
-    fetched while the batch was processed are dropped before the next poll (a seek of each
-    assigned partition to its own position), so that the poll brings everything published
-    since; a backlog keeps its prefetch, and so does a batch that failed (it is sought back)."""
-    settings = make_settings(kafka_max_batch_records=40)
-    stop = asyncio.Event()
-    small, large = {A0: records(*range(1, 10))}, {A0: records(*range(10, 20)), B0: records(*range(0, 10))}
-    polled_after_refetch: list[bool] = []
-
-    consumer = FakeConsumer(stop, [small, large, large, small, small], positions={A0: 50, A1: 7, B0: 10})
-    serve = consumer.getmany
-
-    async def noting_refetches(*, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
-        polled_after_refetch.append(bool(consumer.refetches))
-        consumer.refetches.clear()
-        return await serve(timeout_ms=timeout_ms, max_records=max_records)
-
-    consumer.getmany = noting_refetches  # type: ignore[method-assign]
-    outcomes: list[BatchResult | Exception] = [
-        result({A0: 10}), result({A0: 20, B0: 10}), TransientError("dead-letter topic down"), result({A0: 20}),
-        result({A0: 20}),
-    ]
-    loop = make_loop(consumer=consumer, processor=FakeProcessor(outcomes), settings=settings, stop=stop)
-    await asyncio.wait_for(loop.run(), timeout=5)
-    # polls: 1st, after small (9 < 10), after large (20), after the failed large, after small, end
-    assert polled_after_refetch == [False, True, False, False, True, True]
 
 
 async def test_a_stop_during_a_poll_that_does_not_return_ends_the_loop_promptly(make_settings: Any) -> None:

@@ -11,10 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
-from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition
 
-from worker.errors import WorkerError
 from worker.kafka import undecodable
 from worker.kafka.errors import converted
 
@@ -87,13 +85,3 @@ class GroupConsumer:
     async def position(self, tp: TopicPartition) -> int:
         """The next offset to read; TransientError if the partition was revoked meanwhile."""
         return await converted(self._consumer.position(tp))
-
-    async def drop_prefetched(self) -> None:
-        """Forget the records fetched ahead and not handed out yet, so that the next poll fetches
-        afresh from the same offsets: a seek to a partition's own position does just that in
-        aiokafka. A partition revoked meanwhile is left alone."""
-        for tp in self.assignment():
-            try:
-                self.seek(tp, await self.position(tp))
-            except (WorkerError, IllegalStateError):  # revoked before the position or the seek
-                continue

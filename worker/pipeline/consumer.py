@@ -26,10 +26,6 @@ from worker.pipeline.records import Batch
 
 log = structlog.get_logger(__name__)
 
-FRESH_FETCH_BELOW = 4
-"""A batch of fewer than KAFKA_MAX_BATCH_RECORDS / this many records means the loop keeps up
-with its topics; the next poll then fetches afresh (see `ConsumerLoop.run`)."""
-
 
 class _FinishInFlightBatch:
     """On revoke, wait for the batch in hand to be committed before giving partitions up."""
@@ -87,24 +83,12 @@ class ConsumerLoop:
         self._processor.forget(partitions)
 
     async def run(self) -> None:
-        """Until `stop` is set: poll, process, commit. Returns after the batch in hand.
-
-        aiokafka fetches the next records as soon as a poll has handed out the previous ones,
-        so while a batch is processed its successor is already fetched, and a record published
-        meanwhile waits one more batch. At a steady load, where batches are small, the loop
-        drops those early fetches before it polls (`GroupConsumer.drop_prefetched`) and the poll
-        fetches everything published so far: one broker round trip instead of a batch's time.
-        A backlog (batches of a quarter of KAFKA_MAX_BATCH_RECORDS or more) keeps its prefetch.
-        """
-        fresh_fetch = False
+        """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
         while not self._stop.is_set():
             self._resume_due_partitions()
-            if fresh_fetch:
-                await self._consumer.drop_prefetched()
             batch = await self._poll_unless_stopped()
             if batch is None:
                 return
-            count = sum(map(len, batch.values()))
             self.last_progress = time.monotonic()
             self.lag.saw(batch)
             retry_in = None
@@ -113,7 +97,6 @@ class ConsumerLoop:
                     retry_in = await self._handle(batch)
             await self.lag.publish(self._consumer)
             self._tell_lag(backing_off=retry_in is not None)
-            fresh_fetch = retry_in is None and 0 < count < self._max_records // FRESH_FETCH_BELOW
             if retry_in is not None:
                 # Outside the lock: a revoke must not wait behind a backoff (rebalance first).
                 await self._back_off(retry_in)
