@@ -256,10 +256,6 @@ class Settings(BaseSettings):
             RouteName.TELEMETRY: self.kafka_topic_telemetry,
         }[route]
 
-    def priority_of(self, route: RouteName) -> int:
-        """0 for the route served first (ROUTE_PRIORITY)."""
-        return self.route_priority.index(route)
-
     def dlq_topic(self, topic: str) -> str:
         return f"{topic}{self.kafka_dlq_suffix}"
 

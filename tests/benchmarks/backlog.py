@@ -152,3 +152,23 @@ async def produce_backlog(settings: Settings, count: int, *, route: RouteName | 
 
 def all_done(ends: Mapping[TopicPartition, int], committed: Mapping[TopicPartition, int | None]) -> bool:
     return all((committed.get(tp) or 0) >= end for tp, end in ends.items())
+
+
+TICK_S = 0.02
+"""How often a steady publisher catches up with its schedule."""
+
+
+async def publish_steadily(
+    publisher: Publisher, stream: Iterator[DemoEvent], rate: float, *, until: asyncio.Event | None = None,
+    count: int | None = None,
+) -> int:  # fmt: skip
+    """Publish stamped events at `rate` per second (the first at once) until `until` is set or
+    `count` are sent; returns how many were sent."""
+    started, sent = time.monotonic(), 0
+    while not (until is not None and until.is_set()) and not (count is not None and sent >= count):
+        due = int(rate * (time.monotonic() - started)) + 1
+        while sent < due and (count is None or sent < count):
+            await publisher.send(next(stream), stamp=True)
+            sent += 1
+        await asyncio.sleep(TICK_S)
+    return sent

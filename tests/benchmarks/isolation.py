@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from tests.benchmarks.backlog import Backlog, Publisher, route_events
+from tests.benchmarks.backlog import Backlog, Publisher, publish_steadily, route_events
 from tests.benchmarks.measure import span_rate
 from tests.benchmarks.worker_run import CommitWatcher, log_lines, started_worker, stored_times
-from tests.demo.events import DemoEvent
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
-TICK_S = 0.02
 IDLE_PAUSE_S = 1.0
 INCIDENT_SEED = 29
 
@@ -39,22 +37,6 @@ class IsolationRun:
     @property
     def drain_rate(self) -> float:
         return self.drained / self.drain_seconds
-
-
-async def publish_steadily(
-    publisher: Publisher, stream: Iterator[DemoEvent], rate: float, *, until: asyncio.Event | None = None,
-    count: int | None = None,
-) -> int:  # fmt: skip
-    """Publish stamped events at `rate` per second (the first at once) until `until` is set or
-    `count` are sent; returns how many were sent."""
-    started, sent = time.monotonic(), 0
-    while not (until is not None and until.is_set()) and not (count is not None and sent >= count):
-        due = int(rate * (time.monotonic() - started)) + 1
-        while sent < due and (count is None or sent < count):
-            await publisher.send(next(stream), stamp=True)
-            sent += 1
-        await asyncio.sleep(TICK_S)
-    return sent
 
 
 async def isolation_run(

@@ -7,12 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.benchmarks.backlog import Backlog, Publisher, events
+from tests.benchmarks.backlog import Backlog, Publisher, events, publish_steadily
 from tests.benchmarks.measure import percentile
 from tests.benchmarks.worker_run import CommitWatcher, started_worker, stored_times
 from worker.settings import Settings
-
-TICK_S = 0.02
 
 
 @dataclass
@@ -49,14 +47,7 @@ async def steady_load(settings: Settings, rate: float, seconds: float, log_path:
     async with started_worker(settings, log_path):
         stream = events(int(rate * seconds) + 1, seed=23)
         async with Publisher(backlog, keep_times=True) as publisher:
-            started = time.monotonic()
-            sent = 0
-            while (elapsed := time.monotonic() - started) < seconds:
-                due = int(rate * elapsed)
-                while sent < due:
-                    await publisher.send(next(stream), stamp=True)
-                    sent += 1
-                await asyncio.sleep(TICK_S)
+            await publish_steadily(publisher, stream, rate, count=int(rate * seconds))
         async with CommitWatcher(settings) as watcher:
             deadline = time.monotonic() + 300
             while await watcher.progress(backlog.ends) < backlog.count:

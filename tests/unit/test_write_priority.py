@@ -18,11 +18,13 @@ import hypothesis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pymongo import AsyncMongoClient
 
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
-from worker.app import batch_processor, group_consumers, member_routes
+from worker.app import batch_processor, group_consumers, member_routes, routes_for
 from worker.kafka.consumer import TopicPartition
+from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.batch import WRITE_CHUNK, BatchProcessor
 from worker.pipeline.priority import GRACE_S, WriteGate
@@ -100,7 +102,7 @@ def route_processor(
     """A processor for route `name` alone, with its place in the default ROUTE_PRIORITY."""
     pipeline = make_pipeline(settings)
     topic, route = next((t, r) for t, r in pipeline.routes.items() if r.name is name)
-    route = dataclasses.replace(route, writer=writer, priority=settings.priority_of(name))
+    route = dataclasses.replace(route, writer=writer, priority=settings.route_priority.index(name))
     return batch_processor(settings, {topic: route}, FakeDeadLetters(), shared), route.priority
 
 
@@ -129,12 +131,20 @@ async def test_an_incident_waits_only_for_the_write_in_flight_then_goes_before_t
     assert second[0] >= incident_ended, "telemetry's next chunk waited for the incident"
 
 
-def test_route_priority_defaults_to_incidents_results_validation_telemetry() -> None:
+async def test_route_priority_defaults_to_incidents_results_validation_telemetry() -> None:
+    """And the worker's routes carry their place in it (0 is served first)."""
     settings = Settings()
     assert settings.route_priority == (
         RouteName.INCIDENTS, RouteName.RESULTS, RouteName.VALIDATION, RouteName.TELEMETRY,
     )  # fmt: skip
-    assert [settings.priority_of(name) for name in settings.route_priority] == [0, 1, 2, 3]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongodb_uri.get_secret_value(), connect=False)
+    try:
+        routes = routes_for(settings, MongoGateway(client=client, database_name="unused"))
+        assert {route.name: route.priority for route in routes.values()} == {
+            RouteName.INCIDENTS: 0, RouteName.RESULTS: 1, RouteName.VALIDATION: 2, RouteName.TELEMETRY: 3,
+        }  # fmt: skip
+    finally:
+        await client.close()
 
 
 def test_routes_left_out_of_route_priority_follow_in_the_default_order(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,7 +181,7 @@ def test_any_route_priority_names_each_route_once_keeping_the_given_order_first(
 def test_route_isolation_gives_each_route_its_own_group_member_highest_first(isolation: bool) -> None:
     settings = Settings(route_isolation=isolation, route_priority="telemetry")
     routes = make_pipeline(settings).routes
-    routes = {topic: dataclasses.replace(r, priority=settings.priority_of(r.name)) for topic, r in routes.items()}
+    routes = {topic: dataclasses.replace(r, priority=settings.route_priority.index(r.name)) for topic, r in routes.items()}
     members = member_routes(settings, routes)
     if isolation:
         assert [[route.name for route in member.values()] for member in members] == [
@@ -202,7 +212,7 @@ async def test_one_batch_of_several_routes_lets_the_higher_route_in_before_the_l
     writers = {RouteName.TELEMETRY: telemetry_writer, RouteName.INCIDENTS: incidents_writer}
     routes = {
         topic: dataclasses.replace(
-            route, writer=writers.get(route.name, route.writer), priority=fast_settings.priority_of(route.name)
+            route, writer=writers.get(route.name, route.writer), priority=fast_settings.route_priority.index(route.name)
         )
         for topic, route in pipeline.routes.items()
     }
