@@ -45,6 +45,11 @@ DEFAULT_ROUTE_PRIORITY = (RouteName.INCIDENTS, RouteName.RESULTS, RouteName.VALI
 """Incidents first (they trigger self-healing), then results, validations, telemetry."""
 
 
+def _route_names(text: str) -> list[str]:
+    """A comma-separated list of route names, trimmed and lower-cased, empty items left out."""
+    return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
 class SettingsError(Exception):
     """The environment cannot be used; `lines` name each wrong variable, without secrets."""
 
@@ -185,16 +190,12 @@ class Settings(BaseSettings):
     @field_validator("fail_closed_routes", mode="before")
     @classmethod
     def _split_routes(cls, value: object) -> object:
-        if isinstance(value, str):
-            return frozenset(part.strip().lower() for part in value.split(",") if part.strip())
-        return value
+        return frozenset(_route_names(value)) if isinstance(value, str) else value
 
     @field_validator("route_priority", mode="before")
     @classmethod
     def _split_priority(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
-        return value
+        return tuple(_route_names(value)) if isinstance(value, str) else value
 
     @field_validator("route_priority")
     @classmethod

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -23,6 +23,8 @@ from worker.settings import RouteName, Settings
 SAVED_EVENTS = frozenset(
     {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered"}
 )
+T = TypeVar("T")
+
 POLL_S = 0.25
 START_POLL_S = 0.02
 """How often the log is read for the line that starts a drain: the worker's CPU is read then, so a
@@ -133,26 +135,34 @@ def assigned_topics(path: Path) -> set[str]:
 
 async def wait_for_assignment(worker: WorkerProcess, topics: set[str], *, within: float) -> None:
     """Until the worker's members have been assigned partitions of every topic in `topics`."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if worker.process is not None and worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited early; log: {worker.log_path}")
-        if worker.log_path.exists() and topics <= assigned_topics(worker.log_path):
-            return
-        await asyncio.sleep(POLL_S)
-    raise RuntimeError(f"no partitions of {sorted(topics)} assigned in {worker.log_path} within {within:g} s")
+
+    def all_assigned(path: Path) -> bool | None:
+        return True if topics <= assigned_topics(path) else None
+
+    await _wait_in_log(worker, all_assigned, within=within, poll_s=POLL_S,
+                       what=f"partitions of {sorted(topics)} assigned")  # fmt: skip
 
 
 async def wait_for_log(worker: WorkerProcess, event: str, *, within: float, poll_s: float = POLL_S) -> float:
+    """The time of the worker's first `event` line."""
+    return await _wait_in_log(worker, lambda path: log_time(path, event), within=within, poll_s=poll_s,
+                              what=event)  # fmt: skip
+
+
+async def _wait_in_log(
+    worker: WorkerProcess, found: Callable[[Path], T | None], *, within: float, poll_s: float, what: str
+) -> T:
+    """Read the worker's log every `poll_s` until `found` returns something; fail if the worker
+    exits or `within` seconds pass."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if worker.process is not None and worker.process.poll() is not None:
             raise RuntimeError(f"worker exited early; log: {worker.log_path}")
-        moment = log_time(worker.log_path, event) if worker.log_path.exists() else None
-        if moment is not None:
-            return moment
+        result = found(worker.log_path) if worker.log_path.exists() else None
+        if result is not None:
+            return result
         await asyncio.sleep(poll_s)
-    raise RuntimeError(f"no {event} in {worker.log_path} within {within:g} s")
+    raise RuntimeError(f"no {what} in {worker.log_path} within {within:g} s")
 
 
 async def drain(
@@ -191,10 +201,11 @@ async def drain(
         peak = read_status(pid)["VmHWM"]
         seconds = now - assigned_at
         spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
-        done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
+        route_done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
         return Drain(
-            events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent, route_done_s=done
-        )
+            events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent,
+            route_done_s=route_done,
+        )  # fmt: skip
     finally:
         code = worker.terminate(timeout=60)
         if code != 0:

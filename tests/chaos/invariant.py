@@ -43,17 +43,11 @@ import orjson
 from schemas.documents import document_id
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from tests.integration.harness import publish_records, read_topic
+from tests.integration.harness import COLLECTION, publish_records, read_topic
 from tests.integration.telemetry_support import read_delivered
 from worker.settings import RouteName, Settings
 
 CHAOS_HEADER = "chaos-id"
-COLLECTION = {
-    RouteName.VALIDATION: "validation_audit",
-    RouteName.RESULTS: "workflow_results",
-    RouteName.INCIDENTS: "incidents",
-    RouteName.TELEMETRY: "telemetry_buffer",
-}
 MODEL = {
     RouteName.VALIDATION: ValidationEvent,
     RouteName.RESULTS: WorkflowResultEvent,

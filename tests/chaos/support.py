@@ -127,7 +127,7 @@ def count_events(worker: WorkerProcess, name: str) -> int:
 
 
 async def stored_total(db: Any) -> int:
-    from tests.chaos.invariant import COLLECTION
+    from tests.integration.harness import COLLECTION
 
     return sum([await db[name].count_documents({}) for name in COLLECTION.values()])
 

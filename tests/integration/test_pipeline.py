@@ -12,6 +12,7 @@ from structlog.testing import capture_logs
 from schemas.documents import canonical_hash
 from tests.demo.events import EventFactory
 from tests.integration.harness import (
+    COLLECTION,
     committed_offsets,
     prepare_topics,
     publish,
@@ -22,13 +23,6 @@ from tests.integration.harness import (
 )
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import RouteName, Settings
-
-COLLECTION = {
-    RouteName.VALIDATION: "validation_audit",
-    RouteName.RESULTS: "workflow_results",
-    RouteName.INCIDENTS: "incidents",
-    RouteName.TELEMETRY: "telemetry_buffer",
-}
 
 
 @pytest.fixture

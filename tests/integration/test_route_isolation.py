@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaProducer
 from tests.demo.events import EventFactory
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
+    COLLECTION,
     prepare_topics,
     publish,
     publish_good,
@@ -25,12 +26,6 @@ from tests.integration.harness import (
 from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
 from worker.settings import RouteName, Settings
 
-COLLECTION = {
-    RouteName.VALIDATION: "validation_audit",
-    RouteName.RESULTS: "workflow_results",
-    RouteName.INCIDENTS: "incidents",
-    RouteName.TELEMETRY: "telemetry_buffer",
-}
 EXCEEDED_TIME_LIMIT = {"ok": 0.0, "code": 262, "codeName": "ExceededTimeLimit", "errmsg": "operation timed out"}
 """A transient refusal (the worker retries it after its backoff) that leaves the server's state alone."""
 
@@ -77,13 +72,17 @@ async def test_an_incident_is_stored_while_a_telemetry_write_waits_out_its_retry
 PER_ROUTE = 4_000
 
 
+def with_own_ids(event: dict[str, Any], ident: str) -> dict[str, Any]:
+    """`event` with `ident` as its event id, and as its workflow id if it has one (results are
+    stored by workflow id: two factories may give the same one)."""
+    return event | {field: ident for field in ("event_id", "workflow_id") if field in event}
+
+
 async def publish_warm_up(settings: Settings) -> None:
     """One event per route, its ids its own (`warm-up-<route>`), to see every route's member consume."""
     factory = EventFactory(seed=19)
     for route in RouteName:
-        event = factory.good(route)
-        ids = {"event_id": f"warm-up-{route.value}", "workflow_id": f"warm-up-{route.value}"}
-        event.update({field: value for field, value in ids.items() if field in event})
+        event = with_own_ids(factory.good(route), f"warm-up-{route.value}")
         await publish(settings.kafka_bootstrap_servers, settings.topic_for(route), [orjson.dumps(event)])
 
 
@@ -97,9 +96,7 @@ async def publish_interleaved(settings: Settings, count: int, *, first: tuple[Ro
         for start in range(0, count, 100):
             for route in first:
                 for i in range(start, min(start + 100, count)):
-                    event = factories[route].good(route)
-                    ids = {"event_id": f"backlog-{route.value}-{i}", "workflow_id": f"backlog-{route.value}-{i}"}
-                    event.update({field: value for field, value in ids.items() if field in event})
+                    event = with_own_ids(factories[route].good(route), f"backlog-{route.value}-{i}")
                     await producer.send(settings.topic_for(route), orjson.dumps(event))
         await producer.flush()
     finally:

@@ -136,14 +136,8 @@ async def test_a_fetch_brings_at_most_the_partition_limit_plus_one_batch(
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{unique_name}.group",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=limit,
-        fetch_max_bytes=partitions * limit,
+    consumer = _reader(
+        topic, kafka_bootstrap, unique_name, max_partition_fetch_bytes=limit, fetch_max_bytes=partitions * limit
     )
     await consumer.start()
     try:
@@ -224,14 +218,7 @@ async def test_a_waiting_fetch_returns_as_soon_as_a_record_arrives(
     KAFKA_FETCH_MAX_WAIT_MS trades, not a floor under every record's latency."""
     topic, max_wait_ms = f"{unique_name}.wake", 3000
     await create_topics(topic, partitions=1)
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=kafka_bootstrap,
-        group_id=f"{unique_name}.group",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=max_wait_ms,
-    )
+    consumer = _reader(topic, kafka_bootstrap, unique_name, fetch_max_wait_ms=max_wait_ms)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await asyncio.gather(consumer.start(), producer.start())
     try:
@@ -245,3 +232,11 @@ async def test_a_waiting_fetch_returns_as_soon_as_a_record_arrives(
         await asyncio.gather(consumer.stop(), producer.stop())
     assert sum(map(len, records.values())) == 1
     assert waited_s < max_wait_ms / 1000 / 2, f"the record reached the consumer {waited_s:.2f} s after it was sent"
+
+
+def _reader(topic: str, bootstrap: str, name: str, **options: Any) -> AIOKafkaConsumer:
+    """A group consumer of `topic` from its start, committing nothing, with aiokafka `options`."""
+    return AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=f"{name}.group", enable_auto_commit=False,
+        auto_offset_reset="earliest", **options,
+    )  # fmt: skip
