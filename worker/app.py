@@ -22,6 +22,7 @@ from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.mongo.index_health import check_until_stopped
 from worker.mongo.indexes import with_retention
 from worker.ops.about import startup_facts
+from worker.ops.collector import freeze_startup_objects
 from worker.ops.health import Health, Liveness
 from worker.ops.http import serve_until
 from worker.ops.library_logs import route_library_logs
@@ -226,7 +227,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
         log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
                  fail_closed=fail_closed, members=len(loops),
                  priority=[route.value for route in settings.route_priority],
-                 **startup_facts(settings))  # fmt: skip
+                 gc_frozen_objects=freeze_startup_objects(), **startup_facts(settings))  # fmt: skip
         await run_together([loop.run() for loop in loops])
     finally:
         for task in background:
