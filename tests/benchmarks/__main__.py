@@ -191,7 +191,7 @@ async def run(
     if names:
         await repetitions(args, results, names, settings, pids, work_dir)
     if "latency" in args.only:
-        await latency_phase(args, results, run_id, bootstrap, uri, work_dir)
+        await latency_phase(args, results, run_id, bootstrap, uri, pids, work_dir)
     if "memory" in args.only:
         await memory_phase(args, results, run_id, bootstrap, uri, pids, work_dir)
     if "isolation" in args.only:
@@ -261,13 +261,14 @@ async def repetitions(
 
 
 async def latency_phase(
-    args: argparse.Namespace, results: Results, run_id: str, bootstrap: str, uri: str, work_dir: Path
-) -> None:
+    args: argparse.Namespace, results: Results, run_id: str, bootstrap: str, uri: str,
+    pids: dict[str, int], work_dir: Path,
+) -> None:  # fmt: skip
     rate = args.latency_rate or 0.5 * results.median(WORKER)
     say(f"steady load at {rate:,.0f} events/s for {args.latency_seconds:g} s")
     latency_settings = bench_settings(name=f"{run_id}-lat", bootstrap=bootstrap, mongo_uri=uri)
     results.latency = await steady_load(
-        latency_settings, rate, args.latency_seconds, work_dir / "latency.log"
+        latency_settings, rate, args.latency_seconds, work_dir / "latency.log", pids
     )
     drop_database(uri, latency_settings.mongodb_database)
     say(
@@ -275,8 +276,11 @@ async def latency_phase(
     )
     for route, latencies in sorted(results.latency.by_route().items()):
         say(f"  {route}: p50 {percentile(latencies, 0.5):,.0f} ms, p99 {percentile(latencies, 0.99):,.0f} ms")
-    windows = results.latency.by_window(10.0)
+    windows = results.latency.by_window()
     say("  p99 by 10 s of publishing: " + ", ".join(f"{percentile(w, 0.99):,.0f}" for w in windows if w))
+    for name, shares in results.latency.cpu_by_window.items():
+        if shares:
+            say(f"  CPU share of {name} by 10 s: " + ", ".join(f"{share:.2f}" for share in shares))
 
 
 async def memory_phase(

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.benchmarks.backlog import Backlog, Publisher, events, publish_steadily
-from tests.benchmarks.measure import percentile
+from tests.benchmarks.measure import cpu_seconds, percentile
 from tests.benchmarks.worker_run import CommitWatcher, started_worker, stored_times
 from worker.settings import Settings
+
+WINDOW_S = 10.0
+"""The windows the latency and CPU shares are reported by."""
 
 
 @dataclass
@@ -23,6 +28,9 @@ class Latency:
     """Each record's route (the topic's last dotted part), in the order of `latencies_ms`."""
     published_s: list[float]
     """Each record's publish time, in seconds from the first publish."""
+    cpu_by_window: dict[str, list[float]] = field(default_factory=dict)
+    """Per process (the worker, each local server, this benchmark's publisher): its CPU share
+    (1.0 = one core) in each WINDOW_S of publishing."""
 
     def percentile(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -33,7 +41,7 @@ class Latency:
             latencies.setdefault(route, []).append(ms)
         return latencies
 
-    def by_window(self, seconds: float) -> list[list[float]]:
+    def by_window(self, seconds: float = WINDOW_S) -> list[list[float]]:
         """Latencies grouped by when they were published: [0, seconds), [seconds, 2 x seconds), ..."""
         windows: list[list[float]] = [[] for _ in range(int(max(self.published_s, default=0) // seconds) + 1)]
         for moment, ms in zip(self.published_s, self.latencies_ms, strict=True):
@@ -41,16 +49,32 @@ class Latency:
         return windows
 
 
-async def steady_load(settings: Settings, rate: float, seconds: float, log_path: Path) -> Latency:
-    """Publish `rate` events/s for `seconds` to a running worker; latency of each from its log."""
+async def steady_load(
+    settings: Settings, rate: float, seconds: float, log_path: Path, servers: Mapping[str, int] | None = None
+) -> Latency:
+    """Publish `rate` events/s for `seconds` to a running worker; latency of each from its log,
+    and the CPU share of the worker, the `servers` (name -> pid) and the publisher meanwhile."""
     backlog = Backlog(settings)
     count = int(rate * seconds)
     # Made before the clock starts: the publisher shares the machine's cores with the worker and
     # the servers, and the demo factory's cost (about 100 µs an event) is not the worker's.
     ready = list(events(count, seed=23))
-    async with started_worker(settings, log_path):
-        async with Publisher(backlog, keep_times=True) as publisher:
-            await publish_steadily(publisher, iter(ready), rate, count=count)
+    async with started_worker(settings, log_path) as worker:
+        assert worker.process is not None
+        processes: dict[str, int | str] = {
+            "worker": worker.process.pid,
+            **(servers or {}),
+            "publisher": "self",
+        }
+        cpu_by_window: dict[str, list[float]] = {name: [] for name in processes}
+        sampling = asyncio.create_task(_sample_cpu(processes, cpu_by_window))
+        try:
+            async with Publisher(backlog, keep_times=True) as publisher:
+                await publish_steadily(publisher, iter(ready), rate, count=count)
+        finally:
+            sampling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampling
         async with CommitWatcher(settings) as watcher:
             deadline = time.monotonic() + 300
             while await watcher.progress(backlog.ends) < backlog.count:
@@ -70,4 +94,16 @@ async def steady_load(settings: Settings, rate: float, seconds: float, log_path:
         latencies_ms=[(stored[key] - backlog.published_at[key]) * 1000 for key in keys],
         routes=[key[0].rpartition(".")[2] for key in keys],
         published_s=[backlog.published_at[key] - first for key in keys],
+        cpu_by_window=cpu_by_window,
     )
+
+
+async def _sample_cpu(processes: Mapping[str, int | str], shares: dict[str, list[float]]) -> None:
+    """Append each process's CPU share over every WINDOW_S to `shares`, until cancelled."""
+    before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+    while True:
+        await asyncio.sleep(WINDOW_S)
+        for name, pid in processes.items():
+            now = cpu_seconds(pid)
+            shares[name].append((now - before[name]) / WINDOW_S)
+            before[name] = now

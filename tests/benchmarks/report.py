@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,8 +117,19 @@ def markdown(results: Results, chart_name: str) -> str:
               for route, values in sorted(lat.by_route().items())),
             "",
             "p99 by 10 s of publishing: "
-            + ", ".join(f"{percentile(window, 0.99):,.0f}" for window in lat.by_window(10.0) if window) + " ms.",
+            + ", ".join(f"{percentile(window, 0.99):,.0f}" for window in lat.by_window() if window) + " ms.",
         ]  # fmt: skip
+        if _windows(lat):
+            lines += [
+                "",
+                "CPU share by 10 s of publishing (1.0 = one core of the machine's "
+                f"{os.cpu_count()}; the publisher is this benchmark's producer):",
+                "",
+                "| process | " + " | ".join(f"{10 * (i + 1):g} s" for i in range(_windows(lat))) + " |",
+                "|---|" + "---:|" * _windows(lat),
+                *(f"| {name} | " + " | ".join(f"{share:.2f}" for share in shares) + " |"
+                  for name, shares in lat.cpu_by_window.items()),
+            ]  # fmt: skip
     if results.route_done_s:
         order = sorted(results.route_done_s, key=lambda route: statistics.median(results.route_done_s[route]))
         lines += [
@@ -435,6 +447,10 @@ def _throughput_panel(ax: Axes, results: Results) -> None:
     ax.set_xlabel("events/s (median, min-max; log scale)")
     ax.set_title(f"Throughput, {results.events:,} events")
     ax.invert_yaxis()
+
+
+def _windows(latency: Latency) -> int:
+    return max((len(shares) for shares in latency.cpu_by_window.values()), default=0)
 
 
 def _latency_panel(ax: Axes, results: Results) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.benchmarks.__main__ import parse_args, throughput_phases
 from tests.benchmarks.isolation import IsolationRun
+from tests.benchmarks.latency import Latency
 from tests.benchmarks.measure import Spent, cpu_seconds, cpu_ticks, percentile, span_rate
 from tests.benchmarks.report import CONSUME, NAIVE, PREPARE, WORKER, WRITE, WRITE_OPS, Results, markdown
 from tests.benchmarks.report_cpu import cpu_table
@@ -137,6 +138,21 @@ def test_a_report_of_some_phases_only_is_written() -> None:
     assert "## Throughput" not in text
     assert "## Targets" in text
     assert "telemetry drain rate with isolation ≥ 0.9 x without | 1.00 x" in text
+
+
+def test_the_latency_report_shows_each_process_s_cpu_share_by_window() -> None:
+    """The steady load's p99 and each process's CPU share per 10 s of publishing, side by side."""
+    results = Results(facts={"CPU": "2 x test"}, events=0, naive_events=0)
+    results.latency = Latency(
+        rate=100.0, seconds=20.0, count=4, latencies_ms=[10.0, 20.0, 30.0, 400.0],
+        routes=["incidents"] * 4, published_s=[1.0, 2.0, 11.0, 12.0],
+        cpu_by_window={"worker": [0.25, 0.5], "tansu": [0.125, 0.75]},
+    )  # fmt: skip
+    text = markdown(results, "chart.png")
+    assert "p99 by 10 s of publishing: 20, 400 ms." in text
+    assert "| process | 10 s | 20 s |" in text
+    assert "| worker | 0.25 | 0.50 |" in text
+    assert "| tansu | 0.12 | 0.75 |" in text
 
 
 def test_only_selects_the_phases_each_repetition_runs() -> None:
