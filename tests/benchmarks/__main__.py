@@ -365,7 +365,9 @@ def method_notes(settings: Settings) -> list[str]:
         "moment every partition's committed offset reaches the end of the backlog (polled every 0.25 s).",
         "Latency: events are published at a steady rate with their timestamp set to the publish time; an "
         "event is stored when the worker's `*_saved` log line covering its offset is written (right after "
-        "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017.",
+        "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017. "
+        "The events are made before the clock starts (the publisher shares the cores); each process's CPU "
+        "share is read from /proc every 10 s of publishing.",
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
         "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
         "divided by the drain's wall seconds (1.0 = one core busy all the time).",
