@@ -224,10 +224,11 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                 redeliver_until_stopped(settings, gateway, stop, redelivery_liveness)
             )
         fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
+        frozen = freeze_startup_objects()  # the last step of startup: all made so far lives on
         log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
                  fail_closed=fail_closed, members=len(loops),
                  priority=[route.value for route in settings.route_priority],
-                 gc_frozen_objects=freeze_startup_objects(), **startup_facts(settings))  # fmt: skip
+                 gc_frozen_objects=frozen, **startup_facts(settings))  # fmt: skip
         await run_together([loop.run() for loop in loops])
     finally:
         for task in background:
