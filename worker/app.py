@@ -145,6 +145,8 @@ def _consumer_loop(
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
+        linger_ms=settings.batch_linger_ms,
+        urgent_topics={topic for topic, route in routes.items() if route.priority == 0},
         backoff=RetryPolicy.from_settings(settings).backoff_s,
         report_lag=functools.partial(_report_lag, gate, routes),
     )

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     """How long the broker may hold a fetch request that finds no new records (aiokafka's
     fetch_max_wait_ms, default 500). While one is held, no other fetch goes to that broker, so
     this bounds how long a record published meanwhile can wait before it is fetched."""
+    batch_linger_ms: int = Field(default=30, ge=0, le=10_000)
+    """After a poll hands out fewer than KAFKA_MAX_BATCH_RECORDS records, wait this long for more
+    before writing them (0: write at once): fewer, fuller writes and commits at a steady load.
+    A batch holding a record of the first route of ROUTE_PRIORITY never waits."""
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
     kafka_heartbeat_interval_ms: int = Field(default=3000, ge=100)
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)

@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from worker.errors import TransientError
 from worker.kafka.consumer import GroupConsumer
 from worker.pipeline.batch import BatchResult
-from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch
+from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch, joined
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 
@@ -101,6 +103,13 @@ class FakeProcessor:
         return outcome
 
 
+@pytest.fixture
+def fast_settings(make_settings: Any) -> Settings:
+    """Microsecond retry waits, and each poll processed on its own (BATCH_LINGER_MS=0; the
+    linger has its own tests below)."""
+    return make_settings(retry_initial_interval_ms=0, retry_backoff_coefficient=1e-6, batch_linger_ms=0)
+
+
 def make_loop(
     *, consumer: Any, processor: Any, settings: Settings, stop: asyncio.Event,
     report_lag: Callable[[Mapping[str, int]], None] | None = None,
@@ -112,6 +121,7 @@ def make_loop(
         stop=stop,
         poll_timeout_ms=settings.kafka_poll_timeout_ms,
         max_records=settings.kafka_max_batch_records,
+        linger_ms=settings.batch_linger_ms,
         backoff=RetryPolicy.from_settings(settings).backoff_s,
         report_lag=report_lag,
     )
@@ -376,3 +386,110 @@ async def test_a_stop_during_a_poll_that_does_not_return_ends_the_loop_promptly(
     done, _ = await asyncio.wait({running}, timeout=2)
     assert running in done and running.exception() is None
     assert processor.seen == [] and consumer.commits == []
+
+
+# BATCH_LINGER_MS: a short batch waits for more records before it is written.
+
+
+async def test_without_linger_each_poll_is_written_on_its_own(make_settings: Any) -> None:
+    consumer, processor = await run(make_settings(batch_linger_ms=0), [{A0: records(0)}, {A0: records(1)}],
+                                    result({A0: 1}), result({A0: 2}))  # fmt: skip
+    assert processor.seen == [{A0: records(0)}, {A0: records(1)}]
+    assert consumer.commits == [{A0: 1}, {A0: 2}]
+
+
+async def test_a_short_batch_is_topped_up_with_what_arrived_during_the_linger(make_settings: Any) -> None:
+    """One write and one commit carry both polls' records, each partition's in offset order."""
+    consumer, processor = await run(
+        make_settings(batch_linger_ms=20),
+        [{A0: records(0, 1)}, {A0: records(2, 3), B0: records(7)}],
+        result({A0: 4, B0: 8}),
+    )
+    assert processor.seen == [{A0: records(0, 1, 2, 3), B0: records(7)}]
+    assert consumer.commits == [{A0: 4, B0: 8}]
+
+
+async def test_the_top_up_asks_only_for_what_the_batch_lacks(make_settings: Any) -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{A0: records(0, 1, 2)}, {A0: records(3)}])
+    asked: list[int] = []
+    serve = consumer.getmany
+
+    async def recording(*, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
+        asked.append(max_records)
+        return await serve(timeout_ms=timeout_ms, max_records=max_records)
+
+    consumer.getmany = recording  # type: ignore[method-assign]
+    settings = make_settings(batch_linger_ms=5, kafka_max_batch_records=10)
+    loop = make_loop(consumer=consumer, processor=FakeProcessor([result({A0: 4})]), settings=settings, stop=stop)
+    await asyncio.wait_for(loop.run(), timeout=5)
+    assert asked[:2] == [10, 7]
+
+
+async def test_a_full_batch_is_written_without_lingering(make_settings: Any) -> None:
+    """During a backlog every poll is full: the linger never delays a drain."""
+    settings = make_settings(batch_linger_ms=10_000, kafka_max_batch_records=2)
+    consumer, processor = await asyncio.wait_for(
+        run(settings, [{A0: records(0, 1)}, {A0: records(2, 3)}], result({A0: 2}), result({A0: 4})), timeout=2
+    )
+    assert processor.seen == [{A0: records(0, 1)}, {A0: records(2, 3)}]
+    assert consumer.commits == [{A0: 2}, {A0: 4}]
+
+
+async def test_a_stop_during_the_linger_writes_the_batch_in_hand_at_once(make_settings: Any) -> None:
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{A0: records(0)}, {A0: records(1)}])
+    processor = FakeProcessor([result({A0: 1})])
+    loop = make_loop(consumer=consumer, processor=processor, settings=make_settings(batch_linger_ms=10_000), stop=stop)
+    running = asyncio.ensure_future(loop.run())
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(running, timeout=2)
+    assert processor.seen == [{A0: records(0)}]
+    assert consumer.commits == [{A0: 1}]
+
+
+async def test_a_batch_with_a_record_of_an_urgent_topic_is_written_without_lingering(make_settings: Any) -> None:
+    """Incidents (first in ROUTE_PRIORITY) never wait for a linger, even in a loop shared with other routes."""
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{A0: records(0), B0: records(4)}])
+    processor = FakeProcessor([result({A0: 1, B0: 5})])
+    loop = ConsumerLoop(consumer=GroupConsumer(consumer), processor=processor, stop=stop, poll_timeout_ms=100,
+                        max_records=1000, backoff=lambda _: 0.0, linger_ms=10_000, urgent_topics={"b"})  # fmt: skip
+    await asyncio.wait_for(loop.run(), timeout=2)  # a linger would wait 10 s
+    assert processor.seen == [{A0: records(0), B0: records(4)}]
+
+
+def test_a_partition_sought_back_during_the_linger_is_read_again_not_skipped() -> None:
+    """A rebalance in the linger can hand a partition back at its committed offset: the second
+    poll's records then replace the first's for it (they are read again, never merged out of order)."""
+    assert joined({A0: records(5, 6), B0: records(1)}, {A0: records(3, 4, 5), B0: records(2)}) == {
+        A0: records(3, 4, 5),
+        B0: records(1, 2),
+    }
+
+
+PARTITIONS = st.sampled_from([A0, A1, B0])
+polls = st.dictionaries(
+    PARTITIONS,
+    st.lists(st.integers(0, 50), min_size=1, max_size=8, unique=True).map(lambda o: records(*sorted(o))),
+    max_size=3,
+)
+
+
+@given(first=polls, then=polls)
+def test_a_topped_up_batch_keeps_each_partition_in_offset_order_and_all_of_the_second_poll(
+    first: dict[TopicPartition, list[FakeRecord]], then: dict[TopicPartition, list[FakeRecord]]
+) -> None:
+    """Whatever two polls return (offsets with gaps: transaction markers, compaction), each
+    partition's records stay strictly increasing, end with the second poll's, and keep the first
+    poll's unless the partition was sought back."""
+    merged = joined(first, then)
+    assert set(merged) == set(first) | set(then)
+    for tp, got in merged.items():
+        offsets = [record.offset for record in got]
+        assert offsets == sorted(set(offsets))
+        if tp in then:
+            assert got[len(got) - len(then[tp]):] == then[tp]
+        if tp in first and (tp not in then or then[tp][0].offset > first[tp][-1].offset):
+            assert got[: len(first[tp])] == first[tp]

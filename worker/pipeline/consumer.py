@@ -59,11 +59,15 @@ class ConsumerLoop:
         max_records: int,
         backoff: Callable[[int], float],
         report_lag: Callable[[Mapping[str, int]], None] | None = None,
+        linger_ms: int = 0,
+        urgent_topics: Iterable[str] = (),
     ) -> None:
         self._consumer, self._processor, self._stop = consumer, processor, stop
         self._report_lag = report_lag
         self._topics: list[str] = []
         self._poll_timeout_ms, self._max_records = poll_timeout_ms, max_records
+        self._linger_s = linger_ms / 1000
+        self._urgent_topics = frozenset(urgent_topics)
         self._backoff = backoff
         self.processing = asyncio.Lock()
         self._paused: dict[TopicPartition, tuple[float, int]] = {}  # tp -> (resume at, attempts)
@@ -86,9 +90,10 @@ class ConsumerLoop:
         """Until `stop` is set: poll, process, commit. Returns after the batch in hand."""
         while not self._stop.is_set():
             self._resume_due_partitions()
-            batch = await self._poll_unless_stopped()
+            batch = await self._poll_unless_stopped(self._poll_timeout_ms, self._max_records)
             if batch is None:
                 return
+            batch = await self._linger(batch)
             self.last_progress = time.monotonic()
             self.lag.saw(batch)
             retry_in = None
@@ -110,16 +115,32 @@ class ConsumerLoop:
         lags = {topic: self.lag.records(topic, leaving_out=paused) for topic in self._topics}
         self._report_lag({topic: 0 if backing_off else lag for topic, lag in lags.items()})
 
-    async def _poll_unless_stopped(self) -> Batch | None:
+    async def _linger(self, batch: Batch) -> Batch:
+        """A batch short of `max_records`, topped up with what arrived in the next `linger_ms`.
+
+        At a steady trickle each poll finds a few records per partition; waiting a little lets one
+        write and one commit carry more, at that much added latency (README, "Latency or
+        throughput"). A full batch (a backlog), a batch holding a record of an urgent topic (the
+        first route of ROUTE_PRIORITY) and a stop go on at once.
+        """
+        count = sum(map(len, batch.values()))
+        if not self._linger_s or not count or count >= self._max_records:
+            return batch
+        if any(tp.topic in self._urgent_topics for tp, records in batch.items() if records):
+            return batch
+        if await wait_for_stop(self._stop, self._linger_s):
+            return batch
+        more = await self._poll_unless_stopped(0, self._max_records - count)
+        return batch if not more else joined(batch, more)
+
+    async def _poll_unless_stopped(self, timeout_ms: int, max_records: int) -> Batch | None:
         """The next batch, or None once `stop` is set while waiting for it.
 
         A poll waits past its timeout while the group rebalances (aiokafka waits for the new
         assignment), which may not end while the broker is away: a stop must not wait for it.
         An undecodable record batch pauses its partition (worker.kafka.undecodable).
         """
-        poll = asyncio.ensure_future(
-            self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
-        )
+        poll = asyncio.ensure_future(self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records))
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -204,6 +225,20 @@ class ConsumerLoop:
     async def _back_off(self, delay: float) -> None:
         """Wait `delay` seconds before the retry, or less if the worker is stopping."""
         await wait_for_stop(self._stop, delay)
+
+
+def joined(first: Batch, then: Batch) -> Batch:
+    """`then`'s records after `first`'s, per partition. Where a partition's position moved back
+    between the two polls (a rebalance gave it back at its committed offset), `then` starts at or
+    before `first`'s records and replaces them: they are read again, never skipped."""
+    merged = {tp: list(records) for tp, records in first.items()}
+    for tp, records in then.items():
+        before = merged.get(tp)
+        if before and records and records[0].offset > before[-1].offset:
+            before.extend(records)
+        else:
+            merged[tp] = list(records)
+    return merged
 
 
 def _names(partitions: Iterable[TopicPartition]) -> list[str]:
