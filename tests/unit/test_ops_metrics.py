@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 import worker.app  # noqa: F401  (every module that defines a metric)
+from worker.kafka import lag as lag_module
 from worker.kafka.lag import CommitLag
 from worker.ops.metrics import RECORDS_STORED
 
@@ -56,6 +59,19 @@ async def test_the_known_high_watermark_is_kept_when_a_batch_is_seen() -> None:
     await commit_lag.publish(Consumer(highwater=500))
     commit_lag.saw({TP: [Record(offset) for offset in range(0, 10)]})
     assert lag() == 500
+
+
+async def test_a_position_look_up_that_never_answers_does_not_hold_the_loop(monkeypatch: Any) -> None:
+    """aiokafka's position() can wait for a coordinator that is away; publish gives up on it
+    after POSITION_TIMEOUT_S, so the consumer loop polls again (and a stop is seen)."""
+    monkeypatch.setattr(lag_module, "POSITION_TIMEOUT_S", 0.05)
+
+    class Unanswered(Consumer):
+        async def position(self, partition: TopicPartition) -> int:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    await asyncio.wait_for(CommitLag().publish(Unanswered(highwater=500)), timeout=2)
 
 
 def test_a_commit_records_its_time_per_partition_and_a_revoke_removes_it() -> None:

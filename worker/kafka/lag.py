@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -12,6 +13,10 @@ from aiokafka.structs import TopicPartition
 
 from worker.errors import WorkerError
 from worker.ops.metrics import CONSUMER_LAG, LAST_COMMIT_TIMESTAMP
+
+POSITION_TIMEOUT_S = 1.0
+"""How long `publish` waits for a position look-up: aiokafka's can wait for the group coordinator,
+which may not answer while the broker is away; the consumer loop waits for `publish`."""
 
 
 class _Record(Protocol):
@@ -79,7 +84,11 @@ class CommitLag:
         )
 
     async def publish(self, consumer: _LagSource) -> None:
-        """Set the gauge of every assigned partition whose high watermark is known."""
+        """Set the gauge of every assigned partition whose high watermark is known.
+
+        A position look-up that does not answer within POSITION_TIMEOUT_S ends this round (the
+        partitions left keep their last value): the loop polls again, and a stop is not delayed.
+        """
         for tp in consumer.assignment():
             try:
                 highwater = consumer.highwater(tp)
@@ -87,9 +96,11 @@ class CommitLag:
                     continue
                 if tp not in self._committed:
                     # Fetched, but no record handed out yet: the position is still the committed offset.
-                    self._committed[tp] = await consumer.position(tp)
+                    self._committed[tp] = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
             except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
                 continue
+            except TimeoutError:
+                return
             self._highwater[tp] = highwater
             lag = max(highwater - self._committed[tp], 0)
             CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
