@@ -460,6 +460,23 @@ async def test_a_batch_with_a_record_of_an_urgent_topic_is_written_without_linge
     assert processor.seen == [{A0: records(0), B0: records(4)}]
 
 
+async def test_a_partition_revoked_during_the_linger_leaves_no_lag_behind(make_settings: Any) -> None:
+    """Its records are dropped before the lag gauge sees them: no series is left for a
+    partition that is another member's now."""
+    kept, revoked = TopicPartition("linger-revoke", 0), TopicPartition("linger-revoke", 1)
+    stop = asyncio.Event()
+    consumer = FakeConsumer(stop, [{kept: records(0), revoked: records(0)}], assigned={kept, revoked})
+    processor = FakeProcessor([result({kept: 1})])
+    loop = make_loop(consumer=consumer, processor=processor, settings=make_settings(batch_linger_ms=100), stop=stop)
+    running = asyncio.ensure_future(loop.run())
+    await asyncio.sleep(0.03)
+    consumer.assigned = {kept}  # the group took it away during the linger
+    await asyncio.wait_for(running, timeout=2)
+    assert processor.seen == [{kept: records(0)}]
+    gauge = {"topic": "linger-revoke", "partition": "1"}
+    assert REGISTRY.get_sample_value("persistence_consumer_lag_records", gauge) is None
+
+
 def test_a_partition_sought_back_during_the_linger_is_read_again_not_skipped() -> None:
     """A rebalance in the linger can hand a partition back at its committed offset: the second
     poll's records then replace the first's for it (they are read again, never merged out of order)."""

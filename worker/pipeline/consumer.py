@@ -128,10 +128,12 @@ class ConsumerLoop:
             return batch
         if any(tp.topic in self._urgent_topics for tp, records in batch.items() if records):
             return batch
-        if await wait_for_stop(self._stop, self._linger_s):
-            return batch
-        more = await self._poll_unless_stopped(0, self._max_records - count)
-        return batch if not more else joined(batch, more)
+        if not await wait_for_stop(self._stop, self._linger_s):
+            more = await self._poll_unless_stopped(0, self._max_records - count)
+            batch = joined(batch, more) if more else batch
+        # A revoke may have come during the wait: its partitions are another member's now.
+        assigned = self._consumer.assignment()
+        return {tp: records for tp, records in batch.items() if tp in assigned}
 
     async def _poll_unless_stopped(self, timeout_ms: int, max_records: int) -> Batch | None:
         """The next batch, or None once `stop` is set while waiting for it.
