@@ -112,6 +112,11 @@ class _Server:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for /proc readings), else None."""
+        return self._process.pid if self._process is not None and self.running else None
+
     def start(self) -> None:
         """Start the server and return once it answers; do nothing if it already runs."""
         if self.running:

@@ -138,13 +138,13 @@ def servers(work_dir: Path) -> Iterator[tuple[str, str, str, dict[str, int]]]:
         if not bootstrap:
             kafka = stack.enter_context(LocalKafka(log_dir=work_dir))
             bootstrap = kafka.bootstrap
-            if kafka._process is not None:
-                pids["tansu"] = kafka._process.pid
+            if kafka.pid is not None:
+                pids["tansu"] = kafka.pid
         if not uri:
             mongo = stack.enter_context(LocalMongo(log_dir=work_dir))
             uri = mongo.uri
-            if mongo._process is not None:
-                pids["nx-27017"] = mongo._process.pid
+            if mongo.pid is not None:
+                pids["nx-27017"] = mongo.pid
         kind = "stand-ins (tansu, nx-27017)" if (os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get(
             "MONGODB_URI")) == (None, None) else "from the environment"  # fmt: skip
         yield bootstrap, uri, kind, pids

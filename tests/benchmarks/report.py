@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
 from tests.benchmarks.isolation import IsolationRun
-from tests.benchmarks.latency import Latency
+from tests.benchmarks.latency import WINDOW_S, Latency
 from tests.benchmarks.measure import percentile
 from tests.benchmarks.report_cpu import cpu_table
 from tests.benchmarks.report_isolation import isolation_panel, isolation_section, isolation_targets
@@ -119,14 +119,14 @@ def markdown(results: Results, chart_name: str) -> str:
             "p99 by 10 s of publishing: "
             + ", ".join(f"{percentile(window, 0.99):,.0f}" for window in lat.by_window() if window) + " ms.",
         ]  # fmt: skip
-        if _windows(lat):
+        if windows := max((len(shares) for shares in lat.cpu_by_window.values()), default=0):
             lines += [
                 "",
-                "CPU share by 10 s of publishing (1.0 = one core of the machine's "
+                f"CPU share by {WINDOW_S:g} s of publishing (1.0 = one core of the machine's "
                 f"{os.cpu_count()}; the publisher is this benchmark's producer):",
                 "",
-                "| process | " + " | ".join(f"{10 * (i + 1):g} s" for i in range(_windows(lat))) + " |",
-                "|---|" + "---:|" * _windows(lat),
+                "| process | " + " | ".join(f"{WINDOW_S * (i + 1):g} s" for i in range(windows)) + " |",
+                "|---|" + "---:|" * windows,
                 *(f"| {name} | " + " | ".join(f"{share:.2f}" for share in shares) + " |"
                   for name, shares in lat.cpu_by_window.items()),
             ]  # fmt: skip
@@ -447,10 +447,6 @@ def _throughput_panel(ax: Axes, results: Results) -> None:
     ax.set_xlabel("events/s (median, min-max; log scale)")
     ax.set_title(f"Throughput, {results.events:,} events")
     ax.invert_yaxis()
-
-
-def _windows(latency: Latency) -> int:
-    return max((len(shares) for shares in latency.cpu_by_window.values()), default=0)
 
 
 def _latency_panel(ax: Axes, results: Results) -> None:

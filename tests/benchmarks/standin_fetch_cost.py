@@ -74,8 +74,8 @@ async def measure(bootstrap: str, pid: int) -> None:
 
 def main() -> None:
     with LocalKafka(log_dir=Path(tempfile.mkdtemp())) as kafka:
-        assert kafka._process is not None
-        asyncio.run(measure(kafka.bootstrap, kafka._process.pid))
+        assert kafka.pid is not None
+        asyncio.run(measure(kafka.bootstrap, kafka.pid))
 
 
 if __name__ == "__main__":
