@@ -86,6 +86,8 @@ class TelemetryBufferDocument(TypedDict):
     source: str
     buffered_at: datetime
     retry_count: int
+    due_at: datetime
+    """When the redelivery loop may claim it: at once (worker.telemetry.buffer)."""
 
 
 def validation_audit_document(event: ValidationEvent) -> ValidationAuditDocument:
@@ -132,4 +134,5 @@ def telemetry_buffer_document(event: TelemetryEvent, *, buffered_at: datetime) -
         "source": event.source,
         "buffered_at": buffered_at,
         "retry_count": 0,
+        "due_at": buffered_at,
     }

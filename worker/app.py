@@ -20,7 +20,7 @@ from worker.kafka.failures import kafka_failure
 from worker.kafka.probe import KafkaProbe
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.mongo.index_health import check_until_stopped
-from worker.mongo.indexes import with_retention
+from worker.mongo.indexes import expected_indexes
 from worker.ops.about import startup_facts
 from worker.ops.collector import freeze_startup_objects
 from worker.ops.health import Health, Liveness
@@ -160,9 +160,8 @@ def _watch(
     mongodb_probe = probe_until_stopped(
         reachability["mongodb"], _mongodb_probe(gateway), settings.mongodb_health_interval_s, stop
     )
-    expected_indexes = with_retention(settings.ttl_days())
     index_check = check_until_stopped(
-        gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes
+        gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes(settings)
     )
     tasks = [_background(mongodb_probe, "mongodb_probe"), _background(index_check, "index_check")]
     if settings.http_port:  # the gauges are read only through /metrics: with no HTTP, no counting

@@ -17,7 +17,7 @@ import structlog
 
 from worker.errors import WorkerError
 from worker.mongo.gateway import MongoGateway
-from worker.mongo.indexes import IndexSpec, ensure_indexes, with_retention
+from worker.mongo.indexes import IndexSpec, ensure_indexes, expected_indexes
 from worker.ops.health import Health
 from worker.ops.http import start_http
 from worker.ops.reachability import ServerReachability
@@ -58,7 +58,7 @@ class MongoStartup:
     @classmethod
     def from_settings(cls, settings: Settings) -> MongoStartup:
         return cls(
-            expected_indexes=with_retention(settings.ttl_days()),
+            expected_indexes=expected_indexes(settings),
             backoff_s=RetryPolicy.from_settings(settings).backoff_s,
             timeout_s=settings.mongodb_startup_timeout_s,
             uri_for_logs=settings.mongodb_uri_for_logs(),

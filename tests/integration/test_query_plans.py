@@ -163,7 +163,8 @@ STANDIN_INDEX_SEARCHES = {
     "plan-history": "idx_validation_audit_plan_id_timestamp",
     "workflows": "idx_workflow_results_status_consolidated_at",
     "incidents": "idx_incidents_severity_timestamp",
-    "telemetry-retries": "idx_telemetry_buffer_retry_count_buffered_at",
+    # `state: null` (no tombstones) is an equality: SQLite prefers the index led by `state`.
+    "telemetry-retries": "idx_telemetry_buffer_state_parked_buffered_at",
 }
 
 

@@ -14,7 +14,7 @@ from worker.ops.health import Health, Liveness
 from worker.ops.http import respond, serve_http
 from worker.retry import RetryPolicy, with_retries
 from worker.settings import Settings
-from worker.telemetry.buffer import Attempt, Settled
+from worker.telemetry.buffer import Attempt, Claim, Settled
 
 
 def health(*, polled_ago: float = 0.0, mongodb: bool = True, assigned: bool = True) -> Health:
@@ -154,22 +154,22 @@ class ScriptedBuffer:
     def new_lease_owner(self) -> str:
         return "fake/1"
 
-    async def claim_next_due(self, owner: str) -> dict[str, Any] | None:
+    async def claim_due(self, owner: str, limit: int) -> Claim:
         if self.due == 0:
             if self.when_empty:
                 self.when_empty()
-            return None
-        self.due -= 1
-        return {"_id": f"tel-{self.due}", "retry_count": 1, "correlation": {"workflow_id": "wf-1"}}
+            return Claim(documents=[], more=False)
+        take = min(limit, self.due)
+        self.due -= take
+        documents = [{"_id": f"tel-{self.due + n}", "retry_count": 1, "correlation": {"workflow_id": "wf-1"}}
+                     for n in range(take)]  # fmt: skip
+        return Claim(documents=documents, more=False)
 
     def exhausted(self, document: dict[str, Any]) -> bool:
         return False
 
     async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
         return self.settled or Settled(removed=len(attempts))
-
-    async def purge_tombstones(self) -> int:
-        return 0
 
 
 def outcome_count(outcome: str) -> float:

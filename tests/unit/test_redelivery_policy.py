@@ -17,7 +17,7 @@ from tests.unit.redelivery_loops import loop_from
 from worker.errors import TransientError
 from worker.retry import RetryPolicy
 from worker.settings import Settings
-from worker.telemetry.buffer import Attempt, Settled
+from worker.telemetry.buffer import Attempt, Claim, Settled
 from worker.telemetry.delivery import MalformedDocument, _outcome, telemetry_message
 
 MOMENT = datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
@@ -140,7 +140,7 @@ async def test_send_outcomes_are_classified() -> None:
 
 
 class FailingBuffer:
-    """A tiny fake of TelemetryBuffer: always has a due document; settles nothing."""
+    """A tiny fake of TelemetryBuffer: always has due documents (`claims` counts them); settles nothing."""
 
     def __init__(self) -> None:
         self.claims = 0
@@ -148,9 +148,10 @@ class FailingBuffer:
     def new_lease_owner(self) -> str:
         return "fake/1"
 
-    async def claim_next_due(self, owner: str) -> dict[str, Any]:
-        self.claims += 1
-        return buffered(_id=f"tel-{self.claims}", retry_count=1)
+    async def claim_due(self, owner: str, limit: int) -> Claim:
+        first = self.claims
+        self.claims += limit
+        return Claim([buffered(_id=f"tel-{n}", retry_count=1) for n in range(first, self.claims)], more=False)
 
     def exhausted(self, document: dict[str, Any]) -> bool:
         return False
@@ -197,7 +198,7 @@ class BrokenBuffer(FailingBuffer):
         super().__init__()
         self.error = error
 
-    async def claim_next_due(self, owner: str) -> dict[str, Any]:
+    async def claim_due(self, owner: str, limit: int) -> Claim:
         self.claims += 1
         raise self.error
 

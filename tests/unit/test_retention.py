@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.unit.test_indexes import FakeDatabase
-from worker.mongo.indexes import EXPECTED_INDEXES, ensure_indexes, with_retention
+from worker.mongo.indexes import EXPECTED_INDEXES, ensure_indexes, expected_indexes, with_retention
+from worker.settings import Settings
 
 
 class CollModDatabase(FakeDatabase):
@@ -61,3 +62,28 @@ async def test_turning_a_ttl_off_is_reported_not_silently_dropped() -> None:
     incidents = next(r for r in reports if r.collection == "incidents")
     assert not incidents.healthy
     assert [found.expire_after_seconds for _, found in incidents.conflicts] == [5 * 86_400]
+
+
+def test_tombstones_expire_after_the_dedup_window_and_nothing_else_does_by_default() -> None:
+    """With default settings the only TTL is the tombstones': `delivered_at` expires after TELEMETRY_DEDUP_WINDOW_S."""
+    expected = expected_indexes(Settings(telemetry_dedup_window_s=3_600))
+    expiring = [(collection, spec.keys, spec.expire_after_seconds)
+                for collection, specs in expected.items() for spec in specs if spec.expire_after_seconds is not None]  # fmt: skip
+    assert expiring == [("telemetry_buffer", (("delivered_at", 1),), 3_600)]
+
+
+async def test_the_claim_index_is_created_sparse() -> None:
+    """`due_at` is created sparse, so tombstones and parked documents (which have none) are not in it."""
+    db = CollModDatabase()
+    await ensure_indexes(db, expected_indexes(Settings()))  # type: ignore[arg-type]
+    [claim_index] = [info for info in db["telemetry_buffer"].indexes if info["key"] == {"due_at": 1}]
+    assert claim_index.get("sparse") is True
+
+
+async def test_changing_the_dedup_window_changes_the_tombstones_ttl_in_place() -> None:
+    """A new TELEMETRY_DEDUP_WINDOW_S reaches the existing `delivered_at` index through collMod."""
+    db = CollModDatabase()
+    await ensure_indexes(db, expected_indexes(Settings()))  # type: ignore[arg-type]
+    reports = await ensure_indexes(db, expected_indexes(Settings(telemetry_dedup_window_s=600)))  # type: ignore[arg-type]
+    buffer = next(r for r in reports if r.collection == "telemetry_buffer")
+    assert buffer.healthy and [spec.expire_after_seconds for spec in buffer.updated] == [600]

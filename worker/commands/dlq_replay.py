@@ -44,7 +44,7 @@ from worker.kafka.clients import ProducerPurpose, create_consumer, create_produc
 from worker.kafka.failures import KafkaRefused, KafkaUnavailable, kafka_errors
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import gateway_for
-from worker.mongo.indexes import ensure_indexes, with_retention
+from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.ops.messages import report_failure
 from worker.pipeline.records import Record
 from worker.settings import RouteName, Settings
@@ -108,7 +108,7 @@ async def _open_target(
     gateway = gateway_for(settings)
     closing.push_async_callback(gateway.close)
     database = await gateway.connect()
-    await ensure_indexes(database, with_retention(settings.ttl_days()))
+    await ensure_indexes(database, expected_indexes(settings))
     letters = KeptDeadLetters()
     routes = routes_for(settings, gateway)
     processor = batch_processor(settings, routes, letters)

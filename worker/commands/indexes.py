@@ -11,8 +11,8 @@ from worker.mongo.indexes import (
     IndexSpec,
     _ttl_only_differs,  # the rule `ensure` applies; shown, not re-stated
     ensure_indexes,
+    expected_indexes,
     inspect_collection,
-    with_retention,
 )
 from worker.ops.messages import report_failure
 from worker.settings import Settings
@@ -20,7 +20,7 @@ from worker.settings import Settings
 
 async def indexes_command(settings: Settings, *, create: bool) -> int:
     """Print one line per expected index; 0 if all are right, 1 on a conflict or gap, 3 if unreachable."""
-    expected = with_retention(settings.ttl_days())
+    expected = expected_indexes(settings)
     async with open_gateway(settings) as gateway:
         try:
             database = await gateway.connect()

@@ -1,8 +1,8 @@
 """`persistence-worker replay`: re-send chosen buffered telemetry, through the loop's own claims.
 
-The documents matching the filters are chosen once, oldest `buffered_at` first. Each is
-then claimed by `_id` (the loop's lease, whatever its backoff schedule), sent, and settled
-as the loop settles it: deleted once acknowledged (`--keep`: released instead), rescheduled
+The documents matching the filters are chosen once, oldest `buffered_at` first. They are
+then claimed by `_id`, a batch at a time (the loop's lease, whatever their backoff schedule), sent,
+and settled as the loop settles them: tombstones once acknowledged (`--keep`: released instead), rescheduled
 or parked on failure. A document held by another claimant or already gone is skipped.
 Ctrl-C (SIGINT) or SIGTERM: the batch in hand is finished and the rest left in the buffer;
 a second signal abandons the batch and releases its leases.
@@ -135,8 +135,8 @@ class ReplayJob:
         self.error: str | None = None
 
     async def run(self, ids: Sequence[Any], reporter: Reporter) -> None:
-        def skipped() -> None:
-            self.tally.skipped += 1
+        def skipped(count: int) -> None:
+            self.tally.skipped += count
             reporter.update(self.tally)
 
         claims = ChosenClaims(self._batch.buffer, ids, self._options.selection.parked, on_skip=skipped)

@@ -1,21 +1,25 @@
 """The indexes each collection must have (from the persistence guide), and their upkeep.
 
-Indexes are compared by key pattern and options, never by name: servers name them
-differently. An existing index with the right keys but other options is reported as a
-conflict and left in place; dropping it is an operator's decision.
+Indexes are compared by key pattern and options (unique, TTL), never by name: servers name them
+differently. `sparse` is set when an index is created and not compared: nx-27017, a stand-in
+server, accepts it but leaves it out of listIndexes. An existing index with the right keys but
+other options is reported as a conflict and left in place; dropping it is an operator's decision.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
 from worker.mongo.errors import converting
+
+if TYPE_CHECKING:
+    from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +31,13 @@ class IndexSpec:
     keys: Keys
     unique: bool = False
     expire_after_seconds: int | None = None
+    sparse: bool = field(default=False, compare=False)
+    """Only documents that have the first key are in the index (see the module's docstring)."""
 
     def describe(self) -> str:
         keys = ", ".join(f"{name}:{direction}" for name, direction in self.keys)
         options = " unique" if self.unique else ""
+        options += " sparse" if self.sparse else ""
         if self.expire_after_seconds is not None:
             options += f" ttl={self.expire_after_seconds}s"
         return f"({keys}){options}"
@@ -66,10 +73,13 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
         _asc("buffered_at"),
         _asc("retry_count"),
         _asc("retry_count", "buffered_at"),
-        # The redelivery claim: not parked (`parked` absent), oldest `buffered_at` first.
-        _asc("parked", "buffered_at"),
-        # The purge of delivered tombstones (`delivered_at` before the window). Not led by `state`: the
-        # pending-only filter (`state: null`) of the guide's telemetry query must keep using its own index.
+        # The redelivery claim: pending documents only (`due_at` exists), earliest due first. Sparse, so
+        # tombstones and parked documents are not in it and a claim's cost does not grow with them.
+        IndexSpec(keys=(("due_at", 1),), sparse=True),
+        # Pending and parked counts, the oldest pending document, replay's choice: led by `state`, so
+        # tombstones (`state: "delivered"`) are outside the bounds of `{state: null, parked: ...}`.
+        _asc("state", "parked", "buffered_at"),
+        # Tombstones expire TELEMETRY_DEDUP_WINDOW_S after delivery (the TTL is set by `expected_indexes`).
         _asc("delivered_at"),
     ),
 }
@@ -84,19 +94,36 @@ TTL_FIELDS: Mapping[str, str] = {
 }
 
 
-def with_retention(ttl_days: Mapping[str, int | None]) -> dict[str, tuple[IndexSpec, ...]]:
-    """EXPECTED_INDEXES where the date index of each collection with a TTL expires documents."""
+TOMBSTONE_KEYS: Keys = (("delivered_at", 1),)
+
+
+def expected_indexes(settings: Settings) -> dict[str, tuple[IndexSpec, ...]]:
+    """The indexes `settings` asks for: the guide's retention TTLs and the tombstones' dedup window."""
+    return with_retention(settings.ttl_days(), tombstone_ttl_s=round(settings.telemetry_dedup_window_s))
+
+
+def with_retention(
+    ttl_days: Mapping[str, int | None], *, tombstone_ttl_s: int | None = None
+) -> dict[str, tuple[IndexSpec, ...]]:
+    """EXPECTED_INDEXES where the date index of each collection with a TTL expires documents, and
+    (with `tombstone_ttl_s`) the `delivered_at` index expires telemetry tombstones."""
     expected = {}
     for collection, specs in EXPECTED_INDEXES.items():
         days = ttl_days.get(collection)
         date_keys = ((TTL_FIELDS[collection], 1),)
         expected[collection] = tuple(
-            IndexSpec(keys=spec.keys, unique=spec.unique, expire_after_seconds=days * 86_400)
+            _expiring(spec, days * 86_400)
             if days is not None and spec.keys == date_keys
+            else _expiring(spec, tombstone_ttl_s)
+            if tombstone_ttl_s is not None and collection == TELEMETRY_BUFFER and spec.keys == TOMBSTONE_KEYS
             else spec
             for spec in specs
         )
     return expected
+
+
+def _expiring(spec: IndexSpec, seconds: int) -> IndexSpec:
+    return IndexSpec(keys=spec.keys, unique=spec.unique, expire_after_seconds=seconds, sparse=spec.sparse)
 
 
 @dataclass(slots=True)
@@ -127,6 +154,7 @@ def _spec_of(info: Mapping[str, Any]) -> IndexSpec:
         keys=keys,
         unique=bool(info.get("unique", False)),
         expire_after_seconds=None if ttl is None else int(ttl),
+        sparse=bool(info.get("sparse", False)),
     )
 
 
@@ -195,6 +223,8 @@ async def _set_ttl(database: AsyncDatabase[Any], collection: str, spec: IndexSpe
 
 async def _create(database: AsyncDatabase[Any], collection: str, spec: IndexSpec) -> None:
     options: dict[str, Any] = {"unique": spec.unique} if spec.unique else {}
+    if spec.sparse:
+        options["sparse"] = True
     if spec.expire_after_seconds is not None:
         options["expireAfterSeconds"] = spec.expire_after_seconds
     with converting():

@@ -1,9 +1,11 @@
-"""One batch of redelivery: claim documents, send each as it is claimed, wait for the acks, settle.
+"""One batch of redelivery: claim documents, send them, wait for the acks together, settle.
 
-The one implementation behind the redelivery loop (claims of the due documents, oldest first)
-and `replay` (claims of chosen `_id`s). A batch is settled before its first claim's lease
-lapses: claiming stops after CLAIM_SHARE_OF_LEASE of the lease, acknowledgements are awaited
-until ACK_SHARE_OF_LEASE of it. MongoDB failures end the batch with `error` ("claim: ..." or
+The one implementation behind the redelivery loop (claims of the due documents, earliest due
+first) and `replay` (claims of chosen `_id`s). Claims are taken by the batch (worker.telemetry.buffer:
+three round trips a claim round); a batch makes at most MAX_CLAIM_ROUNDS rounds, more than one
+only when another claimant won some of what a round read. A batch is settled before its leases
+lapse: claiming stops after CLAIM_SHARE_OF_LEASE of the lease, acknowledgements are awaited until
+ACK_SHARE_OF_LEASE of it. MongoDB failures end the batch with `error` ("claim: ..." or
 "settle: ..."); what was claimed before a failed claim is still sent and settled.
 """
 
@@ -13,8 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from worker.errors import WorkerError
 from worker.mongo.collections import Document
@@ -23,20 +24,20 @@ from worker.telemetry.delivery import Pending, TelemetryPublisher
 
 CLAIM_SHARE_OF_LEASE = 0.25
 ACK_SHARE_OF_LEASE = 0.75
+MAX_CLAIM_ROUNDS = 3
 
 
-class Skip(Enum):
-    """A claim that took nothing this time, but the next one may: go on claiming."""
+@dataclass(frozen=True, slots=True)
+class ClaimRound:
+    """What one round of claims took: documents to send, or Attempts settled without sending."""
 
-    SKIPPED = "skipped"
-
-
-Claimed = Document | Attempt | Literal[Skip.SKIPPED] | None
-"""A document to send, an Attempt settled without sending, a skip, or None: nothing more to claim."""
+    claimed: list[Document | Attempt]
+    more: bool
+    """Another round may take more (a claimant won part of this round's read, or chosen ids remain)."""
 
 
 class ClaimSource(Protocol):
-    async def claim(self, owner: str) -> Claimed: ...
+    async def claim(self, owner: str, want: int) -> ClaimRound: ...
 
 
 @dataclass(slots=True)
@@ -66,14 +67,17 @@ class BatchReport:
 
 
 class DueClaims:
-    """The redelivery loop's claims: the oldest due documents; the exhausted are parked unsent."""
+    """The redelivery loop's claims: the earliest due documents; the exhausted are parked unsent."""
 
     def __init__(self, buffer: TelemetryBuffer) -> None:
         self._buffer = buffer
 
-    async def claim(self, owner: str) -> Claimed:
-        document = await self._buffer.claim_next_due(owner)
-        if document is None or not self._buffer.exhausted(document):
+    async def claim(self, owner: str, want: int) -> ClaimRound:
+        claim = await self._buffer.claim_due(owner, want)
+        return ClaimRound(claimed=[self._unless_exhausted(d) for d in claim.documents], more=claim.more)
+
+    def _unless_exhausted(self, document: Document) -> Document | Attempt:
+        if not self._buffer.exhausted(document):
             return document
         error = f"no outcome after {document['retry_count'] - 1} attempts (leases lapsed)"
         return Attempt(document, error=error, permanent=True)
@@ -83,7 +87,7 @@ class ChosenClaims:
     """`replay`'s claims: the chosen `_id`s in order, whatever their schedule; the unclaimable are skipped."""
 
     def __init__(
-        self, buffer: TelemetryBuffer, ids: Sequence[Any], parked: ParkedScope, on_skip: Callable[[], None]
+        self, buffer: TelemetryBuffer, ids: Sequence[Any], parked: ParkedScope, on_skip: Callable[[int], None]
     ) -> None:
         self._buffer = buffer
         self._ids = ids
@@ -95,16 +99,13 @@ class ChosenClaims:
     def remaining(self) -> int:
         return len(self._ids) - self.position
 
-    async def claim(self, owner: str) -> Claimed:
-        if not self.remaining:
-            return None
-        document_id = self._ids[self.position]
-        self.position += 1
-        document = await self._buffer.claim_by_id(document_id, owner, self._parked)
-        if document is None:  # held by another claimant, or gone
-            self._on_skip()
-            return Skip.SKIPPED
-        return document
+    async def claim(self, owner: str, want: int) -> ClaimRound:
+        chosen = self._ids[self.position : self.position + want]
+        won = await self._buffer.claim_ids(chosen, owner, self._parked)
+        self.position += len(chosen)
+        if len(won) < len(chosen):  # held by another claimant, or gone
+            self._on_skip(len(chosen) - len(won))
+        return ClaimRound(claimed=list(won), more=self.remaining > 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,19 +141,35 @@ class BatchRun:
     ) -> list[Pending]:
         pending: list[Pending] = []
         claim_until = time.monotonic() + self.lease_s * CLAIM_SHARE_OF_LEASE
-        while len(pending) < size and not self.stop.is_set() and time.monotonic() < claim_until:
+        for _ in range(MAX_CLAIM_ROUNDS):
+            if len(pending) >= size or self.stop.is_set() or time.monotonic() >= claim_until:
+                break
             try:
-                claimed = await claims.claim(owner)
+                round_ = await claims.claim(owner, size - len(pending))
             except WorkerError as exc:
                 report.error = f"claim: {exc}"
                 break
-            if claimed is None:
+            for claimed in round_.claimed:
+                pending.append(await self._send(claimed, refusal=_refusal(pending[-1:])))
+            if not round_.more:
                 break
-            if claimed is Skip.SKIPPED:
-                continue
-            if isinstance(claimed, Attempt):
-                pending.append((claimed.document, claimed))
-            else:
-                pending.append(await self.publisher.send(claimed))
         report.claimed = len(pending)
         return pending
+
+    async def _send(self, claimed: Document | Attempt, *, refusal: str | None) -> Pending:
+        """Queue one send, in claim order. Once the producer has refused one (the broker is away, not
+        the document), the rest of the batch fails with that error unsent instead of each waiting
+        out the same timeout."""
+        if isinstance(claimed, Attempt):
+            return claimed.document, claimed
+        if refusal is not None:
+            return claimed, Attempt(claimed, error=refusal)
+        return await self.publisher.send(claimed)
+
+
+def _refusal(last: list[Pending]) -> str | None:
+    """The broker's refusal of the last send (carried on to the rest of the batch), if it was one."""
+    for _, item in last:
+        if isinstance(item, Attempt) and not item.delivered and not item.permanent and not item.unknown:
+            return item.error
+    return None

@@ -1,22 +1,36 @@
-"""Leases on `telemetry_buffer` documents: claim one, then settle it: delivered (a tombstone), released,
+"""Leases on `telemetry_buffer` documents: claim a batch, then settle it: delivered (a tombstone), released,
 rescheduled or parked.
 
-A claim is one `find_one_and_update` that takes a free document, raises its `retry_count`
-(so `retry_count` counts delivery attempts) and writes a lease. Only the holder of the
-lease (`lease_owner`, unique per claiming batch) can settle the document; a claimant that
-dies leaves a lease that lapses at `lease_expires_at`, and the document is free again.
+A claim takes a whole batch in three round trips, whatever the buffer holds:
+ 1. read the next documents in `due_at` order (`{due_at: {$exists: true}}`, with a limit) from the
+    sparse index `due_at`, which holds pending documents only: tombstones and parked documents are
+    not in it, so they cost a claim nothing;
+ 2. claim the due ones with one `bulk_write` of compare-and-set replacements: each replaces the
+    document as read, only if what a claim decides on is unchanged (`retry_count`, which every
+    claim raises, `lease_owner`, `due_at`, `parked`, `state`), by the same document with
+    `retry_count` + 1 (so `retry_count` counts delivery attempts), a lease, and `due_at` at the
+    lease's end;
+ 3. read back the documents the batch's lease owner won.
+Two claimants that read the same documents split them: each replacement goes to one. Only the
+holder of a lease (`lease_owner`, unique per claiming batch) can settle the document, again by
+replacement; a claimant that dies leaves `due_at` at its lease's end, and the document is due
+again then. Every change of state replaces the whole document, so the dates in it stay dates
+on every server (nx-27017, a stand-in, stores a date given by `$set` as text).
 
 Fields the redelivery adds to a buffered document (absent until they apply):
+    due_at             when the loop may next claim it; present exactly while the document is pending
+                       (neither delivered nor parked): `buffered_at` at first, then a lease's end, then
+                       the next attempt after a failure
     lease_owner        "<host>:<pid>/<claim id>" while claimed
     lease_expires_at   when the claim lapses
     next_attempt_at    not tried again before this time (exponential backoff)
     last_error         why the last attempt failed; last_attempt_at, when
     parked             true once it may no longer be tried by the loop; parked_at, when
-    state              "delivered" once the broker acknowledged it (a tombstone; delivered_at,
-                       when): kept TELEMETRY_DEDUP_WINDOW_S so that the same event read again
-                       (a crash before the commit, `dlq replay`) collides on `_id` and is not
-                       buffered nor delivered twice; then purged. Claims, stats, queries and
-                       replay never see tombstones (TOMBSTONE_FREE).
+    state              "delivered" once the broker acknowledged it: a tombstone of three fields
+                       (`_id`, `state`, `delivered_at`), kept TELEMETRY_DEDUP_WINDOW_S so that the same
+                       event read again (a crash before the commit, `dlq replay`) collides on `_id` and
+                       is not buffered nor delivered twice; then removed by the TTL index on
+                       `delivered_at`. Claims, stats, queries and replay never see tombstones.
 Clocks: leases and schedules compare the claimants' UTC clocks, so replicas need NTP;
 a lease must be far longer than the clock skew between them.
 """
@@ -32,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReplaceOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -46,8 +60,10 @@ _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
 DELIVERED = "delivered"
 TOMBSTONE_FREE: dict[str, Any] = {"state": None}
 """The condition every reader of buffered (still deliverable) documents adds."""
+PENDING_ONLY: dict[str, Any] = {"due_at": {"$exists": True}}
+"""Pending (neither delivered nor parked): what the sparse `due_at` index holds."""
 OLDEST_FIRST = [("buffered_at", 1)]
-_TOMBSTONE_DROPS = {**_LEASE_FIELDS, "next_attempt_at": "", "parked": "", "parked_at": "", "metrics": ""}
+DUE_FIRST = [("due_at", 1)]
 
 
 class ParkedScope(StrEnum):
@@ -85,6 +101,15 @@ class Attempt:
     @property
     def delivered(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim round won, and whether another round may find more."""
+
+    documents: list[Document]
+    more: bool
+    """The read found as many due documents as asked, but others won some of them."""
 
 
 @dataclass(slots=True)
@@ -131,32 +156,33 @@ class TelemetryBuffer:
         """A lease owner for one batch of claims: the replica plus a random claim id."""
         return f"{self._replica}/{uuid.uuid4().hex[:12]}"
 
-    def _lease(self, owner: str, now: datetime) -> dict[str, Any]:
-        expires = now + timedelta(seconds=self._lease_s)
-        return {"$inc": {"retry_count": 1}, "$set": {"lease_owner": owner, "lease_expires_at": expires}}
-
-    async def claim_next_due(self, owner: str) -> Document | None:
-        """The oldest free, due, unparked document, claimed by `owner`; None if there is none."""
+    async def claim_due(self, owner: str, limit: int) -> Claim:
+        """Up to `limit` of the due documents, earliest `due_at` first, claimed by `owner`."""
         now = datetime.now(UTC)
-        due = {
-            "parked": None,
-            **TOMBSTONE_FREE,
-            "$and": [
-                {"$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}]},
-                {"$or": [{"next_attempt_at": None}, {"next_attempt_at": {"$lte": now}}]},
-            ],
-        }
-        return await self._claim(due, owner, now)
+        heads = self._collection().find(PENDING_ONLY).sort(DUE_FIRST).limit(limit)
+        due = [head for head in await converted(heads.to_list()) if _is_due(head.get("due_at"), now)]
+        won = await self._claim(due, owner, now)
+        return Claim(documents=won, more=len(due) == limit and len(won) < len(due))
 
-    async def claim_by_id(self, document_id: Any, owner: str, parked: ParkedScope) -> Document | None:
-        """Claim one chosen document whatever its schedule; None if it is gone or held by another."""
+    async def claim_ids(self, ids: Sequence[Any], owner: str, parked: ParkedScope) -> list[Document]:
+        """Claim the chosen documents whatever their schedule, in `ids` order; those gone or held are left."""
         now = datetime.now(UTC)
-        free = {
-            "_id": document_id,
-            **parked.condition(),
-            "$or": [{"lease_expires_at": None}, {"lease_expires_at": {"$lte": now}}],
-        }
+        chosen = {"$and": [{"_id": {"$in": list(ids)}}, parked.condition()]}
+        found = {doc["_id"]: doc for doc in await converted(self._collection().find(chosen).to_list())}
+        free = [found[i] for i in ids if i in found and not _is_later(found[i].get("lease_expires_at"), now)]
         return await self._claim(free, owner, now)
+
+    async def _claim(self, documents: list[Document], owner: str, now: datetime) -> list[Document]:
+        """Replace each document as read by itself under `owner`'s lease; the documents won, in order."""
+        if not documents:
+            return []
+        expires = now + timedelta(seconds=self._lease_s)
+        claims = [ReplaceOne(_as_read(doc), _leased(doc, owner, expires)) for doc in documents]
+        await converted(self._collection().bulk_write(claims, ordered=False))
+        ids = [doc["_id"] for doc in documents]
+        won = self._collection().find({"_id": {"$in": ids}, "lease_owner": owner})
+        by_id = {document["_id"]: document for document in await converted(won.to_list())}
+        return [by_id[document_id] for document_id in ids if document_id in by_id]
 
     async def ids_matching(self, query: Mapping[str, Any], limit: int | None = None) -> list[Any]:
         """The `_id`s of the documents matching `query`, oldest `buffered_at` first, at most `limit`."""
@@ -170,16 +196,10 @@ class TelemetryBuffer:
         found = await converted(self._collection().find({"_id": {"$in": list(ids)}}).to_list())
         return {document["_id"]: document for document in found}
 
-    async def _claim(self, query: Mapping[str, Any], owner: str, now: datetime) -> Document | None:
-        claim = self._collection().find_one_and_update(
-            query, self._lease(owner, now), sort=OLDEST_FIRST, return_document=ReturnDocument.AFTER
-        )
-        return await converted(claim)
-
     async def settle(self, owner: str, attempts: Sequence[Attempt], *, keep: bool = False) -> Settled:
         """Delete (or with `keep` release) the delivered; reschedule or park the rest."""
         settled = Settled()
-        delivered = [a.document["_id"] for a in attempts if a.delivered]
+        delivered = [a.document for a in attempts if a.delivered]
         failed = [a for a in attempts if not a.delivered and not a.unknown]
         settled.unknown = sum(1 for a in attempts if a.unknown)
         if delivered:
@@ -191,28 +211,29 @@ class TelemetryBuffer:
         )
         return settled
 
-    async def _remove(self, owner: str, ids: list[Any], *, keep: bool) -> int:
+    async def _remove(self, owner: str, delivered: list[Document], *, keep: bool) -> int:
         """Delivered: tombstones (deleted at once without a dedup window), or released with `keep`."""
-        mine = {"_id": {"$in": ids}, "lease_owner": owner}
         now = datetime.now(UTC)
         if keep:
-            update = {"$unset": _LEASE_FIELDS, "$set": {"last_delivered_at": now}}
-        elif self.dedup_window_s > 0:
-            update = {"$unset": _TOMBSTONE_DROPS, "$set": {"state": DELIVERED, "delivered_at": now}}
-        else:
-            return (await converted(self._collection().delete_many(mine))).deleted_count
-        return (await converted(self._collection().update_many(mine, update))).modified_count
-
-    async def purge_tombstones(self) -> int:
-        """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S; how many went."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.dedup_window_s)
-        purge = self._collection().delete_many({"state": DELIVERED, "delivered_at": {"$lt": cutoff}})
-        return (await converted(purge)).deleted_count
+            released = [_freed(doc, now, last_delivered_at=now) for doc in delivered]
+            return await self._replace_held(owner, released)
+        if self.dedup_window_s > 0:
+            tombstones = [{"_id": doc["_id"], "state": DELIVERED, "delivered_at": now} for doc in delivered]
+            return await self._replace_held(owner, tombstones)
+        mine = {"_id": {"$in": [doc["_id"] for doc in delivered]}, "lease_owner": owner}
+        return (await converted(self._collection().delete_many(mine))).deleted_count
 
     async def release(self, owner: str) -> int:
         """Free every document `owner` still holds (an abandoned batch); retry counts stay raised."""
-        release = self._collection().update_many({"lease_owner": owner}, {"$unset": _LEASE_FIELDS})
-        return (await converted(release)).modified_count
+        held = await converted(self._collection().find({"lease_owner": owner}).to_list())
+        return await self._replace_held(owner, [_freed(doc, datetime.now(UTC)) for doc in held])
+
+    async def _replace_held(self, owner: str, replacements: list[Document]) -> int:
+        """Replace each document `owner` still holds by its replacement (same `_id`); how many were."""
+        if not replacements:
+            return 0
+        writes = [ReplaceOne({"_id": new["_id"], "lease_owner": owner}, new) for new in replacements]
+        return (await converted(self._collection().bulk_write(writes, ordered=False))).matched_count
 
     def exhausted(self, document: Mapping[str, Any]) -> bool:
         """More claims than attempts allowed: earlier claimants died before an outcome."""
@@ -225,32 +246,80 @@ class TelemetryBuffer:
     async def _record_failures(self, owner: str, failed: list[Attempt]) -> tuple[int, list[Document]]:
         now = datetime.now(UTC)
         parked = []
-        for attempt in filter(self._must_park, failed):  # rare: one update each, so each is known
+        for attempt in filter(self._must_park, failed):  # rare: one write each, so each is known
             mine = {"_id": attempt.document["_id"], "lease_owner": owner}
-            park = self._collection().update_one(mine, _park(attempt.error or "", now))
+            park = self._collection().replace_one(mine, _parked(attempt.document, attempt.error or "", now))
             if (await converted(park)).matched_count:
                 parked.append(attempt.document)
-        retries = [
-            UpdateOne({"_id": a.document["_id"], "lease_owner": owner}, self._reschedule(a, now))
-            for a in failed
-            if not self._must_park(a)
-        ]
-        if not retries:
-            return 0, parked
-        return (await converted(self._collection().bulk_write(retries, ordered=False))).matched_count, parked
+        retries = [self._rescheduled(a, now) for a in failed if not self._must_park(a)]
+        return await self._replace_held(owner, retries), parked
 
-    def _reschedule(self, attempt: Attempt, now: datetime) -> dict[str, Any]:
-        wait = self._backoff.backoff_s(int(attempt.document["retry_count"]))
-        fields = {
-            "next_attempt_at": now + timedelta(seconds=wait),
-            "last_error": attempt.error,
-            "last_attempt_at": now,
-        }
-        return {"$unset": _LEASE_FIELDS, "$set": fields}
+    def _rescheduled(self, attempt: Attempt, now: datetime) -> Document:
+        """Free again after the backoff; a parked document (replayed) stays out of the loop's claims."""
+        next_attempt = now + timedelta(seconds=self._backoff.backoff_s(int(attempt.document["retry_count"])))
+        document = _without(attempt.document, *_LEASE_FIELDS)
+        document.update(next_attempt_at=next_attempt, last_error=attempt.error, last_attempt_at=now)
+        if not document.get("parked"):
+            document["due_at"] = next_attempt
+        return document
 
 
-def _park(error: str, now: datetime) -> dict[str, Any]:
-    return {
-        "$unset": {**_LEASE_FIELDS, "next_attempt_at": ""},
-        "$set": {"parked": True, "parked_at": now, "last_error": error, "last_attempt_at": now},
-    }
+def _without(document: Mapping[str, Any], *names: str) -> Document:
+    return {name: value for name, value in document.items() if name not in names}
+
+
+def _as_read(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The compare-and-set condition: what a claim decides on is as it was read (None: absent)."""
+    condition = {"_id": document["_id"], **TOMBSTONE_FREE}
+    decided_on = ("retry_count", "lease_owner", "due_at", "parked")
+    condition.update({name: document.get(name) for name in decided_on})
+    return condition
+
+
+def _leased(document: Mapping[str, Any], owner: str, expires: datetime) -> Document:
+    """The document claimed: one more attempt, `owner`'s lease, due again when the lease lapses."""
+    count = document.get("retry_count")
+    leased = dict(document)
+    leased.update(retry_count=(count if isinstance(count, int) else 0) + 1, lease_owner=owner,
+                  lease_expires_at=expires)  # fmt: skip
+    if "due_at" in document:  # pending; a parked document has no due date and gets none
+        leased["due_at"] = expires
+    return leased
+
+
+def _freed(document: Mapping[str, Any], now: datetime, **fields: Any) -> Document:
+    """The document without its lease; due at once unless parked."""
+    freed = _without(document, *_LEASE_FIELDS)
+    freed.update(fields)
+    if not freed.get("parked"):
+        freed["due_at"] = now
+    return freed
+
+
+def _parked(document: Mapping[str, Any], error: str, now: datetime) -> Document:
+    parked = _without(document, *_LEASE_FIELDS, "next_attempt_at", "due_at")
+    parked.update(parked=True, parked_at=now, last_error=error, last_attempt_at=now)
+    return parked
+
+
+def _moment(value: object) -> datetime | None:
+    """A stored date as an aware UTC datetime; ISO text too (a server that stored a date as text)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _is_due(due_at: object, now: datetime) -> bool:
+    moment = _moment(due_at)
+    return moment is not None and moment <= now
+
+
+def _is_later(moment: object, now: datetime) -> bool:
+    """A lease still running (None or unreadable: no lease)."""
+    parsed = _moment(moment)
+    return parsed is not None and parsed > now

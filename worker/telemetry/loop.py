@@ -1,14 +1,14 @@
 """The redelivery loop: `telemetry_buffer` -> KAFKA_TELEMETRY_DELIVERY_TOPIC, safe with many replicas.
 
-Each batch (worker.telemetry.batches) claims due documents one `find_one_and_update` at a time
-(oldest `buffered_at` first), sends each as it is claimed, waits for the acknowledgements
+Each batch (worker.telemetry.batches) claims the due documents by the batch (earliest `due_at`
+first, a constant number of round trips), sends them, waits for the acknowledgements together
 (acks=all), then turns the delivered into tombstones and reschedules or parks the rest
-(worker.telemetry.buffer). When idle it purges the tombstones older than TELEMETRY_DEDUP_WINDOW_S
-(at most once a minute). When a whole batch fails (Kafka or MongoDB down) the loop backs off as
-a whole and probes with one document at a time until a delivery succeeds again.
+(worker.telemetry.buffer). The TTL index on `delivered_at` removes the tombstones once
+TELEMETRY_DEDUP_WINDOW_S has passed. When a whole batch fails (Kafka or MongoDB down) the loop
+backs off as a whole and probes with one document at a time until a delivery succeeds again.
 
 Logs: `telemetry_redelivered` (per batch, with counts), `telemetry_redelivery_failed`,
-`telemetry_parked` (per document), `telemetry_lease_lost`, `telemetry_tombstones_purged`.
+`telemetry_parked` (per document), `telemetry_lease_lost`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import Counter
 
-from worker.errors import WorkerError
 from worker.ops.health import Liveness
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
@@ -40,7 +39,6 @@ REDELIVERY_FAILURES = Counter(
     "telemetry_redelivery_failed events, by stage (kafka, kafka_connect, claim, settle, crash)",
     ["stage"],
 )
-PURGE_EVERY_S = 60.0  # a purge is a delete (found by the delivered_at index): not every idle poll
 
 
 class RedeliveryLoop:
@@ -75,7 +73,6 @@ class RedeliveryLoop:
         """Consecutive failed batches; while non-zero the loop probes with one document."""
         self.liveness = liveness or Liveness()
         """Beats before each batch (bounded by the lease) and each pause: /healthz reads it."""
-        self._purged_at = -PURGE_EVERY_S
 
     async def run(self) -> None:
         while not self._stop.is_set():
@@ -90,24 +87,7 @@ class RedeliveryLoop:
             else:
                 self.failures = 0
                 if report.claimed == 0:
-                    await self.purge_tombstones()
                     await self._pause(self._idle_poll_s)
-
-    async def purge_tombstones(self) -> int:
-        """Delete tombstones past the dedup window, at most every PURGE_EVERY_S; never raises WorkerError."""
-        now = time.monotonic()
-        if now - self._purged_at < PURGE_EVERY_S:
-            return 0
-        self._purged_at = now
-        try:
-            purged = await self._buffer.purge_tombstones()
-        except WorkerError as exc:
-            log.warning("telemetry_tombstones_purge_failed", error=str(exc))
-            return 0
-        if purged:
-            log.info("telemetry_tombstones_purged", documents=purged,
-                     window_s=self._buffer.dedup_window_s)  # fmt: skip
-        return purged
 
     async def _guarded_batch(self) -> BatchReport:
         try:

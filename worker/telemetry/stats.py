@@ -3,9 +3,9 @@
 Sampled every TELEMETRY_BUFFER_STATS_INTERVAL_S by `run` and by `redeliver`, when they serve
 /metrics (HTTP_PORT not 0). "Pending" is every document the redelivery loop may still deliver (not parked,
 whether due, waiting for its backoff or claimed right now). The three queries are answered
-by the claim index `(parked, buffered_at)`: an equality on `parked`, then `buffered_at` in
-index order. A failed sample logs one `telemetry_buffer_stats_failed` warning and leaves
-the gauges at their last values.
+by the index `(state, parked, buffered_at)`: equalities on `state` and `parked` (which leave the
+tombstones out of the bounds), then `buffered_at` in index order. A failed sample logs one
+`telemetry_buffer_stats_failed` warning and leaves the gauges at their last values.
 """
 
 from __future__ import annotations
