@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tests.standins import (
     LocalKafka,
     LocalMongo,
+    LocalSecantus,
     StandInError,
     find_nx27017,
     find_tansu,
@@ -187,6 +188,17 @@ def mongo_uri(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory
     else:
         with LocalMongo(log_dir=tmp_path_factory.mktemp("mongo")) as mongo:
             yield mongo.uri
+
+
+@pytest.fixture(scope="session")
+def mongod_like_uri(server_kind: ServerKinds, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A MongoDB-protocol server whose query planner and `explain` are mongod's: the session's server when it
+    is a real one (MONGODB_URI or a container), else SecantusDB (WiredTiger, real explain)."""
+    if server_kind.mongo != "standin":
+        yield mongo_uri
+        return
+    with LocalSecantus(log_dir=tmp_path_factory.mktemp("secantus")) as secantus:
+        yield secantus.uri
 
 
 class _MongoContainer:

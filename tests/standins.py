@@ -1,7 +1,8 @@
 """Start and stop the local stand-in servers on free loopback ports.
 
-`LocalKafka` runs tansu (Kafka protocol, memory storage) and `LocalMongo` runs nx-27017
-(MongoDB wire protocol, over SQLite). Both are installed by the dev dependency group
+`LocalKafka` runs tansu (Kafka protocol, memory storage), `LocalMongo` runs nx-27017
+(MongoDB wire protocol, over SQLite) and `LocalSecantus` runs SecantusDB (MongoDB wire
+protocol over WiredTiger, with mongod's explain and failpoints). Both are installed by the dev dependency group
 (`make setup`) and used by the test fixtures and by `make demo`. Each server's output goes
 to a log file in its log directory; every server still running is stopped at interpreter exit.
 """
@@ -294,6 +295,35 @@ class LocalMongo(_Server):
         finally:
             client.close()
         return True
+
+
+def find_secantusd() -> Path:
+    """Return the `secantusd-py` console script (PyPI SecantusDB) of the running interpreter's environment."""
+    beside_python = Path(sys.executable).parent / "secantusd-py"
+    if beside_python.is_file():
+        return beside_python
+    on_path = shutil.which("secantusd-py")
+    if on_path is None:
+        raise StandInError("the SecantusDB package is not installed: run `make setup`")
+    return Path(on_path)
+
+
+class LocalSecantus(LocalMongo):
+    """SecantusDB, a MongoDB-wire-protocol server on WiredTiger (in memory), standalone, with
+    mongod's test commands (`configureFailPoint`) on."""
+
+    name = "secantusdb"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{LOOPBACK}:{self.port}/?directConnection=true"
+
+    def _command(self) -> list[str]:
+        storage = str(self.db_path) if self.db_path is not None else ":memory:"
+        return [
+            str(find_secantusd()), "--host", LOOPBACK, "--port", str(self.port), "--storage-path", storage,
+            "--standalone", "--enable-test-commands", "--log-level", "WARNING",
+        ]  # fmt: skip
 
 
 _running: set[_Server] = set()

@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
+from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.errors import WorkerError
+from worker.mongo.collections import Document
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import IndexSpec, ensure_indexes, expected_indexes
 from worker.ops.health import Health
@@ -24,6 +26,7 @@ from worker.ops.reachability import ServerReachability
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.buffer import claim_index_created, date_the_undated
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +57,8 @@ class MongoStartup:
     """MONGODB_STARTUP_TIMEOUT_S: None waits for ever."""
     uri_for_logs: str
     database: str
+    lease_s: float
+    """REDELIVERY_LEASE_S: how long a lease an older version holds may still run."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MongoStartup:
@@ -63,6 +68,7 @@ class MongoStartup:
             timeout_s=settings.mongodb_startup_timeout_s,
             uri_for_logs=settings.mongodb_uri_for_logs(),
             database=settings.mongodb_database,
+            lease_s=settings.redelivery_lease_s,
         )
 
 
@@ -87,7 +93,8 @@ async def wait_until_mongodb_ready(
         attempt += 1
         try:
             database = await gateway.connect()
-            await ensure_indexes(database, startup.expected_indexes)
+            if claim_index_created(await ensure_indexes(database, startup.expected_indexes)):
+                await _date_the_undated(database, startup.lease_s)
         except WorkerError as exc:
             error = f"{type(exc).__name__}: {exc}"
             mongodb.failed(error)
@@ -100,6 +107,13 @@ async def wait_until_mongodb_ready(
         log.info("mongodb_connected", **where)
         return True
     return False
+
+
+async def _date_the_undated(database: AsyncDatabase[Document], lease_s: float) -> None:
+    dated = await date_the_undated(database, lease_s=lease_s)
+    if dated:
+        log.info("telemetry_buffer_dated", documents=dated,
+                 hint="pending documents buffered by an older version, now claimable by due_at")  # fmt: skip
 
 
 def _next_wait(startup: MongoStartup, attempt: int, waited_s: float, error: str) -> float:

@@ -16,6 +16,7 @@ from worker.mongo.indexes import (
 )
 from worker.ops.messages import report_failure
 from worker.settings import Settings
+from worker.telemetry.buffer import claim_index_created, date_the_undated
 
 
 async def indexes_command(settings: Settings, *, create: bool) -> int:
@@ -26,6 +27,8 @@ async def indexes_command(settings: Settings, *, create: bool) -> int:
             database = await gateway.connect()
             if create:
                 reports = await ensure_indexes(database, expected)
+                if claim_index_created(reports):
+                    await date_the_undated(database, lease_s=settings.redelivery_lease_s)
             else:
                 reports = [await inspect_collection(database, name, kept) for name, kept in expected.items()]
         except WorkerError as exc:

@@ -52,6 +52,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.mongo.collections import TELEMETRY_BUFFER, Document
 from worker.mongo.errors import converted
+from worker.mongo.indexes import CollectionIndexReport
 from worker.retry import RetryPolicy
 
 _LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
@@ -262,6 +263,28 @@ class TelemetryBuffer:
         if not document.get("parked"):
             document["due_at"] = next_attempt
         return document
+
+
+CLAIM_INDEX_KEYS = (("due_at", 1),)
+
+
+def claim_index_created(reports: Sequence[CollectionIndexReport]) -> bool:
+    """Whether `ensure_indexes` has just created the claim index: the first start on this database of a
+    version that claims by `due_at`."""
+    return any(report.collection == TELEMETRY_BUFFER and any(spec.keys == CLAIM_INDEX_KEYS
+               for spec in report.created) for report in reports)  # fmt: skip
+
+
+async def date_the_undated(database: AsyncDatabase[Document], *, lease_s: float) -> int:
+    """Give a `due_at` to the pending documents buffered before claims read it (they would never be
+    claimed): due now, or when a lease an older version holds lapses; how many were dated."""
+    collection, now = database[TELEMETRY_BUFFER], datetime.now(UTC)
+    undated = {"parked": None, **TOMBSTONE_FREE, "due_at": {"$exists": False}}
+    held = {"$and": [undated, {"lease_owner": {"$exists": True}}]}
+    after_lease = {"$set": {"due_at": now + timedelta(seconds=lease_s)}}
+    dated = (await converted(collection.update_many(held, after_lease))).modified_count
+    due_now = await converted(collection.update_many(undated, {"$set": {"due_at": now}}))
+    return dated + due_now.modified_count
 
 
 def _without(document: Mapping[str, Any], *names: str) -> Document:
