@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, UnsupportedCodecError
+from aiokafka.errors import IllegalStateError, KafkaConnectionError, UnsupportedCodecError
 from aiokafka.structs import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from worker.kafka.undecodable import is_decode_error, poll
 
 GOOD, BAD = TopicPartition("in", 0), TopicPartition("in", 1)
+CODEC_ERROR = UnsupportedCodecError("Libraries for snappy compression codec not found")
 
 
 @dataclass(frozen=True)
@@ -22,47 +27,104 @@ class FakeRecord:
     offset: int
 
 
+class InOrder(Set[TopicPartition]):
+    """A set that iterates in the order given: a real assignment's order is the hash seed's."""
+
+    def __init__(self, items: Iterable[TopicPartition]) -> None:
+        self._items = list(dict.fromkeys(items))
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[TopicPartition]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class FakeConsumer:
-    """Two partitions of 4 records; BAD cannot decode from `bad_from` on; a whole-batch poll raises `error`."""
+    """Partitions of `ends[tp]` records, assigned in that order; an offset in `bad[tp]` cannot be decoded.
+
+    `getmany` drains the partitions it names (every unpaused one when it names none) in
+    `drained_in` order, up to `max_records` in all, as aiokafka does: a bad record among them
+    raises `error`, losing what the call drained, whose partitions' positions have moved past
+    it. `whole_batch_fails`: a call naming no partition raises `error` even without a bad record.
+    `revoking` is revoked during awaited call number `revoke_at` (getmany or position).
+    """
 
     error: Exception
-    bad_from: int | None = 2
-    positions: dict[TopicPartition, int] = field(default_factory=lambda: {GOOD: 0, BAD: 0})
+    ends: dict[TopicPartition, int] = field(default_factory=lambda: {GOOD: 4, BAD: 4})
+    bad: dict[TopicPartition, set[int]] = field(default_factory=lambda: {BAD: {2}})
+    drained_in: list[TopicPartition] = field(default_factory=list)  # empty: the assignment's order
+    whole_batch_fails: bool = False
+    revoking: TopicPartition = GOOD
+    revoke_at: int | None = None
+    calls: int = 0
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
     paused_set: set[TopicPartition] = field(default_factory=set)
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
 
-    def assignment(self) -> set[TopicPartition]:
-        return {GOOD, BAD}
+    def assignment(self) -> InOrder:
+        return InOrder(tp for tp in self.ends if not self._revoked(tp))
 
     def paused(self) -> set[TopicPartition]:
-        return set(self.paused_set)
+        return self.paused_set & set(self.assignment())
 
     async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
+        self._awaited()
+        return self.positions.setdefault(self._assigned(tp), 0)
 
     def highwater(self, tp: TopicPartition) -> int:
-        return 4
+        assert tp in self.assignment(), "Partition is not assigned"  # as aiokafka's does
+        return self.ends[tp]
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
+        self.seeks.append((self._assigned(tp), offset))
         self.positions[tp] = offset
 
     def pause(self, *tps: TopicPartition) -> None:
-        self.paused_set.update(tps)
+        self.paused_set.update(self._assigned(tp) for tp in tps)
 
-    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0, max_records: int | None = None) -> Any:
-        if not tps:
-            self.positions[GOOD] = 4  # drained, then lost with the exception, as aiokafka does
+    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0, max_records: int = 500) -> Any:
+        self._awaited()
+        fetched: dict[TopicPartition, list[FakeRecord]] = {}
+        for tp in self._drainable(tps):
+            offsets = self._drain(tp, max_records - sum(map(len, fetched.values())))
+            if offsets:
+                fetched[tp] = [FakeRecord(tp.topic, tp.partition, offset) for offset in offsets]
+        if self.whole_batch_fails and not tps:
             raise self.error
-        [tp] = tps
-        offset = self.positions[tp]
-        if offset >= 4:
-            return {}
-        if tp == BAD and self.bad_from is not None and offset >= self.bad_from:
+        return fetched
+
+    def _drainable(self, named: tuple[TopicPartition, ...]) -> list[TopicPartition]:
+        readable = self.assignment() - self.paused_set
+        return [tp for tp in self.drained_in or self.ends if tp in readable and (not named or tp in named)]
+
+    def _drain(self, tp: TopicPartition, budget: int) -> range:
+        start = self.positions.setdefault(tp, 0)
+        offsets = range(start, min(self.ends[tp], start + budget))
+        if self.bad.get(tp, set()) & set(offsets):
             raise self.error
-        self.positions[tp] = offset + 1
-        return {tp: [FakeRecord(tp.topic, tp.partition, offset)]}
+        self.positions[tp] = offsets.stop
+        return offsets
+
+    def _awaited(self) -> None:
+        """An awaited call: where a rebalance can come in."""
+        self.calls += 1
+
+    def _revoked(self, tp: TopicPartition) -> bool:
+        return tp == self.revoking and self.revoke_at is not None and self.calls >= self.revoke_at
+
+    def _assigned(self, tp: TopicPartition) -> TopicPartition:
+        if tp not in self.assignment():
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        return tp
+
+
+def offsets(batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[int]]:
+    return {tp: [record.offset for record in records] for tp, records in batch.items()}
 
 
 def test_codec_and_corruption_errors_are_decode_errors_and_broker_errors_are_not() -> None:
@@ -74,24 +136,53 @@ def test_codec_and_corruption_errors_are_decode_errors_and_broker_errors_are_not
 
 async def test_records_before_the_bad_batch_are_handed_out_and_its_partition_paused_at_it() -> None:
     """The good partition's records and the bad one's up to the batch come back; the bad partition is paused at offset 2."""
-    consumer = FakeConsumer(error=UnsupportedCodecError("Libraries for snappy compression codec not found"))
+    consumer = FakeConsumer(error=CODEC_ERROR)
     before = REGISTRY.get_sample_value("persistence_undecodable_batches_total", {"topic": "in"}) or 0.0
 
     batch = await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
 
-    assert {tp: [r.offset for r in records] for tp, records in batch.items()} == {
-        GOOD: [0, 1, 2, 3],
-        BAD: [0, 1],
-    }
+    assert offsets(batch) == {GOOD: [0, 1, 2, 3], BAD: [0, 1]}
     assert consumer.paused_set == {BAD}
     assert consumer.positions[BAD] == 2
     assert (GOOD, 0) in consumer.seeks, "what the failed poll drained is read again"
     assert REGISTRY.get_sample_value("persistence_undecodable_batches_total", {"topic": "in"}) == before + 1
 
 
+async def test_a_healthy_backlog_read_first_cannot_use_up_the_budget_before_the_bad_partition() -> None:
+    """GOOD's backlog outlasts the budget and is read first: BAD is still paused at its batch and
+    the budget is filled with BAD's records first, GOOD's rest left for the next poll."""
+    consumer = FakeConsumer(error=CODEC_ERROR, ends={GOOD: 10, BAD: 4}, drained_in=[BAD, GOOD])
+
+    batch = await poll(consumer, timeout_ms=10, max_records=5)  # type: ignore[arg-type]
+
+    assert offsets(batch) == {BAD: [0, 1], GOOD: [0, 1, 2]}
+    assert consumer.paused_set == {BAD} and consumer.positions[BAD] == 2
+    assert consumer.positions[GOOD] == 3, "what did not fit is read by the next poll, not skipped"
+
+
+@pytest.mark.parametrize("revoking", [GOOD, BAD], ids=["good", "bad"])
+@pytest.mark.parametrize("revoke_at", range(1, 16))
+async def test_a_partition_revoked_at_any_step_of_the_poll_is_left_out_instead_of_raising(
+    revoking: TopicPartition, revoke_at: int
+) -> None:
+    """A rebalance that takes a partition away during any awaited call of the poll (IllegalStateError
+    from then on) does not fail it: the other partition is handed out as without the rebalance,
+    the revoked one's records, if any, in order from 0, and nothing is paused but BAD at 2."""
+    consumer = FakeConsumer(error=CODEC_ERROR, revoking=revoking, revoke_at=revoke_at)
+    expected = {GOOD: [0, 1, 2, 3], BAD: [0, 1]}
+    kept = BAD if revoking == GOOD else GOOD
+
+    batch = offsets(await poll(consumer, timeout_ms=10, max_records=100))  # type: ignore[arg-type]
+
+    assert batch[kept] == expected[kept]
+    assert batch.get(revoking, []) == expected[revoking][: len(batch.get(revoking, []))]
+    assert consumer.paused_set <= {BAD} and all(consumer.positions[tp] == 2 for tp in consumer.paused_set)
+    assert kept == GOOD or consumer.paused() == {BAD}
+
+
 async def test_an_error_no_partition_raises_alone_is_raised() -> None:
     """When every partition reads fine on its own the original error is raised, not swallowed."""
-    consumer = FakeConsumer(error=ValueError("not about decoding"), bad_from=None)
+    consumer = FakeConsumer(error=ValueError("not about decoding"), bad={}, whole_batch_fails=True)
     with pytest.raises(ValueError, match="not about decoding"):
         await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
 
@@ -102,3 +193,59 @@ async def test_a_broker_error_passes_through_untouched() -> None:
     with pytest.raises(KafkaConnectionError):
         await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
     assert consumer.seeks == [] and consumer.paused_set == set()
+
+
+@dataclass(frozen=True)
+class Scenario:
+    ends: dict[TopicPartition, int]  # in assignment order
+    bad: dict[TopicPartition, set[int]]
+    drained_in: list[TopicPartition]
+    max_records: int
+
+    def healthy_up_to(self, tp: TopicPartition) -> int:
+        return min(self.bad[tp], default=self.ends[tp])
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    partitions = [TopicPartition("in", index) for index in range(draw(st.integers(1, 4)))]
+    backlog = {tp: draw(st.integers(0, 12)) for tp in partitions}
+    bad = {tp: draw(st.sets(st.integers(0, end - 1), max_size=3) if end else st.just(set[int]()))
+           for tp, end in backlog.items()}  # fmt: skip
+    order = draw(st.permutations(partitions))
+    return Scenario(
+        ends={tp: backlog[tp] for tp in order},
+        bad=bad,
+        drained_in=list(draw(st.permutations(partitions))),
+        max_records=draw(st.integers(1, 8)),
+    )
+
+
+async def poll_until_drained(consumer: FakeConsumer, scenario: Scenario) -> dict[TopicPartition, list[int]]:
+    """Polls as the consumer loop does, more times than there are records and partitions; each
+    partition's offsets in the order handed out."""
+    handed_out: dict[TopicPartition, list[int]] = {tp: [] for tp in scenario.ends}
+    for _ in range(sum(scenario.ends.values()) + len(scenario.ends) + 1):
+        batch = await poll(consumer, timeout_ms=0, max_records=scenario.max_records)  # type: ignore[arg-type]
+        assert sum(map(len, batch.values())) <= scenario.max_records
+        for tp, records in offsets(batch).items():
+            handed_out[tp] += records
+    return handed_out
+
+
+@given(scenario=scenarios())
+@settings(max_examples=300, deadline=None)
+def test_any_order_budget_and_bad_offsets_hand_out_every_healthy_record_once_and_pause_at_the_first_bad(
+    scenario: Scenario,
+) -> None:
+    """Whatever the assignment and drain orders, budget, backlogs and undecodable offsets, successive
+    polls never raise, hand out each partition's records before its first bad offset once each and
+    in order, and leave each partition with a bad offset paused there."""
+    consumer = FakeConsumer(error=CODEC_ERROR, ends=dict(scenario.ends), bad=scenario.bad,
+                            drained_in=scenario.drained_in)  # fmt: skip
+
+    handed_out = asyncio.run(poll_until_drained(consumer, scenario))
+
+    assert handed_out == {tp: list(range(scenario.healthy_up_to(tp))) for tp in scenario.ends}
+    assert consumer.paused_set == {tp for tp, bad in scenario.bad.items() if bad}
+    assert all(consumer.positions[tp] == scenario.healthy_up_to(tp) for tp in consumer.paused_set)
