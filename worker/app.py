@@ -7,10 +7,11 @@ import contextlib
 import functools
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from worker.errors import WorkerError
 from worker.kafka.clients import create_consumer, create_producer
@@ -41,6 +42,11 @@ from worker.telemetry.redeliver import redeliver_until_stopped
 from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
+
+CLOSE_TIMEOUT_S = 1.0
+"""How long each client's close may take at the end (a healthy server's takes milliseconds), so
+that hung servers keep the process at most SHUTDOWN_TIMEOUT_S + KAFKA_SESSION_TIMEOUT_MS (the
+leave) + 3 x this: 43 s by default, inside Kubernetes' 45 s grace period."""
 
 
 def _reachability(settings: Settings, *, kafka: bool) -> Reachability:
@@ -192,53 +198,106 @@ def _worker_health(
 
 
 async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
-    """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close."""
+    """Bind HTTP, wait for MongoDB, join the group; consume until `stop`, then drain and close.
+
+    Each end is put on an exit stack as its client or task is made, so that the way out runs on
+    every path, `serve`'s cancel after SHUTDOWN_TIMEOUT_S included: the helpers cancelled, the
+    redelivery batch finished, the group left, the clients closed, `worker_stopped` logged.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(log.info, "worker_stopped")
+        clients = _open_clients(settings, stack)
+        tasks = _Tasks()
+        stack.push_async_callback(tasks.finish, stop, settings.shutdown_timeout_s)
+        await _consume(settings, stop, clients, tasks)
+
+
+@dataclass(frozen=True, slots=True)
+class _Clients:
+    """What `run_worker` makes from the settings before start-up; `_open_clients` pairs each with its end."""
+
+    gateway: MongoGateway
+    kafka_probe: KafkaProbe
+    producer: AIOKafkaProducer
+    routes: dict[str, Route]
+    members: list[dict[str, Route]]
+    consumers: list[AIOKafkaConsumer]
+
+
+def _open_clients(settings: Settings, stack: contextlib.AsyncExitStack) -> _Clients:
+    """Make the clients, each paired on `stack` with its end (run last made, first ended): the
+    group members leave the group, then the producer, the Kafka probe and the gateway close."""
     gateway = gateway_for(settings)
+    _close_on_exit(stack, gateway.close)
+    kafka_probe = KafkaProbe(settings)
+    _close_on_exit(stack, kafka_probe.close)
+    producer = create_producer(settings)
+    _close_on_exit(stack, producer.stop)
     routes = routes_for(settings, gateway)
     members = member_routes(settings, routes)
     consumers = group_consumers(settings, members)
-    producer = create_producer(settings)
-    kafka_probe = KafkaProbe(settings)
+    leave = functools.partial(_leave_group, consumers, within_s=settings.kafka_session_timeout_ms / 1000)
+    stack.push_async_callback(_to_the_end, leave)
+    return _Clients(gateway, kafka_probe, producer, routes, members, consumers)
+
+
+@dataclass(slots=True)
+class _Tasks:
+    """`run_worker`'s own tasks: the helpers, cancelled at the end; the redelivery loop, let
+    finish its batch in hand first."""
+
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    redelivery: asyncio.Task[None] | None = None
+
+    async def finish(self, stop: asyncio.Event, timeout_s: float) -> None:
+        for task in self.background:
+            task.cancel()
+        if self.redelivery is not None:
+            await finish_task(self.redelivery, stop, timeout_s)
+
+
+async def _consume(settings: Settings, stop: asyncio.Event, clients: _Clients, tasks: _Tasks) -> None:
+    """Bind HTTP, wait for MongoDB, join the group, start the helpers; consume until `stop`."""
     reachability = _reachability(settings, kafka=True)
     redelivery_liveness = Liveness()
-    health = _worker_health(settings, gateway, consumers, reachability, redelivery_liveness)
+    health = _worker_health(settings, clients.gateway, clients.consumers, reachability, redelivery_liveness)
     track_readiness(health.ready)
-    background: list[asyncio.Task[None]] = []
-    redelivery: asyncio.Task[None] | None = None
-    try:
-        background += await _start_http(settings, health, stop)
-        if not await wait_for_mongodb(gateway, settings, stop, reachability["mongodb"]):
-            return
-        await _start_kafka(settings, producer, consumers)
-        reachability["kafka"].answered()
-        gate = write_gate(settings)
-        loops = [
-            _consumer_loop(settings, served, consumer, producer, gate, stop)
-            for served, consumer in zip(members, consumers, strict=True)
-        ]
-        for loop, served in zip(loops, members, strict=True):
-            loop.subscribe(list(served))
-        health.last_poll = lambda: min(loop.last_progress for loop in loops)
-        background += _watch(settings, reachability, gateway, kafka_probe, stop)
-        if settings.redelivery_enabled:
-            redelivery = asyncio.create_task(
-                redeliver_until_stopped(settings, gateway, stop, redelivery_liveness)
-            )
-        fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
-        frozen = freeze_startup_objects()  # the last step of startup: all made so far lives on
-        log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
-                 fail_closed=fail_closed, members=len(loops),
-                 priority=[route.value for route in settings.route_priority],
-                 gc_frozen_objects=frozen, **startup_facts(settings))  # fmt: skip
-        await run_together([loop.run() for loop in loops])
-    finally:
-        for task in background:
-            task.cancel()
-        if redelivery is not None:
-            await finish_task(redelivery, stop, settings.shutdown_timeout_s)
-        await _leave_group(consumers, within_s=settings.kafka_session_timeout_ms / 1000)
-        await _close_all(producer.stop, kafka_probe.close, gateway.close)
-        log.info("worker_stopped")
+    tasks.background += await _start_http(settings, health, stop)
+    if not await wait_for_mongodb(clients.gateway, settings, stop, reachability["mongodb"]):
+        return
+    await _start_kafka(settings, clients.producer, clients.consumers)
+    reachability["kafka"].answered()
+    loops = _member_loops(settings, clients, stop)
+    health.last_poll = lambda: min(loop.last_progress for loop in loops)
+    tasks.background += _watch(settings, reachability, clients.gateway, clients.kafka_probe, stop)
+    if settings.redelivery_enabled:
+        tasks.redelivery = asyncio.create_task(
+            redeliver_until_stopped(settings, clients.gateway, stop, redelivery_liveness)
+        )
+    _log_started(settings, clients.routes, members=len(loops))
+    await run_together([loop.run() for loop in loops])
+
+
+def _member_loops(settings: Settings, clients: _Clients, stop: asyncio.Event) -> list[ConsumerLoop]:
+    """One consumer loop per group member, subscribed to its routes' topics; one write gate for all."""
+    gate = write_gate(settings)
+    loops = [
+        _consumer_loop(settings, served, consumer, clients.producer, gate, stop)
+        for served, consumer in zip(clients.members, clients.consumers, strict=True)
+    ]
+    for loop, served in zip(loops, clients.members, strict=True):
+        loop.subscribe(list(served))
+    return loops
+
+
+def _log_started(settings: Settings, routes: Mapping[str, Route], *, members: int) -> None:
+    """The `worker_started` line, once start-up is done."""
+    fail_closed = sorted(r.name.value for r in routes.values() if r.policy == "fail-closed")
+    frozen = freeze_startup_objects()  # the last step of startup: all made so far lives on
+    log.info("worker_started", topics=sorted(routes), group=settings.kafka_consumer_group,
+             fail_closed=fail_closed, members=members,
+             priority=[route.value for route in settings.route_priority],
+             gc_frozen_objects=frozen, **startup_facts(settings))  # fmt: skip
 
 
 def group_consumers(settings: Settings, members: Sequence[Mapping[str, Route]]) -> list[AIOKafkaConsumer]:
@@ -310,7 +369,7 @@ async def run_redelivery(settings: Settings, stop: asyncio.Event) -> None:
     finally:
         for task in background:
             task.cancel()
-        await _close_all(gateway.close)
+        await _close(gateway.close)
         log.info("worker_stopped")
 
 
@@ -340,12 +399,28 @@ async def _leave_group(consumers: Sequence[Any], *, within_s: float) -> None:
     await asyncio.gather(*(leave(consumer) for consumer in consumers))
 
 
-async def _close_all(*closers: Callable[[], Awaitable[None]]) -> None:
-    for close in closers:
-        try:
-            await close()
-        except Exception as exc:
-            log.warning("close_failed", error=f"{type(exc).__name__}: {exc}")
+def _close_on_exit(stack: contextlib.AsyncExitStack, close: Callable[[], Awaitable[None]]) -> None:
+    """Pair a client with its `close` on `stack`: run to its end when the stack unwinds."""
+    stack.push_async_callback(_to_the_end, functools.partial(_close, close))
+
+
+async def _close(close: Callable[[], Awaitable[None]]) -> None:
+    """`close()` within CLOSE_TIMEOUT_S; a failure (or the timeout) is logged, never raised."""
+    try:
+        await asyncio.wait_for(close(), timeout=CLOSE_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("close_failed", error=f"{type(exc).__name__}: {exc}", within_s=CLOSE_TIMEOUT_S)
+
+
+async def _to_the_end(step: Callable[[], Awaitable[None]]) -> None:
+    """Await `step()` to its end even if this task is cancelled meanwhile (`serve`'s shutdown
+    timeout), then pass the cancellation on. `step` bounds its own wait: a leave, a close."""
+    running = asyncio.ensure_future(step())
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await running
+        raise
 
 
 async def serve(
