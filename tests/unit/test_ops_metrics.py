@@ -74,6 +74,32 @@ async def test_a_position_look_up_that_never_answers_does_not_hold_the_loop(monk
     await asyncio.wait_for(CommitLag().publish(Unanswered(highwater=500)), timeout=2)
 
 
+class SlowLookUp(Consumer):
+    """A consumer whose position look-up answers only once `answer` is set."""
+
+    def __init__(self, highwater: int) -> None:
+        super().__init__(highwater)
+        self.asked, self.answer = asyncio.Event(), asyncio.Event()
+
+    async def position(self, partition: TopicPartition) -> int:
+        self.asked.set()
+        await self.answer.wait()
+        return 0
+
+
+async def test_a_revoke_during_a_position_look_up_leaves_the_revoked_partition_without_lag() -> None:
+    """A revoke that forgets a partition while publish() waits for its position wins: publish
+    neither sets its gauge again nor counts it in the topic's lag."""
+    commit_lag, consumer = CommitLag(), SlowLookUp(highwater=500)
+    publishing = asyncio.ensure_future(commit_lag.publish(consumer))
+    await consumer.asked.wait()
+    commit_lag.forget([TP])  # the revoke's listener runs while publish awaits
+    consumer.answer.set()
+    await publishing
+    assert lag() is None
+    assert commit_lag.records(TP.topic) == 0
+
+
 def test_a_commit_records_its_time_per_partition_and_a_revoke_removes_it() -> None:
     """committed() sets the partition's last-commit time to now; forget() removes the series."""
     commit_lag = CommitLag()

@@ -6,10 +6,12 @@ ROUTE_PRIORITY_HOLD_MS."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -22,12 +24,13 @@ from pymongo import AsyncMongoClient
 
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
+from tests.unit.virtual_time import run_virtually
 from worker.app import batch_processor, group_consumers, member_routes, routes_for
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.batch import WRITE_CHUNK, BatchProcessor
-from worker.pipeline.priority import GRACE_S, WriteGate
+from worker.pipeline.priority import GRACE_S, MAX_PASSES, WriteGate
 from worker.settings import RouteName, Settings
 
 FIRST, SECOND, THIRD = 0, 1, 2
@@ -367,3 +370,102 @@ def test_any_mix_of_writes_and_lags_keeps_the_slot_bound_finishes_every_write_an
         assert violations == []
 
     asyncio.run(scenario())
+
+
+@dataclass
+class Write:
+    """One write through the gate, as the routes' tasks saw it."""
+
+    priority: int
+    asked_at: float
+    asked_after: int  # writes started before it asked
+    ahead: int  # other writes waiting when it asked
+    started_after: int | None = None  # writes started before it did
+
+
+class Trace:
+    """Every write through one gate: when it asked, what was waiting then, and the order of starts."""
+
+    def __init__(self, gate: WriteGate) -> None:
+        self.gate = gate
+        self.writes: list[Write] = []
+        self.starts: list[float] = []  # when each write started, in order
+
+    @contextlib.asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[Write]:
+        loop = asyncio.get_running_loop()
+        write = Write(priority, loop.time(), len(self.starts), sum(w.started_after is None for w in self.writes))
+        self.writes.append(write)
+        async with self.gate.turn(priority, f"route-{priority}"):
+            write.started_after = len(self.starts)
+            self.starts.append(loop.time())
+            yield write
+
+    def passed_after_hold(self, write: Write, hold_s: float) -> int:
+        """Writes that started before `write` (or the end, if it is still waiting) once it had waited `hold_s`."""
+        end = len(self.starts) if write.started_after is None else write.started_after
+        return sum(at - write.asked_at >= hold_s for at in self.starts[write.asked_after : end])
+
+
+async def write_back_to_back(trace: Trace, priority: int, writes: Iterable[tuple[int, int]]) -> None:
+    """One route's writes, one after the other: (gap before asking, time holding the slot) in ms;
+    a gap of 0 asks again at once, without an event-loop turn."""
+    for gap_ms, duration_ms in writes:
+        if gap_ms:
+            await asyncio.sleep(gap_ms / 1000)
+        async with trace.turn(priority):
+            await asyncio.sleep(duration_ms / 1000)
+
+
+def test_with_one_slot_and_the_holds_off_the_lowest_route_goes_next_once_passed_over_max_passes_times() -> None:
+    """Two higher routes always have a write waiting when the slot frees (back to back, holds
+    off): telemetry's write is passed over exactly MAX_PASSES times, then goes next."""
+
+    async def scenario() -> Write:
+        trace = Trace(WriteGate(permits=1, backlog=BACKLOG, hold_s=0))
+        higher = [asyncio.ensure_future(write_back_to_back(trace, p, itertools.repeat((0, 10), 200))) for p in (0, 1)]
+        await asyncio.sleep(0.005)  # the first route's write is in flight, the second's waits
+        async with trace.turn(THIRD) as telemetry:
+            pass
+        await asyncio.gather(*higher)
+        assert telemetry.ahead == 1
+        return telemetry
+
+    telemetry = run_virtually(scenario())
+    assert telemetry.started_after is not None
+    passed = telemetry.started_after - telemetry.asked_after
+    assert passed == MAX_PASSES, f"telemetry waited for {passed} writes of the higher routes"
+
+
+ROUTE_WRITES = st.lists(st.tuples(st.just(0) | st.integers(0, 20), st.integers(0, 20)), max_size=30)
+"""One route's writes: (gap before asking, time holding the slot) in ms; back to back at gap 0 (often)."""
+
+
+@given(
+    routes=st.lists(ROUTE_WRITES, min_size=1, max_size=4),
+    lags=st.lists(st.integers(0, 2 * BACKLOG), min_size=4, max_size=4),
+    permits=st.integers(1, 3),
+    hold_ms=st.integers(0, 1000),
+)
+@hypothesis.settings(max_examples=200, deadline=None)
+def test_any_permits_hold_and_arrivals_hand_every_waiting_write_a_slot_within_the_bound(
+    routes: list[list[tuple[int, int]]], lags: list[int], permits: int, hold_ms: int
+) -> None:
+    """Whatever the permits, hold, lags and arrivals, once a write has waited the hold at most
+    MAX_PASSES + (writes already waiting when it asked) others are handed a slot before it."""
+    hold_s = hold_ms / 1000
+
+    async def scenario() -> Trace:
+        trace = Trace(WriteGate(permits=permits, backlog=BACKLOG, hold_s=hold_s))
+        for priority, lag in enumerate(lags):
+            trace.gate.report_lag(priority, lag)
+        tasks = [write_back_to_back(trace, priority, writes) for priority, writes in enumerate(routes)]
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=3600)
+        return trace
+
+    trace = run_virtually(scenario())
+    # A write handed its slot starts a few event-loop turns later; meanwhile a write of another
+    # route may take another free slot and start first, without taking its place: one per route.
+    overtaking = len(routes) - 1
+    for write in trace.writes:
+        assert trace.passed_after_hold(write, hold_s) <= MAX_PASSES + write.ahead + overtaking, write

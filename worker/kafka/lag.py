@@ -44,6 +44,7 @@ class CommitLag:
     def __init__(self) -> None:
         self._committed: dict[TopicPartition, int] = {}
         self._highwater: dict[TopicPartition, int] = {}
+        self._revokes = 0  # forget() calls so far: `publish` sees whether one ran during its awaits
 
     def saw(self, batch: Mapping[TopicPartition, Sequence[_Record]]) -> None:
         """A polled batch: a partition's first records start where its committed offset is.
@@ -67,6 +68,7 @@ class CommitLag:
 
     def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Revoked partitions: their lag is another member's now."""
+        self._revokes += 1
         for tp in partitions:
             self._committed.pop(tp, None)
             self._highwater.pop(tp, None)
@@ -88,19 +90,37 @@ class CommitLag:
 
         A position look-up that does not answer within POSITION_TIMEOUT_S ends this round (the
         partitions left keep their last value): the loop polls again, and a stop is not delayed.
+        So does a revoke during a look-up: the assignment read at the start is stale, and what
+        the look-up found must not put a forgotten partition back.
         """
+        revokes = self._revokes
         for tp in consumer.assignment():
             try:
-                highwater = consumer.highwater(tp)
-                if highwater is None:  # not fetched yet
-                    continue
-                if tp not in self._committed:
-                    # Fetched, but no record handed out yet: the position is still the committed offset.
-                    self._committed[tp] = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
-            except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
-                continue
+                read = await self._read(consumer, tp)
             except TimeoutError:
                 return
-            self._highwater[tp] = highwater
-            lag = max(highwater - self._committed[tp], 0)
-            CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
+            if self._revokes != revokes:  # a revoke ran during the look-up
+                return
+            if read is not None:
+                self._set(tp, *read)
+
+    async def _read(self, consumer: _LagSource, tp: TopicPartition) -> tuple[int, int] | None:
+        """`tp`'s committed offset and high watermark; None before its first fetch or once revoked.
+
+        Before any record of `tp` was handed out, its committed offset is its position (looked up).
+        """
+        try:
+            highwater = consumer.highwater(tp)
+            if highwater is None:  # not fetched yet
+                return None
+            if tp in self._committed:
+                return self._committed[tp], highwater
+            return await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S), highwater
+        except (AssertionError, KafkaError, WorkerError):  # revoked meanwhile: the listener forgets it
+            return None
+
+    def _set(self, tp: TopicPartition, committed: int, highwater: int) -> None:
+        self._committed.setdefault(tp, committed)
+        self._highwater[tp] = highwater
+        lag = max(highwater - self._committed[tp], 0)
+        CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(lag)
