@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,13 +12,9 @@ import orjson
 from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.settings import RouteName, Settings
 from worker.telemetry.buffer import Attempt
 from worker.telemetry.redeliver import buffer_for
-
-TTL_MONITOR_S = 90.0
-"""mongod's TTL monitor runs every 60 s."""
 
 
 async def delivered_ids(settings: Settings) -> Counter[str]:
@@ -87,10 +84,10 @@ async def test_without_a_window_the_delivered_document_is_deleted(
         await wait_until(delivered_and_gone, within=60, what="delivery and deletion")
 
 
-async def test_tombstones_are_never_claimed_and_expire_after_the_window(
+async def test_tombstones_are_never_claimed_and_are_purged_after_the_window(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, mongo_db: Any
 ) -> None:
-    """A tombstone is not claimed for delivery; the TTL index on delivered_at removes those older than the window and keeps the rest."""
+    """A tombstone is not claimed for delivery; purging deletes those older than the window and keeps the rest."""
     settings = redelivery_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
                                    telemetry_dedup_window_s=3600)  # fmt: skip
     now = datetime.now(UTC)
@@ -98,29 +95,24 @@ async def test_tombstones_are_never_claimed_and_expire_after_the_window(
     old_tombstone = {"_id": old["_id"], "state": "delivered", "delivered_at": now - timedelta(hours=2)}
     recent_tombstone = {"_id": recent["_id"], "state": "delivered", "delivered_at": now - timedelta(minutes=5)}
     await mongo_db.telemetry_buffer.insert_many([old_tombstone, recent_tombstone, pending])
-    await ensure_indexes(mongo_db, expected_indexes(settings))
     buffer = buffer_for(settings, lambda: mongo_db)
 
     claim = await buffer.claim_due(buffer.new_lease_owner(), 3)
     assert [doc["_id"] for doc in claim.documents] == [pending["_id"]]
 
-    async def old_one_expired() -> bool:
-        return await mongo_db.telemetry_buffer.count_documents({"_id": old["_id"]}) == 0
-
-    await wait_until(old_one_expired, within=TTL_MONITOR_S, what="the TTL monitor's removal of the old tombstone")
+    assert await buffer.purge_tombstones() == 1
     left = {doc["_id"] async for doc in mongo_db.telemetry_buffer.find({}, {"_id": 1})}
     assert left == {recent["_id"], pending["_id"]}
 
 
-async def test_a_tombstone_written_by_settling_keeps_only_what_dedup_needs_and_expires(
+async def test_a_tombstone_written_by_settling_keeps_only_what_dedup_needs_and_is_purged_past_the_window(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, mongo_db: Any
 ) -> None:
-    """Settling a delivery leaves `_id`, `state` and a real date `delivered_at`, which the TTL index expires once past the window."""
+    """Settling a delivery leaves `_id`, `state` and a real date `delivered_at`: a purge keeps it inside the window, deletes it after."""
     settings = redelivery_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
-                                   telemetry_dedup_window_s=1)  # fmt: skip
+                                   telemetry_dedup_window_s=3600)  # fmt: skip
     [document] = buffered_documents(1, seed=48)
     await mongo_db.telemetry_buffer.insert_one(document)
-    await ensure_indexes(mongo_db, expected_indexes(settings))
     buffer = buffer_for(settings, lambda: mongo_db)
     owner = buffer.new_lease_owner()
     [claimed] = (await buffer.claim_due(owner, 1)).documents
@@ -128,8 +120,8 @@ async def test_a_tombstone_written_by_settling_keeps_only_what_dedup_needs_and_e
 
     tombstone = await mongo_db.telemetry_buffer.find_one({"_id": document["_id"]})
     assert set(tombstone) == {"_id", "state", "delivered_at"} and isinstance(tombstone["delivered_at"], datetime)
-
-    async def expired() -> bool:
-        return await mongo_db.telemetry_buffer.count_documents({}) == 0
-
-    await wait_until(expired, within=TTL_MONITOR_S, what="the TTL monitor's removal of the tombstone")
+    assert await buffer.purge_tombstones() == 0
+    past_window = settings.model_copy(update={"telemetry_dedup_window_s": 0.001})
+    await asyncio.sleep(1.1)  # nx-27017 compares dates to the whole second
+    assert await buffer_for(past_window, lambda: mongo_db).purge_tombstones() == 1
+    assert await mongo_db.telemetry_buffer.count_documents({}) == 0

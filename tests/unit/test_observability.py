@@ -171,6 +171,9 @@ class ScriptedBuffer:
     async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
         return self.settled or Settled(removed=len(attempts))
 
+    async def purge_tombstones(self) -> int:
+        return 0
+
 
 def outcome_count(outcome: str) -> float:
     return REGISTRY.get_sample_value("persistence_telemetry_redelivery_total", {"outcome": outcome}) or 0.0

@@ -144,9 +144,14 @@ class FailingBuffer:
 
     def __init__(self) -> None:
         self.claims = 0
+        self.purges = 0
 
     def new_lease_owner(self) -> str:
         return "fake/1"
+
+    async def purge_tombstones(self) -> int:
+        self.purges += 1
+        return 0
 
     async def claim_due(self, owner: str, limit: int) -> Claim:
         first = self.claims
@@ -225,3 +230,30 @@ async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Ex
     assert waits == [1, 2, 2] and buffer.claims == 3
     failures = [line for line in logs if line["event"] == "telemetry_redelivery_failed"]
     assert [line["stage"] for line in failures] == [stage] * 3
+
+
+class DeliveringPublisher(DownPublisher):
+    """A fake publisher whose broker acknowledges every send."""
+
+    async def send(self, document: dict[str, Any]) -> Any:
+        return document, Attempt(document)
+
+
+async def test_a_busy_loop_still_purges_tombstones_once_per_purge_interval() -> None:
+    """A loop that always finds due documents (never idle) purges expired tombstones before its first batch, and not before every batch."""
+    stop = asyncio.Event()
+    buffer = FailingBuffer()
+    loop = loop_from(Settings(redelivery_batch_size=5), buffer=buffer, publisher=DeliveringPublisher(), stop=stop)
+    batches = 0
+
+    async def deliver_batch(size: int) -> Any:
+        nonlocal batches
+        batches += 1
+        if batches == 3:
+            stop.set()
+        return await original(size)
+
+    original = loop.deliver_batch
+    loop.deliver_batch = deliver_batch  # type: ignore[method-assign]
+    await loop.run()
+    assert batches == 3 and buffer.purges == 1

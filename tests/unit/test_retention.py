@@ -64,12 +64,10 @@ async def test_turning_a_ttl_off_is_reported_not_silently_dropped() -> None:
     assert [found.expire_after_seconds for _, found in incidents.conflicts] == [5 * 86_400]
 
 
-def test_tombstones_expire_after_the_dedup_window_and_nothing_else_does_by_default() -> None:
-    """With default settings the only TTL is the tombstones': `delivered_at` expires after TELEMETRY_DEDUP_WINDOW_S."""
-    expected = expected_indexes(Settings(telemetry_dedup_window_s=3_600))
-    expiring = [(collection, spec.keys, spec.expire_after_seconds)
-                for collection, specs in expected.items() for spec in specs if spec.expire_after_seconds is not None]  # fmt: skip
-    assert expiring == [("telemetry_buffer", (("delivered_at", 1),), 3_600)]
+def test_no_index_expires_anything_by_default() -> None:
+    """With default settings no index has a TTL (tombstones are purged by the redelivery loop, not by a TTL index)."""
+    expected = expected_indexes(Settings())
+    assert all(spec.expire_after_seconds is None for specs in expected.values() for spec in specs)
 
 
 async def test_the_claim_index_is_created_sparse() -> None:
@@ -78,12 +76,3 @@ async def test_the_claim_index_is_created_sparse() -> None:
     await ensure_indexes(db, expected_indexes(Settings()))  # type: ignore[arg-type]
     [claim_index] = [info for info in db["telemetry_buffer"].indexes if info["key"] == {"due_at": 1}]
     assert claim_index.get("sparse") is True
-
-
-async def test_changing_the_dedup_window_changes_the_tombstones_ttl_in_place() -> None:
-    """A new TELEMETRY_DEDUP_WINDOW_S reaches the existing `delivered_at` index through collMod."""
-    db = CollModDatabase()
-    await ensure_indexes(db, expected_indexes(Settings()))  # type: ignore[arg-type]
-    reports = await ensure_indexes(db, expected_indexes(Settings(telemetry_dedup_window_s=600)))  # type: ignore[arg-type]
-    buffer = next(r for r in reports if r.collection == "telemetry_buffer")
-    assert buffer.healthy and [spec.expire_after_seconds for spec in buffer.updated] == [600]

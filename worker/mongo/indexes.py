@@ -8,6 +8,7 @@ other options is reported as a conflict and left in place; dropping it is an ope
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,9 @@ EXPECTED_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
         # Pending and parked counts, the oldest pending document, replay's choice: led by `state`, so
         # tombstones (`state: "delivered"`) are outside the bounds of `{state: null, parked: ...}`.
         _asc("state", "parked", "buffered_at"),
-        # Tombstones expire TELEMETRY_DEDUP_WINDOW_S after delivery (the TTL is set by `expected_indexes`).
+        # The purge of delivered tombstones (`delivered_at` before the window), on the loop's schedule.
+        # Not a TTL index: nx-27017, a stand-in, runs a TTL purge that reads the whole collection
+        # before every command on it, which would make every claim's cost grow with the tombstones.
         _asc("delivered_at"),
     ),
 }
@@ -94,36 +97,24 @@ TTL_FIELDS: Mapping[str, str] = {
 }
 
 
-TOMBSTONE_KEYS: Keys = (("delivered_at", 1),)
-
-
 def expected_indexes(settings: Settings) -> dict[str, tuple[IndexSpec, ...]]:
-    """The indexes `settings` asks for: the guide's retention TTLs and the tombstones' dedup window."""
-    return with_retention(settings.ttl_days(), tombstone_ttl_s=round(settings.telemetry_dedup_window_s))
+    """The indexes `settings` asks for: the guide's, with the retention TTLs it sets."""
+    return with_retention(settings.ttl_days())
 
 
-def with_retention(
-    ttl_days: Mapping[str, int | None], *, tombstone_ttl_s: int | None = None
-) -> dict[str, tuple[IndexSpec, ...]]:
-    """EXPECTED_INDEXES where the date index of each collection with a TTL expires documents, and
-    (with `tombstone_ttl_s`) the `delivered_at` index expires telemetry tombstones."""
+def with_retention(ttl_days: Mapping[str, int | None]) -> dict[str, tuple[IndexSpec, ...]]:
+    """EXPECTED_INDEXES where the date index of each collection with a TTL expires documents."""
     expected = {}
     for collection, specs in EXPECTED_INDEXES.items():
         days = ttl_days.get(collection)
         date_keys = ((TTL_FIELDS[collection], 1),)
         expected[collection] = tuple(
-            _expiring(spec, days * 86_400)
+            dataclasses.replace(spec, expire_after_seconds=days * 86_400)
             if days is not None and spec.keys == date_keys
-            else _expiring(spec, tombstone_ttl_s)
-            if tombstone_ttl_s is not None and collection == TELEMETRY_BUFFER and spec.keys == TOMBSTONE_KEYS
             else spec
             for spec in specs
         )
     return expected
-
-
-def _expiring(spec: IndexSpec, seconds: int) -> IndexSpec:
-    return IndexSpec(keys=spec.keys, unique=spec.unique, expire_after_seconds=seconds, sparse=spec.sparse)
 
 
 @dataclass(slots=True)

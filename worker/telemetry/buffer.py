@@ -29,8 +29,8 @@ Fields the redelivery adds to a buffered document (absent until they apply):
     state              "delivered" once the broker acknowledged it: a tombstone of three fields
                        (`_id`, `state`, `delivered_at`), kept TELEMETRY_DEDUP_WINDOW_S so that the same
                        event read again (a crash before the commit, `dlq replay`) collides on `_id` and
-                       is not buffered nor delivered twice; then removed by the TTL index on
-                       `delivered_at`. Claims, stats, queries and replay never see tombstones.
+                       is not buffered nor delivered twice; then purged by the redelivery loop
+                       (`purge_tombstones`). Claims, stats, queries and replay never see tombstones.
 Clocks: leases and schedules compare the claimants' UTC clocks, so replicas need NTP;
 a lease must be far longer than the clock skew between them.
 """
@@ -223,6 +223,12 @@ class TelemetryBuffer:
             return await self._replace_held(owner, tombstones)
         mine = {"_id": {"$in": [doc["_id"] for doc in delivered]}, "lease_owner": owner}
         return (await converted(self._collection().delete_many(mine))).deleted_count
+
+    async def purge_tombstones(self) -> int:
+        """Delete the tombstones older than TELEMETRY_DEDUP_WINDOW_S (index `delivered_at`); how many went."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.dedup_window_s)
+        purge = self._collection().delete_many({"state": DELIVERED, "delivered_at": {"$lt": cutoff}})
+        return (await converted(purge)).deleted_count
 
     async def release(self, owner: str) -> int:
         """Free every document `owner` still holds (an abandoned batch); retry counts stay raised."""

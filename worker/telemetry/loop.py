@@ -3,12 +3,13 @@
 Each batch (worker.telemetry.batches) claims the due documents by the batch (earliest `due_at`
 first, a constant number of round trips), sends them, waits for the acknowledgements together
 (acks=all), then turns the delivered into tombstones and reschedules or parks the rest
-(worker.telemetry.buffer). The TTL index on `delivered_at` removes the tombstones once
-TELEMETRY_DEDUP_WINDOW_S has passed. When a whole batch fails (Kafka or MongoDB down) the loop
-backs off as a whole and probes with one document at a time until a delivery succeeds again.
+(worker.telemetry.buffer). Every PURGE_EVERY_S, busy or idle, it deletes the tombstones older than
+TELEMETRY_DEDUP_WINDOW_S (one ranged delete on the `delivered_at` index; every replica's loop may
+run it). When a whole batch fails (Kafka or MongoDB down) the loop backs off as a whole and
+probes with one document at a time until a delivery succeeds again.
 
 Logs: `telemetry_redelivered` (per batch, with counts), `telemetry_redelivery_failed`,
-`telemetry_parked` (per document), `telemetry_lease_lost`.
+`telemetry_parked` (per document), `telemetry_lease_lost`, `telemetry_tombstones_purged`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import structlog
 from prometheus_client import Counter
 
+from worker.errors import WorkerError
 from worker.ops.health import Liveness
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
@@ -39,6 +41,8 @@ REDELIVERY_FAILURES = Counter(
     "telemetry_redelivery_failed events, by stage (kafka, kafka_connect, claim, settle, crash)",
     ["stage"],
 )
+PURGE_EVERY_S = 60.0
+"""How often a loop deletes expired tombstones: before the first batch after this long, busy or idle."""
 
 
 class RedeliveryLoop:
@@ -73,6 +77,7 @@ class RedeliveryLoop:
         """Consecutive failed batches; while non-zero the loop probes with one document."""
         self.liveness = liveness or Liveness()
         """Beats before each batch (bounded by the lease) and each pause: /healthz reads it."""
+        self._purged_at = -PURGE_EVERY_S
 
     async def run(self) -> None:
         while not self._stop.is_set():
@@ -80,6 +85,7 @@ class RedeliveryLoop:
                 await self._pause(self._idle_poll_s)
                 continue
             self.liveness.beat(self._lease_s)  # a batch is settled within its lease
+            await self.purge_tombstones()
             report = await self._guarded_batch()
             if report.failed:
                 self.failures += 1
@@ -88,6 +94,24 @@ class RedeliveryLoop:
                 self.failures = 0
                 if report.claimed == 0:
                     await self._pause(self._idle_poll_s)
+
+    async def purge_tombstones(self) -> int:
+        """Delete tombstones past the dedup window, at most every PURGE_EVERY_S; never raises WorkerError.
+
+        Not only when idle: under a load the loop never catches up with, tombstones would pile up."""
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY_S:
+            return 0
+        self._purged_at = now
+        try:
+            purged = await self._buffer.purge_tombstones()
+        except WorkerError as exc:
+            log.warning("telemetry_tombstones_purge_failed", error=str(exc))
+            return 0
+        if purged:
+            log.info("telemetry_tombstones_purged", documents=purged,
+                     window_s=self._buffer.dedup_window_s)  # fmt: skip
+        return purged
 
     async def _guarded_batch(self) -> BatchReport:
         try:
