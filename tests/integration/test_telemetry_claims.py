@@ -13,12 +13,15 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tests.integration.telemetry_support import buffered_documents
+from tests.integration.telemetry_support import buffered_documents, redelivery_settings
 from tests.integration.test_query_plans import stages
+from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 from worker.telemetry.buffer import Attempt, TelemetryBuffer, claim_index_created, date_the_undated
+from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
+from worker.telemetry.loop import RedeliveryLoop
 from worker.telemetry.redeliver import buffer_for
 
 Document = dict[str, Any]
@@ -85,6 +88,33 @@ async def test_a_claim_takes_a_whole_batch_in_three_round_trips_and_settles_it_i
 
     settled = await buffer.settle(owner, [Attempt(doc) for doc in claim.documents])
     assert commands.take() == ["update"] and settled.removed == 100
+
+
+@pytest.mark.parametrize("size", [10, 100])
+async def test_a_batch_of_the_loop_costs_the_same_few_mongodb_commands_whatever_its_size(
+    size: int, unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: AsyncDatabase[Document]
+) -> None:
+    """One batch of the redelivery loop (claim, send, settle) sends MongoDB four commands, for 10 documents as for 100."""
+    settings = redelivery_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri)
+    await create_topics(settings.kafka_telemetry_delivery_topic, partitions=3)
+    await mongo_db.telemetry_buffer.insert_many(tombstones(200) + buffered_documents(size, seed=67))
+    client, commands = await watched_database(mongo_uri, mongo_db.name)
+    gateway = MongoGateway(client=client, database_name=mongo_db.name)
+    await gateway.connect()
+    producer = create_delivery_producer(settings)
+    await producer.start()
+    try:
+        loop = RedeliveryLoop(buffer=buffer_for(settings, gateway.database),
+                              publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
+                              stop=asyncio.Event(), batch_size=size, lease_s=settings.redelivery_lease_s,
+                              idle_poll_s=1.0, backoff=RetryPolicy.for_redelivery(settings))  # fmt: skip
+        commands.take()
+        report = await loop.deliver_batch(size)
+    finally:
+        await producer.stop()
+        await gateway.close()
+    assert report.settled is not None and report.settled.removed == size
+    assert commands.take() == ["find", "update", "find", "update"]
 
 
 async def test_claims_take_the_earliest_due_first_and_never_the_same_document_twice(mongo_db: AsyncDatabase[Document]) -> None:
