@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.documents import (
@@ -21,6 +22,7 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
+from tests.conftest import current_kinds
 from tests.demo.events import EventFactory
 from worker.commands.query import COLUMNS, query_for
 from worker.mongo import queries
@@ -65,8 +67,9 @@ async def seed(db: AsyncDatabase[Document], count: int = 60) -> None:
         event = TelemetryEvent.model_validate({**factory.telemetry(), "event_id": f"tel-{index}"})
         document = dict(telemetry_buffer_document(event, buffered_at=start + timedelta(seconds=index)))
         document["retry_count"] = index % 4
-        if index % 10 == 0:
+        if index % 10 == 0:  # parked as the loop parks: no due date
             document["parked"] = True
+            del document["due_at"]
         buffered.append(document)
     await db.telemetry_buffer.insert_many(buffered)
 
@@ -116,6 +119,59 @@ async def test_each_query_subcommand_reads_an_index(name: str, mongo_db: AsyncDa
     assert_reads_an_index(await explain(mongo_db, query.explain_command()))
 
 
+SECANTUS_SORTS_AFTER_EQUALITY = (
+    "SecantusDB serves a sort only from an index led by the sort's field; mongod also serves it "
+    "after an equality prefix (`{plan_id: p}` sorted by timestamp on (plan_id, timestamp))"
+)
+SECANTUS_NEEDS_EVERY_FIELD = (
+    "SecantusDB uses an index only when every filter field is in it; mongod reads the sort's index "
+    "and filters while fetching"
+)
+SECANTUS_SORTS_ONE_FIELD = (
+    "SecantusDB serves a sort from an index only when it sorts on one field; mongod reads (retry_count, "
+    "buffered_at) backwards for the sort (retry_count -1, buffered_at -1)"
+)
+SECANTUS_NO_INDEX_FOR_A_SORT = (
+    "SecantusDB never uses an index for a sort alone (the $sort on type before $group); mongod reads the "
+    "type index"
+)
+SECANTUS_DEVIATIONS = {
+    "telemetry-retries": SECANTUS_SORTS_ONE_FIELD,
+    "incident-types": SECANTUS_NO_INDEX_FOR_A_SORT,
+    "plan-history": SECANTUS_SORTS_AFTER_EQUALITY,
+    "workflows": SECANTUS_SORTS_AFTER_EQUALITY,
+    "incidents": SECANTUS_SORTS_AFTER_EQUALITY,
+    "sla-violations": SECANTUS_NEEDS_EVERY_FIELD,
+}
+
+
+def _on_mongods_planner(name: str) -> Any:
+    """The subcommand as a parameter, a strict expected failure where SecantusDB stands in and deviates."""
+    if current_kinds().mongo != "standin" or name not in SECANTUS_DEVIATIONS:
+        return name
+    reason = f"mongod-like server is SecantusDB: {SECANTUS_DEVIATIONS[name]}"
+    return pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+
+
+@pytest.mark.parametrize("name", [_on_mongods_planner(name) for name in INDEXED_SUBCOMMANDS])
+async def test_on_mongods_planner_each_query_reads_an_index_and_sorts_nothing(
+    name: str, mongod_like_uri: str, unique_name: str
+) -> None:
+    """On a server with mongod's planner (SecantusDB here), each subcommand's query scans an index and the
+    index order serves its sort: no in-memory SORT stage."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongod_like_uri, tz_aware=True)
+    try:
+        db = client[unique_name]
+        await seed(db)
+        query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
+        answer = await explain(db, query.explain_command())
+        assert_reads_an_index(answer)
+        assert "SORT" not in stages(answer), "the index order serves the sort"
+    finally:
+        await client.drop_database(unique_name)
+        await client.close()
+
+
 def test_every_subcommand_but_validations_is_checked() -> None:
     """A new subcommand joins the index test unless it is listed here as a deliberate full read."""
     assert set(INDEXED_SUBCOMMANDS) | {"validations"} == set(COLUMNS)
@@ -133,7 +189,7 @@ def test_validations_query_has_no_filter_to_index() -> None:
 async def test_buffer_gauge_counts_read_the_claim_index(
     selection: str, mongo_db: AsyncDatabase[Document]
 ) -> None:
-    """Counting pending or parked documents (as count_documents does: $match, $group) reads (parked, buffered_at)."""
+    """Counting pending or parked documents (as count_documents does: $match, $group) reads (state, parked, buffered_at)."""
     await seed(mongo_db)
     match = buffer_stats.PENDING if selection == "pending" else buffer_stats.PARKED
     pipeline = [{"$match": dict(match)}, {"$group": {"_id": 1, "n": {"$sum": 1}}}]
@@ -143,7 +199,7 @@ async def test_buffer_gauge_counts_read_the_claim_index(
 
 @pytest.mark.standin_deviation(server="mongo", raises=AssertionError, reason=NX_FIND_PLAN)
 async def test_oldest_pending_lookup_reads_the_claim_index(mongo_db: AsyncDatabase[Document]) -> None:
-    """The oldest pending document is the first (parked: null) entry of (parked, buffered_at)."""
+    """The oldest pending document is the first (state: null, parked: null) entry of (state, parked, buffered_at)."""
     await seed(mongo_db)
     command = {
         "find": "telemetry_buffer",
@@ -163,8 +219,7 @@ STANDIN_INDEX_SEARCHES = {
     "plan-history": "idx_validation_audit_plan_id_timestamp",
     "workflows": "idx_workflow_results_status_consolidated_at",
     "incidents": "idx_incidents_severity_timestamp",
-    # `state: null` (no tombstones) is an equality: SQLite prefers the index led by `state`.
-    "telemetry-retries": "idx_telemetry_buffer_state_parked_buffered_at",
+    "telemetry-retries": "idx_telemetry_buffer_retry_count_buffered_at",
 }
 
 

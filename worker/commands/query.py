@@ -37,7 +37,7 @@ HELP: dict[str, str] = {
     "workflows": "workflows in one status (default FAILED), newest first",
     "incidents": "incidents of one severity (default CRITICAL), newest first",
     "incident-types": "incident totals per type",
-    "telemetry-retries": "buffered telemetry tried at least once, most retried first",
+    "telemetry-retries": "buffered telemetry tried at least once, most retried first, then newest",
 }
 LIMITED = frozenset({"plan-history", "sla-violations", "workflows", "incidents", "telemetry-retries"})
 """The queries that return documents, at most --limit of them (the others are totals)."""

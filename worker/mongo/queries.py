@@ -105,14 +105,17 @@ def incidents_by_type_query() -> AggregateQuery:
 
 
 def telemetry_with_retries_query(limit: int = 20) -> FindQuery:
-    """Buffered telemetry retried at least once, most retried first: index (retry_count, buffered_at).
+    """Buffered telemetry retried at least once, most retried first, then newest first: the index
+    (retry_count, buffered_at) read backwards, so the server sorts nothing.
 
-    Delivered documents kept as tombstones (`state: "delivered"`, worker.telemetry.buffer) are not buffered.
+    Delivered documents kept as tombstones (worker.telemetry.buffer) have no `retry_count`, so
+    `$gt: 0` leaves them out without a condition on `state` (which would let a planner pick
+    another index, or none).
     """
     return FindQuery(
         TELEMETRY_BUFFER,
-        {"retry_count": {"$gt": 0}, "state": None},
-        [("retry_count", DESCENDING), ("buffered_at", ASCENDING)],
+        {"retry_count": {"$gt": 0}},
+        [("retry_count", DESCENDING), ("buffered_at", DESCENDING)],
         limit,
     )
 
