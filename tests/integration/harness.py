@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 
 from tests.demo.events import EventFactory
 from tests.demo.publish import read_until_idle
+from tests.processes import stop
 from worker.app import run_worker
 from worker.mongo import collections
 from worker.settings import RouteName, Settings
@@ -179,9 +180,9 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def terminate(self, timeout: float = 40) -> int:
+        """SIGTERM and the exit code; past `timeout` the process is killed and TimeoutExpired raised."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        return stop(self.process, timeout)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -42,8 +42,9 @@ async def committed_total(settings: Settings, partitions: int = 3) -> int:
 
 
 async def test_sigkill_at_any_moment_then_restart_stores_every_event_once(
-    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path
-) -> None:
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path,
+    processes: list[WorkerProcess],
+) -> None:  # fmt: skip
     """A worker killed with SIGKILL three times mid-drain and restarted ends with every event stored exactly once."""
     settings = settings_for(
         name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, kafka_max_batch_records=50
@@ -55,6 +56,7 @@ async def test_sigkill_at_any_moment_then_restart_stores_every_event_once(
             kafka_bootstrap, settings.topic_for(route), [e.value for e in events if e.route == route]
         )
     worker = WorkerProcess(settings, tmp_path / "worker.log")
+    processes.append(worker)
     kills_mid_drain = 0
     for _ in range(3):
         before = await total_documents(mongo_db)
@@ -79,8 +81,9 @@ async def _committed_is(settings: Settings, total: int) -> bool:
 
 
 async def test_sigterm_drains_commits_and_exits_zero(
-    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path
-) -> None:
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path,
+    processes: list[WorkerProcess],
+) -> None:  # fmt: skip
     """SIGTERM mid-drain: the batch in hand is finished and committed, the process exits 0, and no offset passes a document."""
     settings = settings_for(
         name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, kafka_max_batch_records=50
@@ -88,6 +91,7 @@ async def test_sigterm_drains_commits_and_exits_zero(
     await prepare_topics(create_topics, settings)
     await publish_good(settings, RouteName.INCIDENTS, 3000, seed=22)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
+    processes.append(worker)
     worker.start()
     await wait_until(lambda: _grew(mongo_db, 0, 100), within=60, what="first documents")
     started = time.monotonic()
@@ -229,13 +233,14 @@ async def test_worker_started_without_mongodb_logs_client_not_initialized_and_ca
 
 
 async def test_credentials_in_mongodb_uri_never_reach_the_logs(
-    unique_name: str, kafka_bootstrap: str, create_topics: Any, tmp_path: Path
+    unique_name: str, kafka_bootstrap: str, create_topics: Any, tmp_path: Path, processes: list[WorkerProcess]
 ) -> None:
     """A password in MONGODB_URI appears in no log line, even in connection errors."""
     uri = f"mongodb://alice:s3cr3t-pw@127.0.0.1:{free_port()}/?authSource=admin"
     settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=uri)
     await prepare_topics(create_topics, settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
+    processes.append(worker)
     worker.start()
     await wait_until(
         lambda: _log_has(worker, '"mongodb_unavailable"'), within=30, what="the unavailable line"

@@ -28,6 +28,7 @@ import yaml
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess, prepare_topics, publish_good, settings_for, wait_until
 from tests.mongo_faults import through_proxy, upstream_of
+from tests.processes import stop
 from tests.standins import free_port
 from worker.settings import RouteName, Settings
 
@@ -138,8 +139,7 @@ async def running_prometheus(tmp_path: Path, worker_port: int) -> AsyncIterator[
             await _ready(server.url, process, log_path)
             yield server
         finally:
-            process.terminate()
-            await asyncio.to_thread(process.wait, 30)
+            await asyncio.to_thread(stop, process, 30)
 
 
 @contextlib.asynccontextmanager
