@@ -160,6 +160,20 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, within: float,
         await asyncio.sleep(0.2)
 
 
+async def settled(read: Callable[[], Awaitable[int]], *, apart_s: float = 0.5, within: float = 30) -> int:
+    """`read()`'s value once two reads `apart_s` apart agree (fails if it still changes after `within`)."""
+    deadline = time.monotonic() + within
+    last = await read()
+    while True:
+        await asyncio.sleep(apart_s)
+        current = await read()
+        if current == last:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {within}s: {last} then {current}")
+        last = current
+
+
 class WorkerProcess:
     """`python -m worker run` as a real process, its JSON log lines kept in a file."""
 
