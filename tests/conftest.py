@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests.processes import Started, none_left_running
 from tests.standins import (
     LocalKafka,
     LocalMongo,
@@ -254,6 +255,14 @@ def controllable_kafka(tmp_path: Path) -> Iterator[LocalKafka]:
         pytest.skip(f"no controllable Kafka: {exc}")
     with LocalKafka(log_dir=tmp_path) as kafka:
         yield kafka
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Started]]:
+    """Processes a test starts (append each `WorkerProcess` before starting it); any still running
+    at the end is killed, so a failed test leaves none behind."""
+    with none_left_running() as started:
+        yield started
 
 
 @pytest.fixture

@@ -102,11 +102,15 @@ def upstream_of(uri: str) -> tuple[str, int]:
 
 def through_proxy(uri: str, address: str) -> str:
     """`uri` (credentials and options kept) pointed at the proxy's `address`, as a direct connection
-    (a replica-set member list would lead the driver around the proxy)."""
+    (a replica-set member list would lead the driver around the proxy). A `directConnection` already
+    in `uri` is replaced, not repeated (PyMongo warns on a duplicate option and keeps the last)."""
     parts = urlsplit(uri)
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@{address}" if userinfo else address
-    query = "&".join(filter(None, [parts.query, "directConnection=true"]))
+    kept = [
+        option for option in parts.query.split("&") if option.partition("=")[0].lower() != "directconnection"
+    ]
+    query = "&".join(filter(None, [*kept, "directConnection=true"]))
     return urlunsplit((parts.scheme, netloc, parts.path or "/", query, ""))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,7 +21,6 @@ import pytest
 
 from tests.chaos.invariant import Counts
 from tests.conftest import ServerKinds, current_kinds
-from tests.integration.harness import WorkerProcess
 
 _HERE = Path(__file__).parent
 TABLE_START = "<!-- chaos-table:start -->"
@@ -65,16 +64,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in item.path.parents:
             item.add_marker(pytest.mark.integration)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[WorkerProcess]]:
-    """Worker processes a scenario starts; any still running at the end is killed (a failed test leaves none)."""
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        if worker.process is not None and worker.process.poll() is None:
-            worker.kill()
 
 
 @pytest.fixture(scope="session")

@@ -24,6 +24,10 @@ def test_a_uri_through_the_proxy_keeps_credentials_and_options() -> None:
         through_proxy("mongodb://127.0.0.1:27017", "127.0.0.1:5")
         == "mongodb://127.0.0.1:5/?directConnection=true"
     )
+    assert (  # a directConnection already there is replaced, not repeated
+        through_proxy("mongodb://127.0.0.1:27017/?directConnection=false&w=1", "127.0.0.1:5")
+        == "mongodb://127.0.0.1:5/?w=1&directConnection=true"
+    )
 
 
 def test_command_name_is_the_first_key_of_the_body() -> None:

@@ -19,7 +19,7 @@ from tests.chaos.support import (
     wait_all_committed,
 )
 from tests.conftest import ServerKinds
-from tests.integration.harness import WorkerProcess, wait_until
+from tests.integration.harness import WorkerProcess, settled, wait_until
 
 
 async def test_sigkill_at_random_moments_while_draining(
@@ -36,16 +36,22 @@ async def test_sigkill_at_random_moments_while_draining(
     good = good_count(records)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     processes.append(worker)
-    kills_mid_drain = 0
+    kills_mid_drain, stored = 0, await stored_total(mongo_db)
     for round_ in range(kills):
         # A random moment: after a random number of documents written since this restart.
-        target = await stored_total(mongo_db) + chooser.randint(1, good // (kills + 2))
+        target = stored + chooser.randint(1, good // (kills + 2))
         worker.start()
         await wait_until(
             lambda t=target: _reached(mongo_db, t), within=180, what="progress after the restart"
         )
         worker.kill()
-        kills_mid_drain += await stored_total(mongo_db) < good
+        # After SIGKILL the server may still finish writes it had received (mongod completes a
+        # command whose client is gone), so a count read at once can still grow. Taken as the next
+        # round's baseline, those late writes would count as the restarted worker's progress (the
+        # kill could land before it wrote anything), and a kill after which the server stored the
+        # last documents would count as mid-drain: both read the count only once it is stable.
+        stored = await settled(lambda: stored_total(mongo_db))
+        kills_mid_drain += stored < good
         assert count_events(worker, "worker_started") == round_ + 1
     worker.start()
     await wait_all_committed(settings, len(records), within=scale.pick(240, 900))

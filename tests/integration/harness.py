@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 
 from tests.demo.events import EventFactory
 from tests.demo.publish import read_until_idle
+from tests.processes import stop
 from worker.app import run_worker
 from worker.mongo import collections
 from worker.settings import RouteName, Settings
@@ -159,6 +160,20 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], *, within: float,
         await asyncio.sleep(0.2)
 
 
+async def settled(read: Callable[[], Awaitable[int]], *, apart_s: float = 0.5, within: float = 30) -> int:
+    """`read()`'s value once two reads `apart_s` apart agree (fails if it still changes after `within`)."""
+    deadline = time.monotonic() + within
+    last = await read()
+    while True:
+        await asyncio.sleep(apart_s)
+        current = await read()
+        if current == last:
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {within}s: {last} then {current}")
+        last = current
+
+
 class WorkerProcess:
     """`python -m worker run` as a real process, its JSON log lines kept in a file."""
 
@@ -179,9 +194,9 @@ class WorkerProcess:
         self.process.wait(timeout=10)
 
     def terminate(self, timeout: float = 40) -> int:
+        """SIGTERM and the exit code; past `timeout` the process is killed and TimeoutExpired raised."""
         assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
+        return stop(self.process, timeout)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -22,6 +22,7 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
+from tests.processes import stop
 from tests.standins import free_port
 from worker.settings import RouteName, Settings
 from worker.telemetry import stats as buffer_stats
@@ -215,8 +216,7 @@ async def test_redeliver_serves_outcomes_buffer_gauges_and_its_liveness(
         assert await http_get(port, "/healthz") == (200, b"ok\n")
         assert (await http_get(port, "/readyz"))[0] == 200
     finally:
-        process.terminate()
-        code = process.wait(timeout=60)
+        code = stop(process, 60)
     assert code == 0, log_path.read_text()
     assert len(await read_delivered(kafka_bootstrap, settings.kafka_telemetry_delivery_topic)) == 20
 

@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess, prepare_topics, publish_good, settings_for, wait_until
+from tests.mongo_faults import through_proxy, upstream_of
+from tests.processes import stop
 from tests.standins import free_port
 from worker.settings import RouteName, Settings
 
@@ -138,8 +139,7 @@ async def running_prometheus(tmp_path: Path, worker_port: int) -> AsyncIterator[
             await _ready(server.url, process, log_path)
             yield server
         finally:
-            process.terminate()
-            await asyncio.to_thread(process.wait, 30)
+            await asyncio.to_thread(stop, process, 30)
 
 
 @contextlib.asynccontextmanager
@@ -147,9 +147,8 @@ async def worker_behind_proxy(
     settings_of: Any, mongo_uri: str, tmp_path: Path
 ) -> AsyncIterator[tuple[Settings, FaultProxy, WorkerProcess]]:
     """A worker process whose MongoDB connections pass through a fault proxy, serving /metrics."""
-    upstream = urlsplit(mongo_uri)
-    async with FaultProxy(upstream=(upstream.hostname or "127.0.0.1", upstream.port or 27017)) as proxy:
-        settings = settings_of(f"mongodb://{proxy.address}/", free_port())
+    async with FaultProxy(upstream=upstream_of(mongo_uri)) as proxy:
+        settings = settings_of(through_proxy(mongo_uri, proxy.address), free_port())
         worker = WorkerProcess(settings, tmp_path / "worker.log")
         worker.start()
         try:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.integration.harness import WorkerProcess, running_worker, wait_until
+from tests.integration.harness import RedeliverProcess, WorkerProcess, running_worker, wait_until
 from tests.integration.telemetry_support import (
     as_utc,
     buffered_documents,
@@ -277,8 +277,9 @@ async def _count_is(db: Any, expected: int) -> bool:
 
 
 async def test_a_replica_killed_mid_delivery_loses_nothing_and_duplicates_only_its_claims(
-    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path
-) -> None:
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any, tmp_path: Path,
+    processes: list[WorkerProcess],
+) -> None:  # fmt: skip
     """`redeliver` killed with SIGKILL mid-drain: a second replica delivers every document; only the killed one's claims may come twice."""
     settings = redelivery_settings(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri,
                                    redelivery_lease_s=3.0, redelivery_batch_size=50, http_port=0)  # fmt: skip
@@ -286,11 +287,13 @@ async def test_a_replica_killed_mid_delivery_loses_nothing_and_duplicates_only_i
     documents = buffered_documents(1500, seed=39)
     await mongo_db.telemetry_buffer.insert_many(documents)
     first = RedeliverProcess(settings, tmp_path / "first.log")
+    processes.append(first)
     first.start()
     await wait_until(lambda: _count_at_most(mongo_db, 1200), within=60, what="the first replica under way")
     first.kill()
     held = await mongo_db.telemetry_buffer.count_documents({"lease_owner": {"$exists": True}})
     second = RedeliverProcess(settings, tmp_path / "second.log")
+    processes.append(second)
     second.start()
     await wait_until(lambda: _is_empty(mongo_db), within=90, what="the second replica to finish")
     assert second.terminate() == 0
@@ -310,16 +313,3 @@ async def test_a_replica_killed_mid_delivery_loses_nothing_and_duplicates_only_i
 
 async def _count_at_most(db: Any, most: int) -> bool:
     return await buffered(db) <= most
-
-
-class RedeliverProcess(WorkerProcess):
-    """`python -m worker redeliver` as a real process."""
-
-    def start(self) -> None:
-        import subprocess
-        import sys
-
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker", "redeliver"], env=self._env, stderr=log
-            )
