@@ -35,6 +35,7 @@ from tests.benchmarks.report import (
     markdown,
     summary_lines,
 )
+from tests.benchmarks.telemetry import TelemetryRun, drain_run, ingest_run, seed_buffer
 from tests.benchmarks.worker_run import Drain, drain
 from tests.standins import LocalKafka, LocalMongo
 from worker.app import routes_for
@@ -42,7 +43,7 @@ from worker.mongo.gateway import MongoGateway
 from worker.ops.logging import configure_logging
 from worker.settings import RouteName, Settings
 
-PHASES = ("throughput", "cpu", "latency", "memory", "isolation")
+PHASES = ("throughput", "cpu", "latency", "memory", "isolation", "telemetry")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -88,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="pairs of isolation runs (ROUTE_ISOLATION true and false, the order alternating)",
     )
     parser.add_argument(
+        "--telemetry-events",
+        type=int,
+        default=100_000,
+        help="telemetry backlog the worker buffers, and the pending documents (and as many tombstones) "
+        "the redelivery drains",
+    )
+    parser.add_argument(
         "--only",
         type=phase_list,
         default=PHASES,
@@ -100,6 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.events, args.repetitions, args.naive_events = 5_000, 1, 300
         args.latency_seconds, args.rss_events = 8.0, 20_000
         args.isolation_events, args.idle_incidents, args.isolation_repetitions = 20_000, 10, 1
+        args.telemetry_events = 10_000
     return args
 
 
@@ -197,6 +206,10 @@ async def run(
     if "isolation" in args.only:
         results.isolation = await isolation_phase(args, run_id, bootstrap, uri, work_dir)
         results.isolation_setup = (args.isolation_events, args.incident_rate, args.idle_incidents)
+    if "telemetry" in args.only:
+        results.telemetry = await telemetry_phase(
+            args.telemetry_events, run_id, bootstrap, uri, pids, work_dir
+        )
     results.facts["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     results.notes = method_notes(settings)
     return results
@@ -337,6 +350,37 @@ async def isolation_phase(
     return runs
 
 
+async def telemetry_phase(
+    count: int, run_id: str, bootstrap: str, uri: str, pids: dict[str, int], work_dir: Path
+) -> TelemetryRun:
+    """The worker buffering `count` telemetry events; then one and two `redeliver` processes, each on a
+    telemetry_buffer seeded with `count` pending documents and `count` tombstones."""
+    ingest_settings = bench_settings(name=f"{run_id}-tel", bootstrap=bootstrap, mongo_uri=uri)
+    say(f"telemetry: producing {count:,} telemetry events, the worker buffering them")
+    ingest = await ingest_run(ingest_settings, count, work_dir / "telemetry-ingest.log", pids, timeout_s=3600)
+    drop_database(uri, ingest_settings.mongodb_database)
+    say(f"telemetry ingest: {ingest.rate:,.0f} documents/s")
+    run = TelemetryRun(ingest, [])
+    for loops in (1, 2):
+        name = f"{run_id}-tel-{loops}x"
+        settings = bench_settings(name=name, bootstrap=bootstrap, mongo_uri=uri,
+                                  kafka_telemetry_delivery_topic=f"{name}.delivered")  # fmt: skip
+        say(f"seeding telemetry_buffer: {count:,} pending documents, {count:,} tombstones")
+        count_s = await seed_buffer(settings, count, count, time_count=loops == 1)
+        if count_s is not None:
+            say(f"  one count of the pending documents took {count_s:,.1f} s")
+        say(f"{loops} redeliver process(es) draining it")
+        drained = await drain_run(settings, loops, (count, count), work_dir, pids, timeout_s=3600)
+        drained.count_s = count_s
+        drop_database(uri, settings.mongodb_database)
+        tenths, shares = drained.tenths(), drained.cpu_share.items()
+        say(f"  {drained.rate:,.0f} documents/s over {drained.seconds:,.1f} s; tenths (documents/s) "
+            + ", ".join(f"{rate:,.0f}" for rate in tenths))  # fmt: skip
+        say("  CPU share: " + ", ".join(f"{name} {share:.2f}" for name, share in shares))
+        run.drains.append(drained)
+    return run
+
+
 def _summary(latencies_ms: list[float]) -> str:
     if not latencies_ms:
         return "none"
@@ -386,6 +430,18 @@ def method_notes(settings: Settings) -> list[str]:
         "publish time; stored = the worker's `incident_saved` line covering its offset. Drain rate: "
         "telemetry records stored between the worker's first and last `telemetry_buffered` lines, divided "
         "by the time between them (the group join is left out in both modes).",
+        "Telemetry delivery: ingest = a worker (`run`, REDELIVERY_ENABLED=false) on a backlog of telemetry "
+        "events alone, its rate from its first to its last `telemetry_buffered` line (as in the isolation "
+        "phase). Drains: a database of their own seeded with insert_many (the worker's indexes first, then "
+        "the tombstones `{_id, state: delivered, delivered_at}`, then the pending documents built by "
+        "`schemas.documents.telemetry_buffer_document` from the demo's events, buffered 1 ms apart, all "
+        "due), then `python -m worker redeliver` processes with only the servers, topics and database set "
+        "(HTTP off). Progress: after each batch the loop writes a `telemetry_redelivered` line (once the "
+        "batch's tombstones are written) with its counts; pending = seeded - the batches' delivered so far, "
+        "timed from the first loop's `telemetry_redelivery_started` line. A tenth's rate is a tenth of the "
+        "documents over the time between the moments the pending count crossed its bounds (interpolated "
+        "between batches). After the drain one count on the server confirms that nothing is pending. "
+        "CPU shares: /proc/<pid>/stat over the drain, from the moment every loop has started.",
         "Stand-in caveats: nx-27017 serialises every command over one SQLite database, so concurrent writes "
         "queue behind each other and write figures are far below a real MongoDB's; tansu keeps every "
         "record in memory. The servers, the worker and this benchmark share the machine's 2 cores, so "

@@ -10,12 +10,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from tests.benchmarks.backlog import Backlog, Publisher, publish_steadily, route_events
 from tests.benchmarks.measure import span_rate
-from tests.benchmarks.worker_run import CommitWatcher, log_lines, started_worker, stored_times
+from tests.benchmarks.worker_run import CommitWatcher, buffered_writes, started_worker, stored_times
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
@@ -69,7 +68,7 @@ async def isolation_run(
     if code != 0:
         raise RuntimeError(f"worker exited with {code}; log: {log_path}")
     during_ms, idle_ms = _latencies(incidents, log_path, drained_at)
-    records, seconds = span_rate(_writes(log_path, settings.kafka_topic_telemetry))
+    records, seconds = span_rate(buffered_writes(log_path, settings.kafka_topic_telemetry))
     return IsolationRun(settings.route_isolation, records, seconds, during_ms, idle_ms)
 
 
@@ -93,12 +92,3 @@ def _latencies(incidents: Backlog, log_path: Path, drained_at: float) -> tuple[l
     during = [(stored[k] - sent) * 1000 for k, sent in incidents.published_at.items() if sent < drained_at]
     idle = [(stored[k] - sent) * 1000 for k, sent in incidents.published_at.items() if sent >= drained_at]
     return during, idle
-
-
-def _writes(log_path: Path, topic: str) -> list[tuple[float, int]]:
-    """(time, records) of each telemetry write in the worker's log."""
-    return [
-        (datetime.fromisoformat(line["timestamp"]).timestamp(), line["last_offset"] - line["offset"] + 1)
-        for line in log_lines(log_path)
-        if line.get("event") == "telemetry_buffered" and line.get("topic") == topic
-    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 # Fields of /proc/<pid>/stat after the `(comm)` field: state is the first, utime the 12th, stime the 13th.
@@ -60,3 +61,30 @@ def span_rate(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
     if len(ordered) < 2:
         raise ValueError("a span needs at least two writes")
     return sum(count for _, count in ordered[1:]), ordered[-1][0] - ordered[0][0]
+
+
+Progress = Sequence[tuple[float, int]]
+"""(seconds, documents still pending) of a drain, in time order; the first is the start."""
+
+
+def crossing_time(points: Progress, level: float) -> float:
+    """When the pending count first came down to `level`, interpolated linearly between samples."""
+    previous: tuple[float, int] | None = None
+    for moment, pending in points:
+        if pending <= level:
+            if previous is None or previous[1] == pending:
+                return moment
+            before, was = previous
+            return before + (moment - before) * (was - level) / (was - pending)
+        previous = (moment, pending)
+    raise ValueError(f"the pending count never came down to {level:g}")
+
+
+def tenth_rates(points: Progress, total: int) -> list[float]:
+    """Documents per second over each tenth of a drain of `total`: 100 % → 90 % pending, ..., 10 % → 0 %.
+
+    The drain starts when the count last stood at `total` (a slow start-up is not its first tenth's).
+    """
+    began = max(moment for moment, pending in points if pending >= total)
+    marks = [began] + [crossing_time(points, total * (9 - tenth) / 10) for tenth in range(10)]
+    return [total / 10 / (end - start) for start, end in pairwise(marks)]

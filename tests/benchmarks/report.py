@@ -19,6 +19,8 @@ from tests.benchmarks.latency import WINDOW_S, Latency
 from tests.benchmarks.measure import percentile
 from tests.benchmarks.report_cpu import cpu_table
 from tests.benchmarks.report_isolation import isolation_panel, isolation_section, isolation_targets
+from tests.benchmarks.report_telemetry import telemetry_panel, telemetry_section, telemetry_targets
+from tests.benchmarks.telemetry import TelemetryRun
 from tests.benchmarks.worker_run import Drain, RssSample
 
 CONSUME = "consume ceiling (aiokafka alone)"
@@ -53,6 +55,8 @@ class Results:
     """Per route, in each worker drain of the throughput phases: seconds until its last record was stored."""
     isolation_setup: tuple[int, float, int] = (0, 0.0, 0)
     """The isolation phase's telemetry backlog, incidents per second and idle incidents."""
+    telemetry: TelemetryRun | None = None
+    """The telemetry phase: ingest, and the drains of a seeded telemetry_buffer."""
 
     def median(self, name: str) -> float:
         return statistics.median(self.rates[name])
@@ -172,6 +176,7 @@ def markdown(results: Results, chart_name: str) -> str:
             *(f"| {s.done:,} ({s.done / rss.events:.0%}) | {s.rss_mib:.0f} MiB |" for s in _by_decile(rss)),
         ]
     lines += isolation_section(results.isolation, *results.isolation_setup)
+    lines += telemetry_section(results.telemetry, _cores())
     lines += ["", f"![throughput and latency]({chart_name})", "", "## Method", ""]
     lines += [f"- {note}" for note in results.notes]
     lines += ["", *PERFORMANCE_WORK]
@@ -234,7 +239,11 @@ def _targets(results: Results) -> list[Target]:
             f"{_yes(_is_flat(rss) and rss.peak_rss_mib <= 1.1 * half.peak_rss_mib)}; the level is set by "
             "the broker's answer size, see below",
         ))  # fmt: skip
-    return rows + isolation_targets(results.isolation)
+    return rows + isolation_targets(results.isolation) + telemetry_targets(results.telemetry, _cores())
+
+
+def _cores() -> int:
+    return os.cpu_count() or 1
 
 
 def summary_lines(results: Results) -> list[str]:
@@ -421,6 +430,8 @@ def chart(results: Results, path: Path) -> None:
         panels.append(_rss_panel)
     if results.isolation:
         panels.append(lambda ax, r: isolation_panel(ax, r.isolation))
+    if results.telemetry is not None and results.telemetry.drains:
+        panels.append(lambda ax, r: telemetry_panel(ax, r.telemetry))
     if not panels:
         return
     columns = len(panels) if len(panels) <= 3 else 2

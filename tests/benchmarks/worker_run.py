@@ -231,3 +231,12 @@ def stored_times(log_path: Path) -> dict[tuple[str, int, int], float]:
         for offset in range(line["offset"], line["last_offset"] + 1):
             stored[(line["topic"], line["partition"], offset)] = moment
     return stored
+
+
+def buffered_writes(log_path: Path, topic: str) -> list[tuple[float, int]]:
+    """(time, records) of each `telemetry_buffered` line of `topic` in a worker's log."""
+    return [
+        (datetime.fromisoformat(line["timestamp"]).timestamp(), line["last_offset"] - line["offset"] + 1)
+        for line in log_lines(log_path)
+        if line.get("event") == "telemetry_buffered" and line.get("topic") == topic
+    ]

@@ -10,10 +10,30 @@ import pytest
 from tests.benchmarks.__main__ import parse_args, throughput_phases
 from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import Latency
-from tests.benchmarks.measure import Spent, cpu_seconds, cpu_ticks, percentile, span_rate
-from tests.benchmarks.report import CONSUME, NAIVE, PREPARE, WORKER, WRITE, WRITE_OPS, Results, markdown
+from tests.benchmarks.measure import (
+    Spent,
+    cpu_seconds,
+    cpu_ticks,
+    crossing_time,
+    percentile,
+    span_rate,
+    tenth_rates,
+)
+from tests.benchmarks.report import (
+    CONSUME,
+    NAIVE,
+    PREPARE,
+    WORKER,
+    WRITE,
+    WRITE_OPS,
+    Results,
+    markdown,
+    summary_lines,
+)
 from tests.benchmarks.report_cpu import cpu_table
 from tests.benchmarks.report_isolation import isolation_section, isolation_targets
+from tests.benchmarks.report_telemetry import bottleneck, telemetry_targets
+from tests.benchmarks.telemetry import BufferDrain, Ingest, TelemetryRun, pending_points, removed
 
 # A /proc/<pid>/stat line: utime (14th field) 1234, stime (15th) 56.
 STAT_TAIL = "S 1 1 1 0 -1 4194560 500 0 0 0 1234 56 0 0 20 0 3 0 1124123 3133440 388 18446744073709551615"
@@ -169,10 +189,113 @@ def test_only_refuses_an_unknown_phase() -> None:
     with pytest.raises(SystemExit):
         parse_args(["--only", "isolaton"])
     assert parse_args(["--only", "isolation, cpu"]).only == ("isolation", "cpu")
-    assert parse_args([]).only == ("throughput", "cpu", "latency", "memory", "isolation")
+    assert parse_args([]).only == ("throughput", "cpu", "latency", "memory", "isolation", "telemetry")
+
+
+def test_the_telemetry_phase_drains_100_000_documents_and_10_000_when_quick() -> None:
+    """`--telemetry-events` sizes the ingest backlog and the seeded buffer; `--quick` makes it small."""
+    assert parse_args([]).telemetry_events == 100_000
+    assert parse_args(["--quick"]).telemetry_events == 10_000
+    assert parse_args(["--telemetry-events", "30000", "--only", "telemetry"]).telemetry_events == 30_000
 
 
 def test_cpu_table_says_when_the_parts_cost_more_than_the_whole() -> None:
     """A negative rest is flagged as noise rather than shown as a plain figure."""
     text = "\n".join(cpu_table({"consume": [5.0], "prepare": [30.0], "write": [10.0]}, [40.0]))
     assert "| -5.0 | -12% of end to end: below zero, the parts alone cost more than in the worker" in text
+
+
+def test_crossing_time_interpolates_between_the_samples_around_the_level() -> None:
+    """From 100 pending at 2 s to 50 at 4 s, 75 is crossed at 3 s; a level met by a sample, at that sample."""
+    points = [(0.0, 100), (2.0, 100), (4.0, 50), (5.0, 0)]
+    assert crossing_time(points, 100) == 0.0
+    assert crossing_time(points, 75) == 3.0
+    assert crossing_time(points, 50) == 4.0
+    assert crossing_time(points, 0) == 5.0
+
+
+def test_crossing_time_of_a_level_never_reached_is_an_error() -> None:
+    """A drain that did not finish has no time for its last tenth."""
+    with pytest.raises(ValueError):
+        crossing_time([(0.0, 100), (1.0, 60)], 50)
+
+
+def test_tenth_rates_of_a_steady_drain_are_equal() -> None:
+    """1,000 documents at 100/s, sampled each second after a 2 s start-up: ten tenths at 100/s."""
+    points = [(0.0, 1000), (2.0, 1000)] + [(2.0 + s, 1000 - 100 * s) for s in range(1, 11)]
+    assert tenth_rates(points, 1000) == pytest.approx([100.0] * 10)
+
+
+def test_tenth_rates_show_a_drain_that_slows_down() -> None:
+    """The first half at 200/s, the second at 50/s: tenths of 200 then 50, the last / first 0.25."""
+    points = [(0.0, 1000), (2.5, 500), (12.5, 0)]
+    rates = tenth_rates(points, 1000)
+    assert rates[:5] == pytest.approx([200.0] * 5)
+    assert rates[5:] == pytest.approx([50.0] * 5)
+
+
+def test_pending_points_subtract_the_batches_of_every_loop_in_time_order() -> None:
+    """Two loops' batches, read log by log, count down from the seed in the order they settled."""
+    batches = [(103.0, 100), (101.0, 100), (102.0, 50)]
+    assert pending_points(batches, 100.0, 300) == [(0.0, 300), (1.0, 200), (2.0, 150), (3.0, 50)]
+
+
+def test_a_batch_removes_what_it_claimed_less_every_other_outcome() -> None:
+    """Rescheduled, parked, unanswered and lost documents stay in the buffer (or go to someone else)."""
+    line = {"claimed": 100, "delivered": 97, "rescheduled": 1, "parked": 1, "unanswered": 1, "lease_lost": 2}
+    assert removed(line) == 95
+
+
+def test_the_bottleneck_is_the_busiest_process_or_the_whole_machine() -> None:
+    """A server busy over half the run holds it (saturated from 0.9); two busy cores mean the machine does."""
+    assert (
+        bottleneck({"redeliver": 0.4, "nx-27017": 0.95, "tansu": 0.1}, 2)
+        == "nx-27017 (0.95 of a core, saturated)"
+    )
+    assert bottleneck({"redeliver": 0.03, "nx-27017": 0.86}, 2) == "nx-27017 (0.86 of a core)"
+    assert bottleneck({"a": 0.9, "b": 0.9}, 2).startswith("the machine: its 2 cores 90% busy")
+    assert bottleneck({"a": 0.3, "b": 0.45}, 2).startswith("none: the busiest, b, 0.45 of a core")
+
+
+def drained(loops: int, seconds: float, shares: dict[str, float], slow_end: bool = False) -> BufferDrain:
+    """A drain of 1,000 documents in `seconds`, steady, or with its last tenth at half the pace."""
+    tenth = seconds / (11 if slow_end else 10)
+    points = [(0.0, 1000)] + [(tenth * (i + 1), 1000 - 100 * (i + 1)) for i in range(9)]
+    points.append((points[-1][0] + tenth * (2 if slow_end else 1), 0))
+    return BufferDrain(loops, 1000, 1000, points, shares, batch_size=100)
+
+
+def test_telemetry_targets_compare_drain_with_ingest_tenths_and_two_loops_with_one() -> None:
+    """Drain 500/s vs ingest 400/s; last tenth at half the first; two loops 1.2 x with nx-27017 at a core."""
+    ingest = Ingest(events=4000, seconds=10.0, cpu_share={"worker": 0.5})
+    one = drained(1, 2.0, {"redeliver": 0.3, "nx-27017": 0.7}, slow_end=True)
+    two = drained(2, 2.0 / 1.2, {"redeliver 1": 0.2, "redeliver 2": 0.2, "nx-27017": 0.96})
+    over_ingest, tenths, loops = telemetry_targets(TelemetryRun(ingest, [one, two]), 2)
+    assert over_ingest[1] == "1.25 x (500 vs 400 documents/s)" and over_ingest[2] == "yes"
+    assert tenths[0].startswith("last tenth of the 1,000-document drain (1,000 tombstones at the start)")
+    assert tenths[1] == "0.50 x (275 vs 550 documents/s)" and tenths[2] == "**no**"
+    assert loops[1] == "1.20 x (600 vs 500 documents/s)"
+    assert loops[2] == "**no**; bottleneck with two loops: nx-27017 (0.96 of a core, saturated)"
+
+
+def test_the_report_has_a_telemetry_section_and_summary_lines() -> None:
+    """`--only telemetry`: the section with both drains by tenth and the CPU shares, and its targets."""
+    results = Results(facts={"CPU": "2 x test"}, events=0, naive_events=0)
+    ingest = Ingest(events=4000, seconds=10.0, cpu_share={"worker": 0.5, "nx-27017": 0.8})
+    one = drained(1, 4.0, {"redeliver": 0.3, "nx-27017": 0.7})
+    results.telemetry = TelemetryRun(ingest, [one, drained(2, 2.0, {"redeliver 1": 0.2, "nx-27017": 0.5})])
+    text = markdown(results, "chart.png")
+    assert "## Telemetry delivery" in text
+    assert "| 1 | 1,000 | 4.0 | 250 | 0.62 x | 1.00 x |" in text
+    assert "| 2 | 1,000 | 2.0 | 500 | 1.25 x | 1.00 x |" in text
+    assert "Two loops / one loop: 2.00 x." in text
+    assert "| 10 % → 0 % | 250 | 500 |" in text
+    assert "| nx-27017 | 0.80 | 0.70 | 0.50 |" in text
+    assert "| redeliver 1 |  |  | 0.20 |" in text
+    assert "- 1 loop: nx-27017 (0.70 of a core)." in text
+    assert "at its defaults (REDELIVERY_BATCH_SIZE 100)" in text
+    summary = summary_lines(results)
+    assert summary[0].endswith("0.62 x (250 vs 400 documents/s) (**no**)")
+    assert summary[2].startswith(
+        "two loops ≥ 1.5 x one loop, where the servers are not the bottleneck: 2.00 x"
+    )
