@@ -1,4 +1,5 @@
-# Two commands for users: `make demo` and `make test`. Both install everything first.
+# Two commands for users: `make demo` and `make test`. Both install what they need first (the demo
+# only the Python environment: no root, no apt; the tests promtool too).
 PYTHON ?= python3
 UV_VERSION := 0.13.9
 TOOLS := .tools
@@ -31,7 +32,7 @@ promtool:
 	    prometheus </dev/null; }
 	@promtool --version 2>&1 | head -n 1
 
-demo: setup  ## start local stand-in servers, the worker, publish events, print what landed
+demo: $(STAMP)  ## start local stand-in servers, the worker, publish events, print what landed; KEEP=1 leaves the servers up
 	$(VENV)/bin/python -m tests.demo
 
 # The tests in parallel processes (pytest-xdist), each with its own stand-in servers; most wait on

@@ -208,6 +208,22 @@ async def test_older_workflow_result_leaves_the_stored_newer_one(
     assert await mongo_db.workflow_results.find_one({"_id": "wf-1"}) == _result("COMPLETED", 12)
 
 
+async def test_an_identical_workflow_result_again_is_a_duplicate_skipped(
+    mongo_client: AsyncMongoClient[Document], mongo_db: AsyncDatabase[Document]
+) -> None:
+    """A result written again unchanged (a redelivery) is skipped, as a duplicate is on every route, and left as it is."""
+    writer = await _latest_wins_writer(mongo_client, mongo_db.name)
+    first = await writer.write([_result("COMPLETED", 12)])
+
+    again = await writer.write(
+        [_result("COMPLETED", 12), {**_result("FAILED", 12), "_id": "wf-2", "workflow_id": "wf-2"}]
+    )
+
+    assert (first.stored, first.skipped) == (1, frozenset())
+    assert (again.stored, again.skipped, dict(again.refused)) == (1, frozenset({0}), {})
+    assert await mongo_db.workflow_results.find_one({"_id": "wf-1"}) == _result("COMPLETED", 12)
+
+
 async def test_a_waiting_fetch_returns_as_soon_as_a_record_arrives(
     kafka_bootstrap: str, create_topics: Any, unique_name: str
 ) -> None:

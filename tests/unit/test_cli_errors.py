@@ -163,3 +163,38 @@ def test_startup_facts_name_version_and_servers_without_credentials() -> None:
         "mongodb_hosts": "db1.internal:27017",
         "database": "orchestrator",
     }
+
+
+def test_config_prints_values_as_an_operator_types_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each value `config` prints, given back as its variable, loads the same setting (enums by value, lists comma-separated, true/false, unset empty)."""
+    from worker.commands.config import HIDDEN, effective_settings
+    from worker.settings import Settings
+
+    given = {"ROUTE_PRIORITY": "telemetry,incidents", "FAIL_CLOSED_ROUTES": "results,incidents",
+             "ROUTE_ISOLATION": "false", "LOG_LEVEL": "debug", "TTL_INCIDENTS_DAYS": "30"}  # fmt: skip
+    settings = Settings(**{name.lower(): value for name, value in given.items()})
+    shown = {name: value for name, value, _ in effective_settings(settings)}
+    assert shown["ROUTE_PRIORITY"] == "telemetry,incidents,results,validation"
+    assert shown["FAIL_CLOSED_ROUTES"] == "incidents,results"
+    assert (shown["ROUTE_ISOLATION"], shown["LOG_LEVEL"]) == ("false", "DEBUG")
+    assert (
+        shown["TTL_INCIDENTS_DAYS"],
+        shown["TTL_VALIDATION_AUDIT_DAYS"],
+        shown["KAFKA_SASL_PASSWORD"],
+    ) == ("30", "", "")
+    typed = {
+        name: value for name, value in shown.items() if value and value != HIDDEN and name != "MONGODB_URI"
+    }
+    for name, value in typed.items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == settings
+
+
+def test_a_misspelled_variable_is_reported_once_by_check() -> None:
+    """`check` names a misspelled variable in one line, not a log warning as well."""
+    result = run_cli("check", MONGO_URL="mongodb://elsewhere/", MONGODB_URI="mongodb://127.0.0.1:1/",
+                     KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", MONGODB_SERVER_SELECTION_TIMEOUT_MS="300",
+                     LOG_FORMAT="json")  # fmt: skip
+    assert result.returncode == ExitCode.UNREACHABLE
+    [line] = [line for line in result.stderr.splitlines() if "MONGO_URL" in line]
+    assert "did you mean MONGODB_URI?" in line

@@ -89,14 +89,37 @@ def test_top_level_help_lists_the_grouped_names_and_hides_the_old_ones(
     [["run"], ["check"], ["indexes", "check"], ["indexes", "ensure"], ["query", "workflows"],
      ["telemetry", "replay"], ["telemetry", "redeliver"], ["dlq", "replay"], ["completion"]],
 )  # fmt: skip
-def test_every_command_help_ends_with_the_one_exit_code_table(
+def test_the_exit_code_table_is_in_the_top_help_only(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Each command's --help shows the same exit-code table, every code with its meaning."""
+    """A command's --help points to the exit codes of the top --help instead of repeating the table."""
     assert cli.main([*command, "--help"]) == ExitCode.OK
+    text = capsys.readouterr().out
+    assert not [code for code in ExitCode if re.search(rf"^ +{int(code)}  \w", text, flags=re.MULTILINE)]
+    assert text.rstrip().splitlines()[-1].startswith("exit codes:")
+    assert "persistence-worker --help" in text.rstrip().splitlines()[-1]
+
+
+def test_the_top_help_lists_every_exit_code_with_its_meaning(capsys: pytest.CaptureFixture[str]) -> None:
+    """`persistence-worker --help` ends with the one exit-code table, every code with its meaning."""
+    assert cli.main(["--help"]) == ExitCode.OK
     text = capsys.readouterr().out
     for code in ExitCode:
         assert re.search(rf"^ +{int(code)}  \w", text, flags=re.MULTILINE), code
+
+
+@pytest.mark.parametrize(
+    ("argv", "listed"),
+    [(["frob"], {"run", "check", "config", "indexes", "query", "telemetry", "dlq", "completion"}),
+     (["telemetry", "frob"], {"redeliver", "replay"}), (["dlq", "frob"], {"replay"})],
+)  # fmt: skip
+def test_an_unknown_command_is_answered_with_the_listed_commands_only(
+    argv: list[str], listed: set[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown (sub)command names the commands --help lists, never the hidden former spellings."""
+    error = parse_error(argv, capsys)
+    assert "invalid choice: 'frob'" in error
+    assert set(re.findall(r"'([\w-]+)'", error.split("choose from")[1])) == listed
 
 
 def test_indexes_check_says_what_ensure_would_do() -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
 
@@ -119,12 +120,28 @@ def test_a_duplicate_of_the_documents_identity_is_skipped(error: dict[str, Any])
     assert outcome == WriteOutcome(stored=0, skipped=frozenset({0}))
 
 
-class FakeCollection:
-    """Records insert_many / bulk_write calls; raises `error` if given."""
+class FakeCursor:
+    def __init__(self, documents: list[Document]) -> None:
+        self.documents = documents
 
-    def __init__(self, error: Exception | None = None) -> None:
+    async def to_list(self) -> list[Document]:
+        return self.documents
+
+
+class FakeCollection:
+    """Records insert_many / bulk_write calls; raises `error` (bulk_write: `upsert_error`, the same
+    unless changed) if given; `find` by `_id` reads `stored`."""
+
+    codec_options = CodecOptions(tz_aware=True)
+
+    def __init__(self, error: Exception | None = None, *, stored: tuple[Document, ...] = ()) -> None:
         self.error = error
+        self.upsert_error = error
+        self.stored = {document["_id"]: document for document in stored}
         self.calls: list[tuple[str, Any, bool]] = []
+
+    def find(self, query: Document) -> FakeCursor:
+        return FakeCursor([self.stored[key] for key in query["_id"]["$in"] if key in self.stored])
 
     async def insert_many(self, documents: list[Document], *, ordered: bool) -> None:
         self.calls.append(("insert_many", list(documents), ordered))
@@ -133,8 +150,8 @@ class FakeCollection:
 
     async def bulk_write(self, operations: list[UpdateOne], *, ordered: bool) -> None:
         self.calls.append(("bulk_write", operations, ordered))
-        if self.error:
-            raise self.error
+        if self.upsert_error:
+            raise self.upsert_error
 
 
 class FakeGateway:
@@ -262,3 +279,31 @@ async def test_latest_wins_writer_inserts_new_results_without_an_upsert() -> Non
     documents = [{"_id": "wf-1", "consolidated_at": when}, {"_id": "wf-2", "consolidated_at": when}]
     assert await writer.write(documents) == WriteOutcome(stored=2)
     assert collection.calls == [("insert_many", documents, False)]
+
+
+def latest_wins_writer(collection: FakeCollection) -> LatestWinsWriter:
+    gateway = FakeGateway(collection)
+    return LatestWinsWriter(gateway=gateway, collection="workflow_results", version_field="consolidated_at")  # type: ignore[arg-type]
+
+
+async def test_an_identical_result_already_stored_is_a_duplicate_skipped_and_not_rewritten() -> None:
+    """A redelivered result equal to the stored one (its insert collides) is skipped like any route's duplicate; no upsert is sent for it."""
+    when = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
+    result = {"_id": "wf-1", "workflow_id": "wf-1", "metrics": {"steps": 7}, "consolidated_at": when}
+    as_stored = {**result, "consolidated_at": when.replace(microsecond=123000)}  # BSON dates: milliseconds
+    collection = FakeCollection(bulk_error(write_error(0, 11000)), stored=(as_stored,))
+    outcome = await latest_wins_writer(collection).write([result, {**result, "_id": "wf-2"}])
+    assert outcome == WriteOutcome(stored=1, skipped=frozenset({0}))
+    assert [method for method, _, _ in collection.calls] == ["insert_many"]
+
+
+async def test_a_changed_result_already_stored_is_upserted_and_counted_stored() -> None:
+    """A result whose stored version differs (same consolidated_at, another status) goes to the guarded upsert and counts as stored."""
+    when = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+    result = {"_id": "wf-1", "status": "COMPLETED", "consolidated_at": when}
+    collection = FakeCollection(bulk_error(write_error(0, 11000)), stored=({**result, "status": "RUNNING"},))
+    collection.upsert_error = None
+    writer = latest_wins_writer(collection)
+    assert await writer.write([result]) == WriteOutcome(stored=1)
+    [_, (method, operations, _)] = collection.calls
+    assert (method, operations) == ("bulk_write", [writer._operation(result)])

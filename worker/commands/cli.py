@@ -19,6 +19,9 @@ from worker.ops.memory import fix_mmap_threshold
 from worker.settings import Settings, SettingsError, load_settings
 from worker.settings_typos import UnknownVariable
 
+REPORT_VARIABLES_THEMSELVES = frozenset({"check", "config"})
+"""Commands that print the misspelled-looking variables in their own output: no log warning as well."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, load the settings, hand over; every outcome is one of the documented exit codes."""
@@ -50,7 +53,8 @@ def _hand_over(args: argparse.Namespace) -> int:
     try:
         settings, unknown = load_settings()
         debug = settings.log_level == "DEBUG"
-        _start(settings, unknown, warn=args.command != "config", renamed_to=getattr(args, "renamed_to", None))
+        warn = args.command not in REPORT_VARIABLES_THEMSELVES
+        _start(settings, unknown, warn=warn, renamed_to=getattr(args, "renamed_to", None))
         handler: Callable[[Settings, argparse.Namespace], int] = args.handler
         return int(handler(settings, args))
     except SettingsError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from enum import Enum
 
 from pydantic import SecretStr
 
@@ -28,21 +28,30 @@ def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
 
 
 def shown_value(settings: Settings, field: str) -> str:
-    """A setting's value as `config` prints it: the URI without credentials, other secrets hidden."""
+    """A setting's value as `config` prints it: the URI without credentials, other secrets hidden,
+    the rest as an operator would type it."""
     value = getattr(settings, field)
     if field == "mongodb_uri":
         return settings.mongodb_uri_for_logs()
     if isinstance(value, SecretStr):
         return HIDDEN
+    return scrub(as_typed(value))
+
+
+def as_typed(value: object) -> str:
+    """`value` as its environment variable would be written: an enum by its value, a list
+    comma-separated (a set sorted), true/false, and nothing for None."""
     if value is None:
-        return "unset"
-    if isinstance(value, frozenset):
-        return ",".join(sorted(str(item) for item in value)) or "(none)"
+        return ""
     if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, Path):
-        return str(value)
-    return scrub(str(value))
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return as_typed(value.value)
+    if isinstance(value, frozenset | set):
+        return ",".join(sorted(as_typed(item) for item in value))
+    if isinstance(value, tuple | list):
+        return ",".join(as_typed(item) for item in value)
+    return str(value)
 
 
 def config_command(settings: Settings, unknown: list[UnknownVariable]) -> int:

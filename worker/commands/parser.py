@@ -30,6 +30,7 @@ ERROR_TYPES = (*DEAD_LETTER_ERROR_TYPES, "unknown")
 """The x-error-type values a dead letter can carry ("unknown": a record without one)."""
 RENAMED = {"redeliver": "telemetry redeliver", "replay": "telemetry replay"}
 SHELLS = ("bash", "zsh")
+EXIT_CODES_POINTER = "exit codes: the same for every command, listed by `persistence-worker --help`"
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -39,8 +40,23 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32, width=100)
 
 
+class Parser(argparse.ArgumentParser):
+    """A parser whose "invalid choice" names only the commands its help lists, not the `unlisted`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unlisted: frozenset[str] = frozenset()
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        # argparse's message names every choice, the hidden former spellings included.
+        if self.unlisted and action.choices is not None and value not in action.choices:
+            listed = ", ".join(repr(name) for name in action.choices if name not in self.unlisted)
+            raise argparse.ArgumentError(action, f"invalid choice: {value!r} (choose from {listed})")
+        super()._check_value(action, value)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="persistence-worker", description=help_texts.DESCRIPTION, epilog=exit_codes_help(),
         formatter_class=HelpFormatter,
     )  # fmt: skip
@@ -59,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     shell.add_argument("shell", choices=SHELLS, help="the shell: bash or zsh")
     for old, new in RENAMED.items():
         _add_telemetry_command(commands, old, hidden=True).set_defaults(renamed_to=new)
+    parser.unlisted = frozenset(RENAMED)
     return parser
 
 
@@ -71,12 +88,12 @@ def command(
     *,
     hidden: bool = False,
 ) -> argparse.ArgumentParser:
-    """A subcommand with its help, the exit-code table, and the function it hands over to."""
+    """A subcommand with its help, and the function it hands over to (the exit codes are in the
+    top command's help only)."""
     listed = {} if hidden else {"help": summary}
     parser: argparse.ArgumentParser = group.add_parser(
-        name, description=description, epilog=exit_codes_help(),
-        formatter_class=HelpFormatter, **listed,
-    )  # fmt: skip
+        name, description=description, epilog=EXIT_CODES_POINTER, formatter_class=HelpFormatter, **listed
+    )
     parser.set_defaults(handler=handler)
     return parser
 

@@ -1,9 +1,10 @@
 """One writer per collection: a batch of documents in, a WriteOutcome out.
 
 Inserts are unordered bulk writes (one round-trip) whose duplicate-key errors (code 11000)
-mean "already stored": redelivery is harmless. Workflow results are inserted too, and those
-already present are then upserted guarded on `consolidated_at` (a second round-trip), so an
-older result never overwrites a newer one.
+mean "already stored": redelivery is harmless. Workflow results are inserted too; those
+already present are read back (a second round-trip), an identical one is skipped as a
+duplicate like any other route's, and the rest are upserted guarded on `consolidated_at`
+(a third), so an older result never overwrites a newer one.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import bson
 from bson.errors import InvalidDocument
 from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from worker.errors import OperationRefused
-from worker.mongo.errors import DUPLICATE_KEY, Kind, code_kind, convert, error_for
+from worker.mongo.collections import Document
+from worker.mongo.errors import DUPLICATE_KEY, Kind, code_kind, convert, converting, error_for
 from worker.mongo.gateway import MongoGateway
+
+Collection = AsyncCollection[Document]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,8 @@ class WriteOutcome:
 
     stored: int
     skipped: frozenset[int] = frozenset()
-    """Already stored (same `_id`), or older than the stored workflow result."""
+    """Already stored (same `_id`; for a workflow result, the same content), or older than the
+    stored workflow result."""
     refused: Mapping[int, str] = field(default_factory=dict)
     """Refused by the server for good (the document itself is the problem)."""
 
@@ -107,12 +114,16 @@ class InsertWriter:
 
 
 class LatestWinsWriter:
-    """Insert; where the `_id` exists, upsert only over a document whose `version_field` is not newer.
+    """Insert; where the `_id` exists, skip an identical document, else upsert only over a
+    document whose `version_field` is not newer.
 
     Most results are new: an unordered `insert_many` stores them at the cost of an insert. The
-    ones whose `_id` is already stored (11000) are then sent as guarded upserts: when a newer
-    document exists the filter does not match, the upsert tries to insert the same `_id` and
-    the server answers 11000 again: that result is stale and skipped.
+    ones whose `_id` is already stored (11000) are read back: one equal to what is stored is a
+    redelivered duplicate, skipped as the other routes skip theirs. (An upsert cannot tell it:
+    the update result counts matched and modified per command, not per document, and nx-27017
+    counts an identical `$set` as modified.) The others are sent as guarded upserts: when a
+    newer document exists the filter does not match, the upsert tries to insert the same `_id`
+    and the server answers 11000 again: that result is stale and skipped.
     """
 
     def __init__(self, *, gateway: MongoGateway, collection: str, version_field: str) -> None:
@@ -131,12 +142,34 @@ class LatestWinsWriter:
         present = sorted(inserted.skipped)
         if not present:
             return inserted
-        operations = [self._operation(documents[index]) for index in present]
-        guarded = await _bulk(
-            target.bulk_write(operations, ordered=False), [documents[index] for index in present]
-        )
-        skipped = frozenset(present[index] for index in guarded.skipped)
-        refused = {**inserted.refused, **{present[index]: why for index, why in guarded.refused.items()}}
+        identical = await _identical_to_stored(target, [documents[index] for index in present])
+        changed = [index for position, index in enumerate(present) if position not in identical]
+        guarded = await self._upsert(target, [documents[index] for index in changed])
+        duplicates = {present[position] for position in identical}
+        stale = {changed[index] for index in guarded.skipped}
+        skipped = frozenset(duplicates | stale)
+        refused = {**inserted.refused, **{changed[index]: why for index, why in guarded.refused.items()}}
         return WriteOutcome(
             stored=len(documents) - len(skipped) - len(refused), skipped=skipped, refused=refused
         )
+
+    async def _upsert(self, target: Collection, documents: Sequence[Mapping[str, Any]]) -> WriteOutcome:
+        """The guarded upserts of `documents` (none: nothing sent)."""
+        if not documents:
+            return WriteOutcome(stored=0)
+        operations = [self._operation(document) for document in documents]
+        return await _bulk(target.bulk_write(operations, ordered=False), documents)
+
+
+async def _identical_to_stored(target: Collection, documents: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Positions of the `documents` equal to the stored document of their `_id`, compared as
+    MongoDB returns them (dates to the millisecond, in the collection's codec options)."""
+    with converting():
+        found = await target.find({"_id": {"$in": [document["_id"] for document in documents]}}).to_list()
+    stored = {document["_id"]: document for document in found}
+    options = target.codec_options
+    return {
+        position
+        for position, document in enumerate(documents)
+        if bson.decode(bson.encode(document), codec_options=options) == stored.get(document["_id"])
+    }
