@@ -1,10 +1,11 @@
 """All configuration, read from the environment: the only module that does so.
 
-Every field's environment variable is its name upper-cased. The README's configuration
-table lists them with their defaults. `load_settings` is the commands' way in: every
-mistake (a bad value, a URI PyMongo cannot parse, SASL/SSL settings that do not go
-together, a certificate file that cannot be read) becomes one line naming the variable,
-never echoing a secret; variables that look like misspelled settings are found too.
+Every field's environment variable is its name upper-cased, and the docstring under it is its
+meaning: docs/configuration.md is generated from them (`python -m tests.docs_gen`).
+`load_settings` is the commands' way in: every mistake (a bad value, a URI PyMongo cannot
+parse, SASL/SSL settings that do not go together, a certificate file that cannot be read)
+becomes one line naming the variable, never echoing a secret; variables that look like
+misspelled settings are found too.
 """
 
 from __future__ import annotations
@@ -59,40 +60,63 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    """The worker's settings; see the README table for each one's meaning."""
+    """The worker's settings; each field's docstring is its description (docs/configuration.md)."""
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
 
     # MongoDB
     mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
+    """MongoDB connection string (a secret: never logged; its password is scrubbed from every message)."""
     mongodb_database: str = Field(default="orchestrator", min_length=1)
+    """The database holding the four collections."""
     mongodb_server_selection_timeout_ms: int = Field(default=5000, ge=100)
+    """How long one attempt waits for a reachable MongoDB server."""
     # --- Durability and dead letters (branch i-faults) ---
     mongodb_write_concern: str = Field(default="majority", min_length=1)
     """Write concern `w` of every write: `majority`, a number of members, or a tag set name;
-    a `w` in MONGODB_URI wins."""
+    a `w` in MONGODB_URI wins. With `majority`, a committed offset never points past a write a
+    failover could roll back."""
     mongodb_write_concern_journal: bool = True
-    """Acknowledge writes only once journaled (`j`); a `journal` in MONGODB_URI wins."""
+    """Acknowledge writes only once journaled (`j`); a `journal` in MONGODB_URI wins (set
+    `journal=false` there for an in-memory storage engine)."""
     kafka_max_request_bytes: int = Field(default=1_048_576, ge=1024, le=100 * 1024 * 1024)
-    """The producer's max_request_size; a dead letter larger than this is sent truncated."""
+    """The producer's max_request_size; a dead letter larger than this is sent truncated
+    (`x-truncated`, `x-original-size`): the whole record stays at its source coordinates."""
     dlq_truncated_value_bytes: int = Field(default=65_536, ge=0, le=1_048_576)
     """How much of the original value a truncated dead letter keeps."""
     # --- end of the i-faults block ---
     # Kafka
     kafka_bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
+    """Comma-separated Kafka brokers (`host:port`)."""
     kafka_consumer_group: str = Field(default="persistence-worker", min_length=1)
+    """The consumer group; scale by running more replicas (up to the partition count)."""
     kafka_client_id: str = "persistence-worker"
+    """Kafka client id, also MongoDB's `appname`; each route's member appends its route."""
     kafka_topic_validation: str = "orchestrator.validation"
+    """Input topic of the plan validation events (C1)."""
     kafka_topic_results: str = "orchestrator.results"
+    """Input topic of the consolidated workflow results (C5)."""
     kafka_topic_incidents: str = "orchestrator.incidents"
+    """Input topic of the self-healing incidents (flow E)."""
     kafka_topic_telemetry: str = "orchestrator.telemetry"
+    """Input topic of the telemetry to buffer and deliver onward."""
     kafka_dlq_suffix: str = Field(default=".dlq", min_length=1)
+    """Dead-letter topic = source topic + this suffix."""
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a consumer group with no committed offset starts."""
     kafka_max_batch_records: int = Field(default=1000, ge=1, le=100_000)
+    """Records per poll, i.e. the largest batch (bounds memory)."""
     # Prefetched, not yet handed-out records are what bounds memory besides the batch in hand.
     kafka_fetch_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Most bytes the fetch responses of one replica may carry at once, shared equally by its
+    group members (a quarter each with ROUTE_ISOLATION); with the batches in hand, what bounds
+    the worker's memory (aiokafka's default is 50 MiB per consumer)."""
     kafka_max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Most bytes fetched per partition per request."""
     kafka_poll_timeout_ms: int = Field(default=500, ge=10)
+    """How long a poll waits for records."""
     kafka_fetch_max_wait_ms: int = Field(default=100, ge=0, le=60_000)
     """How long the broker may hold a fetch request that finds no new records (aiokafka's
     fetch_max_wait_ms, default 500). While one is held, no other fetch goes to that broker, so
@@ -102,21 +126,37 @@ class Settings(BaseSettings):
     before writing them (0: write at once): fewer, fuller writes and commits at a steady load.
     A batch holding a record of the first route of ROUTE_PRIORITY never waits."""
     kafka_session_timeout_ms: int = Field(default=10_000, ge=1000)
+    """The consumer group's session timeout."""
     kafka_heartbeat_interval_ms: int = Field(default=3000, ge=100)
+    """The consumer group's heartbeat interval."""
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=1000)
+    """Longest time between polls before the member is dropped from the group."""
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How the worker talks to the brokers."""
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    """SASL mechanism; required with a SASL_* protocol."""
     kafka_sasl_username: str | None = None
+    """SASL user; required with a SASL_* protocol."""
     kafka_sasl_password: SecretStr | None = None
+    """SASL password (a secret: never logged); required with a SASL_* protocol."""
     kafka_ssl_cafile: Path | None = None
+    """CA bundle for SSL; the file must be readable."""
     kafka_ssl_certfile: Path | None = None
+    """Client certificate for SSL; the file must be readable."""
     kafka_ssl_keyfile: Path | None = None
+    """Client key for SSL; the file must be readable."""
     # Retries (tenacity), as in the persistence guide
     retry_max_attempts: int = Field(default=3, ge=1, le=100)
+    """Attempts per bulk write (tenacity's stop_after_attempt)."""
     retry_backoff_coefficient: float = Field(default=1.0, gt=0)
+    """wait_exponential's multiplier, in seconds: 1 s, 2 s, 4 s ... by default."""
     retry_initial_interval_ms: int = Field(default=1000, ge=0)
+    """Shortest wait between attempts."""
     retry_max_interval_ms: int = Field(default=60_000, ge=1)
+    """Longest wait between attempts (also caps the fail-closed pauses)."""
     fail_closed_routes: Annotated[frozenset[RouteName], NoDecode] = frozenset()
+    """Comma-separated routes (validation, results, incidents, telemetry) that pause and wait
+    for MongoDB instead of dead-lettering (persist_failed) when it is down; empty: all fail-open."""
     # Route isolation and priority (issue 14)
     route_isolation: bool = True
     """One Kafka consumer and batch loop per route, all in KAFKA_CONSUMER_GROUP: a backlog on one
@@ -134,25 +174,37 @@ class Settings(BaseSettings):
     when one is free. 0: a free slot always goes to a waiting write."""
     # Retention (TTL indexes), off by default as the guide says
     ttl_validation_audit_days: int | None = Field(default=None, ge=1)
+    """When set, validation_audit's `timestamp` index becomes a TTL index: documents older than
+    this many days are deleted. Unset: kept for ever (the guide's default)."""
     ttl_workflow_results_days: int | None = Field(default=None, ge=1)
+    """The same on workflow_results' `consolidated_at`."""
     ttl_incidents_days: int | None = Field(default=None, ge=1)
+    """The same on incidents' `timestamp`."""
     ttl_telemetry_buffer_days: int | None = Field(default=None, ge=1)
+    """The same on telemetry_buffer's `buffered_at`."""
     # Telemetry redelivery (telemetry_buffer -> KAFKA_TELEMETRY_DELIVERY_TOPIC)
     redelivery_enabled: bool = True
-    """Run the redelivery loop inside `run`; `redeliver` runs it alone whatever this says."""
+    """Run the telemetry redelivery loop inside `run`; `telemetry redeliver` runs it alone whatever
+    this says."""
     kafka_telemetry_delivery_topic: str = Field(default="observability.telemetry", min_length=1)
+    """Where buffered telemetry is delivered (the observability pipeline's input)."""
     telemetry_max_delivery_attempts: int = Field(default=10, ge=1, le=1000)
     """Delivery attempts (claims) before a buffered document is parked."""
     redelivery_lease_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     """How long a claim holds a document; a crashed claimant's documents return after it."""
     redelivery_backoff_base_s: float = Field(default=1.0, gt=0, le=3600.0)
+    """Wait before a failed document is tried again, the first time."""
     redelivery_backoff_factor: float = Field(default=2.0, ge=1.0, le=10.0)
+    """Growth of that wait per attempt."""
     redelivery_backoff_cap_s: float = Field(default=300.0, gt=0, le=86_400.0)
+    """Longest wait between attempts of one document (not below the base)."""
     redelivery_batch_size: int = Field(default=100, ge=1, le=5000)
+    """Documents claimed and published per round."""
     redelivery_idle_poll_s: float = Field(default=5.0, gt=0, le=3600.0)
     """Wait before looking again when nothing in the buffer is due."""
     telemetry_buffer_stats_interval_s: float = Field(default=15.0, gt=0, le=3600.0)
-    """How often the telemetry_buffer gauges (pending, parked, oldest pending age) are sampled."""
+    """How often `run` and `telemetry redeliver` (when HTTP_PORT is not 0) sample the
+    telemetry_buffer gauges (pending, parked, oldest pending age)."""
     # ---- ops (issue 13): periodic index health check ----
     index_check_interval_s: float = Field(default=300.0, ge=0, le=86_400.0)
     """How often `run` compares each collection's indexes with the expected ones (the
@@ -167,29 +219,41 @@ class Settings(BaseSettings):
     # --- end of the block ---
     # Input limits
     max_event_bytes: int = Field(default=1_048_576, ge=64, le=16_000_000)
+    """Larger record values are dead-lettered (`too_large`)."""
     max_nesting_depth: int = Field(default=64, ge=2, le=180)
+    """Deeper JSON is dead-lettered (`too_deep`)."""
     # Process
     http_port: int = Field(default=8080, ge=0, le=65535)
     """Port of /metrics, /healthz and /readyz; 0 turns the HTTP server off."""
     health_stuck_after_s: float = Field(default=120.0, gt=0)
+    """/healthz fails when the consumer loop has not polled for this long, or the redelivery
+    loop is this long past the time it announced for its next batch or wait."""
     shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    """Bound on the SIGTERM drain; in-flight work is then cancelled and re-read by the next owner."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """The lowest level logged."""
     log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: console lines on a terminal, JSON lines otherwise."""
     # --- Settings validation (issue 11, settings part) ---
     settings_strict: bool = False
-    """Variables that look like misspelled settings stop every command (exit 2), not just a warning."""
+    """Variables that look like misspelled settings (MONGO_URI, FAIL_CLOSE_ROUTES, any unknown
+    KAFKA_*) stop every command (exit 2) instead of a `settings_unknown_variable` warning."""
     # --- end of settings validation ---
     # --- Start-up and reachability (issue 11, part A: start-up, stopping, outages visible) ---
     mongodb_startup_timeout_s: float | None = Field(default=None, gt=0)
     """How long start-up waits for MongoDB (ping and indexes) before exiting 3; unset: for ever."""
     http_host: str = Field(default="0.0.0.0", min_length=1)
-    """Address the HTTP server binds (all interfaces by default: probes come from outside the pod)."""
+    """Address the HTTP server binds (all interfaces by default: probes come from outside the pod);
+    failing to bind exits 3 before anything is consumed."""
     kafka_health_interval_s: float = Field(default=10.0, gt=0, le=3600.0)
-    """How often Kafka is probed (a metadata request, which also times out after this long)."""
+    """How often Kafka is probed (a metadata request, which also times out after this long):
+    `kafka_unavailable` / `kafka_available`, /readyz."""
     mongodb_health_interval_s: float = Field(default=10.0, gt=0, le=3600.0)
-    """How often MongoDB is pinged once the worker runs."""
+    """How often MongoDB is pinged once the worker runs: `mongodb_unavailable` /
+    `mongodb_available`, /readyz."""
     library_log_interval_s: float = Field(default=60.0, gt=0, le=86_400.0)
-    """Libraries' log lines (aiokafka, pymongo): at most one per distinct message per interval."""
+    """Libraries' log lines (aiokafka, pymongo) go through the JSON logger as `library_log`, at most
+    one per distinct message per interval, the next carrying `repeats_suppressed`."""
     # --- end of start-up and reachability ---
 
     @field_validator("fail_closed_routes", mode="before")

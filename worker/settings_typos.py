@@ -34,7 +34,7 @@ class UnknownVariable:
     suggestion: str | None
 
     def describe(self) -> str:
-        hint = f"; did you mean {self.suggestion}?" if self.suggestion else "; see the README's settings"
+        hint = f"; did you mean {self.suggestion}?" if self.suggestion else "; see docs/configuration.md"
         return f"{self.name} is not a setting and is ignored{hint}"
 
 

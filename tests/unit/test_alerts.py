@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yaml"
 PROMETHEUS_RULE = ROOT / "deploy" / "k8s" / "prometheusrule.yaml"
-README = ROOT / "README.md"
+RUNBOOK = ROOT / "docs" / "operations.md"
 SEVERITIES = {"critical", "warning"}
 METRIC_NAME = re.compile(r"\bpersistence(?:_[a-z0-9]+)+\b")
 STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -63,8 +63,8 @@ def metric_names_in(expr: str) -> set[str]:
     return set(METRIC_NAME.findall(STRING_LITERAL.sub('""', expr)))
 
 
-def readme_anchors() -> set[str]:
-    return set(re.findall(r'<a id="([a-z0-9-]+)"></a>', README.read_text()))
+def runbook_anchors() -> set[str]:
+    return set(re.findall(r'<a id="([a-z0-9-]+)"></a>', RUNBOOK.read_text()))
 
 
 def render_prometheus_rule() -> str:
@@ -146,14 +146,14 @@ def test_the_required_alerts_exist() -> None:
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda rule: rule["alert"])
 def test_alert_has_severity_summary_and_a_runbook_row(rule: dict[str, Any]) -> None:
-    """Every alert has a known severity, a summary in words, and a runbook_url to an anchor in the README."""
+    """Every alert has a known severity, a summary in words, and a runbook_url to its row in docs/operations.md."""
     assert rule["labels"]["severity"] in SEVERITIES
     assert len(rule["annotations"]["summary"].split()) >= 6
     url = rule["annotations"]["runbook_url"]
-    assert url.startswith("https://") and "README.md#" in url
+    assert url.startswith("https://") and "/docs/operations.md#" in url
     anchor = url.rpartition("#")[2]
     assert anchor == f"alert-{rule['alert'].lower()}"
-    assert anchor in readme_anchors(), f'README has no <a id="{anchor}"></a> in its troubleshooting table'
+    assert anchor in runbook_anchors(), f'docs/operations.md has no <a id="{anchor}"></a> in its alerts table'
 
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda rule: rule["alert"])

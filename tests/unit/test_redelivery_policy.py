@@ -37,7 +37,7 @@ def buffered(**changes: Any) -> dict[str, Any]:
 
 
 def test_defaults_match_the_documented_table() -> None:
-    """The redelivery settings default to the values the README documents."""
+    """The redelivery settings default to the values docs/configuration.md documents."""
     settings = Settings()
     assert settings.redelivery_enabled is True
     assert settings.kafka_telemetry_delivery_topic == "observability.telemetry"

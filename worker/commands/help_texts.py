@@ -6,7 +6,7 @@ DESCRIPTION = """\
 Consumes the workflow orchestrator's events from Kafka and keeps MongoDB's audit and
 observability collections: validation_audit, workflow_results, incidents, telemetry_buffer.
 All settings come from environment variables (MONGODB_URI, KAFKA_BOOTSTRAP_SERVERS, ...);
-see the README's configuration table."""
+see docs/configuration.md, or `persistence-worker config` for the values in effect."""
 
 RUN = """\
 Start the consumers: validation, results, incidents and telemetry events are validated

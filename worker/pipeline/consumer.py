@@ -119,7 +119,7 @@ class ConsumerLoop:
         """A batch short of `max_records`, topped up with what arrived in the next `linger_ms`.
 
         At a steady trickle each poll finds a few records per partition; waiting a little lets one
-        write and one commit carry more, at that much added latency (README, "Latency or
+        write and one commit carry more, at that much added latency (docs/configuration.md, "Latency or
         throughput"). A full batch (a backlog), a batch holding a record of an urgent topic (the
         first route of ROUTE_PRIORITY) and a stop go on at once.
         """
