@@ -1,10 +1,6 @@
-"""The files under deploy/: valid for the tools that read them, and consistent with the worker.
-
-Kubernetes core objects are checked against the API's own JSON schemas (kubernetes-validate,
-strict: unknown fields fail); the compose file against the Compose Specification's schema
-(vendored by check-jsonschema); the KEDA ScaledObject, whose CRD schema no Python package
-ships, against the hand-written subset below.
-"""
+"""The files under deploy/: consistent with each other and with the worker, and the compose file
+valid for the Compose Specification's schema (vendored by check-jsonschema). The rendered
+Kubernetes objects are checked against their schemas in test_schemas.py."""
 
 from __future__ import annotations
 
@@ -21,26 +17,26 @@ import pytest
 import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
+from tests.deploy.manifests import (
+    COMPOSE,
+    DEPLOY,
+    K8S,
+    ROOT,
+    SETTINGS,
+    commented_settings,
+    compose_environment,
+    load_all,
+    manifest_files,
+    named,
+    one,
+)
+from tests.deploy.manifests import compose as _compose
+from tests.deploy.manifests import config as _config
+from tests.deploy.test_schemas import KUBERNETES_VERSION
+from worker.ops.health import Health
+from worker.ops.http import respond
+
 DOCKERFILE = DEPLOY / "Dockerfile"
-COMPOSE = DEPLOY / "compose.yaml"
-
-# The oldest Kubernetes minor version the manifests must be valid for.
-KUBERNETES_VERSION = "1.33"
-
-# The settings deploy/ may name. The worker ignores a variable it does not know, so a typo
-# would go unnoticed at run time: here it fails.
-SETTINGS = frozenset({
-    "MONGODB_URI", "MONGODB_DATABASE",
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_CONSUMER_GROUP",
-    "KAFKA_TOPIC_VALIDATION", "KAFKA_TOPIC_RESULTS", "KAFKA_TOPIC_INCIDENTS", "KAFKA_TOPIC_TELEMETRY",
-    "KAFKA_DLQ_SUFFIX", "KAFKA_TELEMETRY_DELIVERY_TOPIC",
-    "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
-    "RETRY_MAX_ATTEMPTS", "RETRY_BACKOFF_COEFFICIENT", "RETRY_INITIAL_INTERVAL_MS", "RETRY_MAX_INTERVAL_MS",
-    "FAIL_CLOSED_ROUTES", "REDELIVERY_ENABLED", "HTTP_PORT", "LOG_LEVEL", "LOG_FORMAT",
-})  # fmt: skip
 SECRET_SETTINGS = frozenset({"MONGODB_URI", "KAFKA_SASL_PASSWORD"})
 # Words in deploy/ shaped like a setting's name (the broker's own KAFKA_* in compose excepted).
 SETTING_LIKE = re.compile(r"\b(?:MONGODB|KAFKA|RETRY|FAIL_CLOSED|REDELIVERY|HTTP|LOG)_[A-Z0-9_]+\b")
@@ -51,6 +47,8 @@ IMAGE_VARIABLES = frozenset({
 })  # fmt: skip
 
 DRAIN_SECONDS = 30  # the worker's shutdown timeout: finish and commit the batch in hand
+GROUP_JOIN_SECONDS = 60  # after MongoDB answers: start the Kafka clients, join the group, get partitions
+NODE = "kubernetes.io/hostname"
 PARTITIONS_ANNOTATION = "persistence-worker/input-topic-partitions"
 INPUT_TOPICS = ("orchestrator.validation", "orchestrator.results", "orchestrator.incidents",
                 "orchestrator.telemetry")  # fmt: skip
@@ -64,84 +62,6 @@ KAFKA_TRIGGER_PARAMETERS = frozenset({
     "limitToPartitionsWithLag", "version", "partitionLimitation", "sasl", "tls",
 })  # fmt: skip
 
-_STRING = {"type": "string"}
-_INTEGER = {"type": "integer", "minimum": 0}
-# A subset of KEDA 2.x's ScaledObject CRD: every field it names, no others (typos fail).
-KEDA_SCALED_OBJECT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"},
-        "kind": {"const": "ScaledObject"},
-        "metadata": {"type": "object", "required": ["name"]},
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["scaleTargetRef", "triggers"],
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name"],
-                    "properties": {
-                        "name": _STRING,
-                        "kind": _STRING,
-                        "apiVersion": _STRING,
-                        "envSourceContainerName": _STRING,
-                    },
-                },
-                "pollingInterval": _INTEGER,
-                "cooldownPeriod": _INTEGER,
-                "initialCooldownPeriod": _INTEGER,
-                "idleReplicaCount": _INTEGER,
-                "minReplicaCount": _INTEGER,
-                "maxReplicaCount": _INTEGER,
-                "fallback": {"type": "object", "required": ["failureThreshold", "replicas"]},
-                "advanced": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {"name": _STRING, "behavior": {"type": "object"}},
-                        },
-                        "scalingModifiers": {"type": "object"},
-                    },
-                },
-                "triggers": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["type", "metadata"],
-                        "properties": {
-                            "type": _STRING,
-                            "name": _STRING,
-                            "metadata": {"type": "object", "additionalProperties": _STRING},
-                            "authenticationRef": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {
-                                    "name": _STRING,
-                                    "kind": {
-                                        "enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]
-                                    },
-                                },
-                            },
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "useCachedMetrics": {"type": "boolean"},
-                        },
-                    },
-                },
-            },
-        },
-    },
-}
-
-
 # ---- loading ---------------------------------------------------------------------------
 
 
@@ -149,60 +69,24 @@ def _yaml_files() -> list[Path]:
     return sorted(path for path in DEPLOY.rglob("*") if path.suffix in (".yaml", ".yml"))
 
 
-def _manifest_files() -> list[Path]:
-    return sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
-
-
-def _load_all(path: Path) -> list[Any]:
-    return [document for document in yaml.safe_load_all(path.read_text()) if document is not None]
-
-
-def _manifests() -> list[dict[str, Any]]:
-    return [document for path in _manifest_files() for document in _load_all(path)]
-
-
-def _manifest_id(manifest: dict[str, Any]) -> str:
-    return f"{manifest['kind']}/{manifest['metadata']['name']}"
-
-
-def _one(kind: str) -> dict[str, Any]:
-    found = [manifest for manifest in _manifests() if manifest["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind} under deploy/k8s, found {len(found)}"
-    return found[0]
-
-
-def _named(kind: str, name: str) -> dict[str, Any]:
-    found = [m for m in _manifests() if m["kind"] == kind and m["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind}/{name} under deploy/k8s, found {len(found)}"
-    return found[0]
-
-
 def _replay_cronjob() -> dict[str, Any]:
-    return _named("CronJob", "persistence-worker-replay")
+    return named("CronJob", "persistence-worker-replay")
 
 
 def _pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     """(kind, pod spec) of every workload that runs the worker image."""
-    yield "Deployment", _one("Deployment")["spec"]["template"]["spec"]
+    yield "Deployment", one("Deployment")["spec"]["template"]["spec"]
     yield "CronJob", _replay_cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
 def _worker_container() -> dict[str, Any]:
-    containers = _one("Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = one("Deployment")["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
     return dict(containers[0])
 
 
-def _config() -> dict[str, str]:
-    return dict(_one("ConfigMap")["data"])
-
-
 def _partitions() -> int:
-    return int(_one("ConfigMap")["metadata"]["annotations"][PARTITIONS_ANNOTATION])
-
-
-def _compose() -> dict[str, Any]:
-    return dict(yaml.safe_load(COMPOSE.read_text()))
+    return int(named("ConfigMap", "persistence-worker")["metadata"]["annotations"][PARTITIONS_ANNOTATION])
 
 
 def _worker_image_services() -> dict[str, dict[str, Any]]:
@@ -233,13 +117,6 @@ def _env_keys(arguments: str) -> list[str]:
     return [word.partition("=")[0] for word in words]
 
 
-def _compose_environment(service: dict[str, Any]) -> dict[str, str]:
-    environment = service.get("environment", {})
-    if isinstance(environment, list):
-        return dict(item.partition("=")[::2] for item in environment)
-    return {key: str(value) for key, value in environment.items()}
-
-
 def _duration_seconds(duration: str) -> float:
     units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
     parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
@@ -253,7 +130,7 @@ def _duration_seconds(duration: str) -> float:
 @pytest.mark.parametrize("path", _yaml_files(), ids=lambda path: str(path.relative_to(DEPLOY)))
 def test_every_yaml_file_parses_into_mappings(path: Path) -> None:
     """Every YAML file under deploy/ parses, and each of its documents is a mapping."""
-    documents = _load_all(path)
+    documents = load_all(path)
     assert documents
     assert all(isinstance(document, dict) for document in documents)
 
@@ -261,24 +138,13 @@ def test_every_yaml_file_parses_into_mappings(path: Path) -> None:
 def test_kustomization_lists_every_manifest() -> None:
     """kustomization.yaml lists each manifest under deploy/k8s exactly once, and no other file."""
     resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
-    assert sorted(resources) == sorted(path.name for path in _manifest_files())
+    assert sorted(resources) == sorted(path.name for path in manifest_files())
     assert len(resources) == len(set(resources))
 
 
-@pytest.mark.parametrize(
-    "manifest",
-    [m for m in _manifests() if not m["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/"))],
-    ids=_manifest_id,
-)
-def test_kubernetes_objects_match_the_api_schema(manifest: dict[str, Any]) -> None:
-    """Each core Kubernetes object is valid for its API version, unknown fields included."""
-    kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
-
-
-def test_scaled_object_matches_the_keda_schema() -> None:
-    """The ScaledObject uses only fields of KEDA's ScaledObject and kafka scaler."""
-    scaled_object = _one("ScaledObject")
-    jsonschema.validate(scaled_object, KEDA_SCALED_OBJECT_SCHEMA)
+def test_scaled_object_uses_only_kafka_scaler_parameters() -> None:
+    """Every trigger is KEDA's kafka scaler with parameters it documents (the CRD leaves them free-form)."""
+    scaled_object = one("ScaledObject")
     for trigger in scaled_object["spec"]["triggers"]:
         assert trigger["type"] == "kafka"
         assert set(trigger["metadata"]) <= KAFKA_TRIGGER_PARAMETERS
@@ -286,7 +152,7 @@ def test_scaled_object_matches_the_keda_schema() -> None:
 
 def test_scaled_object_autoscaler_settings_are_a_valid_autoscaler() -> None:
     """The replica bounds and scaling behaviour KEDA hands to its HPA are a valid autoscaling/v2 HPA."""
-    spec = _one("ScaledObject")["spec"]
+    spec = one("ScaledObject")["spec"]
     autoscaler = {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -312,21 +178,21 @@ def _setting_names_in_use() -> Iterator[tuple[str, str]]:
     """(where, name) of every environment variable deploy/ gives the worker."""
     for key in _config():
         yield "ConfigMap", key
-    secret = _one("Secret")
+    secret = one("Secret")
     for key in {**secret.get("data", {}), **secret.get("stringData", {})}:
         yield "Secret", key
     for kind, pod in _pod_specs():
         for container in pod["containers"]:
             for variable in container.get("env", []):
                 yield kind, variable["name"]
-    for trigger in _one("ScaledObject")["spec"]["triggers"]:
+    for trigger in one("ScaledObject")["spec"]["triggers"]:
         for parameter, value in trigger["metadata"].items():
             if parameter.endswith("FromEnv"):
                 yield "ScaledObject", value
     for name, service in _worker_image_services().items():
-        for key in _compose_environment(service):
+        for key in compose_environment(service):
             yield f"compose {name}", key
-    for path in [*_manifest_files(), K8S / "kustomization.yaml", DOCKERFILE, DEPLOY / "README.md"]:
+    for path in [*manifest_files(), K8S / "kustomization.yaml", DOCKERFILE, DEPLOY / "README.md"]:
         for word in SETTING_LIKE.findall(path.read_text()):
             yield path.name, word
 
@@ -345,16 +211,16 @@ def test_dockerfile_sets_only_settings_and_interpreter_variables() -> None:
 
 
 def test_secret_holds_the_credentials_and_the_configmap_none() -> None:
-    """MONGODB_URI and KAFKA_SASL_PASSWORD are in the Secret, and no secret setting is in the ConfigMap."""
-    secret = _one("Secret")
-    assert set(secret["stringData"]) == SECRET_SETTINGS
-    assert not set(_config()) & SECRET_SETTINGS
+    """The Secret holds MONGODB_URI, and KAFKA_SASL_PASSWORD commented out until SASL is on; the ConfigMap neither."""
+    assert set(one("Secret")["stringData"]) == {"MONGODB_URI"}
+    assert set(commented_settings(K8S / "secret.yaml")) == SECRET_SETTINGS - {"MONGODB_URI"}
+    assert not (set(_config()) | set(commented_settings(K8S / "configmap.yaml"))) & SECRET_SETTINGS
 
 
 def test_workloads_load_the_configmap_and_the_secret() -> None:
     """The Deployment and the replay CronJob take their environment from the ConfigMap and the Secret."""
-    expected = {("configMapRef", _one("ConfigMap")["metadata"]["name"]),
-                ("secretRef", _one("Secret")["metadata"]["name"])}  # fmt: skip
+    expected = {("configMapRef", one("ConfigMap")["metadata"]["name"]),
+                ("secretRef", one("Secret")["metadata"]["name"])}  # fmt: skip
     for kind, pod in _pod_specs():
         for container in pod["containers"]:
             sources = {(ref, source[ref]["name"]) for source in container["envFrom"] for ref in source}
@@ -364,37 +230,78 @@ def test_workloads_load_the_configmap_and_the_secret() -> None:
 # ---- the Deployment --------------------------------------------------------------------
 
 
-def test_probes_check_healthz_and_readyz_on_the_http_port() -> None:
-    """Liveness asks GET /healthz and readiness GET /readyz, both on the port named http."""
+def test_probes_check_readyz_and_healthz_on_the_http_port() -> None:
+    """Start-up and readiness ask GET /readyz, liveness GET /healthz, on the port named http; the worker serves both."""
     container = _worker_container()
+    assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    healthy = Health(last_poll=None, mongodb_ready=lambda: True, has_assignment=lambda: True)
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert respond(container[probe]["httpGet"]["path"], healthy).startswith(b"HTTP/1.1 200 "), probe
+
+
+def test_startup_probe_outlasts_the_wait_for_mongodb() -> None:
+    """The startup probe waits MONGODB_STARTUP_TIMEOUT_S and a minute to join the group before liveness takes over.
+
+    Until then /healthz cannot tell a worker waiting for MongoDB from a stuck one (after
+    HEALTH_STUCK_AFTER_S it reports the not yet started redelivery loop stuck), so liveness must
+    not run; past the timeout the worker exits 3 by itself.
+    """
+    probe = _worker_container()["startupProbe"]
+    budget = probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
+    assert budget >= float(_config()["MONGODB_STARTUP_TIMEOUT_S"]) + GROUP_JOIN_SECONDS
+
+
+def test_replicas_spread_across_nodes() -> None:
+    """The worker's pods spread over nodes, at most one more on any node than on another, counting the pods of one revision."""
+    template = one("Deployment")["spec"]["template"]
+    (spread,) = [c for c in template["spec"]["topologySpreadConstraints"] if c["topologyKey"] == NODE]
+    assert spread["maxSkew"] == 1
+    assert spread["labelSelector"]["matchLabels"] == template["metadata"]["labels"]
+    assert spread["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_memory_limit_is_twice_the_benchmark_peak() -> None:
+    """The memory limit and request are twice the benchmark's peak RSS, rounded up to a power of two, as deploy/README.md says."""
+    peak = _benchmark_peak_rss_mib()
+    resources = _worker_container()["resources"]
+    assert resources["limits"]["memory"] == resources["requests"]["memory"] == f"{_power_of_two(2 * peak)}Mi"
+    stated = re.search(r"measured peak RSS is (\d+) MiB", (DEPLOY / "README.md").read_text())
+    assert stated and int(stated[1]) == peak, "deploy/README.md states another peak than docs/benchmarks.md"
+
+
+def _benchmark_peak_rss_mib() -> int:
+    """The peak RSS docs/benchmarks.md reports for the worker draining its largest backlog."""
+    found = re.search(r"peak RSS \(VmHWM\) (\d+) MiB", (ROOT / "docs" / "benchmarks.md").read_text())
+    assert found, "docs/benchmarks.md reports no peak RSS"
+    return int(found[1])
+
+
+def _power_of_two(mib: int) -> int:
+    return 1 << (mib - 1).bit_length()
 
 
 def test_http_port_is_the_configured_one_everywhere() -> None:
-    """The container port named http, HTTP_PORT, the scrape annotation and the Service agree."""
+    """The container port named http, HTTP_PORT and the Service's target port agree."""
     ports = {port["name"]: port["containerPort"] for port in _worker_container()["ports"]}
     assert ports["http"] == int(_config()["HTTP_PORT"])
-    annotations = _one("Deployment")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/path"] == "/metrics"
-    assert int(annotations["prometheus.io/port"]) == ports["http"]
-    service_ports = _one("Service")["spec"]["ports"]
+    service_ports = one("Service")["spec"]["ports"]
     assert [port["targetPort"] for port in service_ports] == ["http"]
 
 
 def test_service_and_disruption_budget_select_the_worker_pods() -> None:
     """The Service and the PodDisruptionBudget select exactly the Deployment's pods."""
-    deployment = _one("Deployment")
+    deployment = one("Deployment")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"] == pod_labels
-    assert _one("Service")["spec"]["selector"] == pod_labels
-    assert _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pod_labels
+    assert one("Service")["spec"]["selector"] == pod_labels
+    assert one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == pod_labels
 
 
 def test_termination_grace_period_outlasts_the_drain() -> None:
     """Kubernetes waits longer than the worker's 30 s drain before it kills the pod."""
-    assert _one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > DRAIN_SECONDS
+    assert one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > DRAIN_SECONDS
 
 
 def test_workloads_run_as_non_root_on_a_read_only_root() -> None:
@@ -417,7 +324,7 @@ def test_workloads_request_and_limit_cpu_and_memory() -> None:
 
 def test_deployment_leaves_the_replica_count_to_keda() -> None:
     """The Deployment sets no replica count, so applying it never overrides the autoscaler."""
-    assert "replicas" not in _one("Deployment")["spec"]
+    assert "replicas" not in one("Deployment")["spec"]
 
 
 # ---- autoscaling -----------------------------------------------------------------------
@@ -425,8 +332,8 @@ def test_deployment_leaves_the_replica_count_to_keda() -> None:
 
 def test_scaled_object_never_exceeds_the_partition_count() -> None:
     """The ScaledObject scales the Deployment between 1 and the input topics' partition count."""
-    spec = _one("ScaledObject")["spec"]
-    assert spec["scaleTargetRef"]["name"] == _one("Deployment")["metadata"]["name"]
+    spec = one("ScaledObject")["spec"]
+    assert spec["scaleTargetRef"]["name"] == one("Deployment")["metadata"]["name"]
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= _partitions()
 
 
@@ -434,7 +341,7 @@ def test_scaled_object_measures_the_worker_group_on_every_input_topic() -> None:
     """One kafka trigger per input topic, each with the worker's group, brokers and a lag threshold."""
     config = _config()
     topics = set()
-    for trigger in _one("ScaledObject")["spec"]["triggers"]:
+    for trigger in one("ScaledObject")["spec"]["triggers"]:
         metadata = trigger["metadata"]
         assert int(metadata["lagThreshold"]) > 0
         assert metadata["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS"
@@ -559,7 +466,7 @@ ALL_COLLECTIONS = {"workflow_results", "incidents", "validation_audit", "telemet
 
 def _backup_pod() -> dict[str, Any]:
     return dict(
-        _named("CronJob", "persistence-worker-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        named("CronJob", "persistence-worker-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     )
 
 
@@ -573,7 +480,7 @@ def test_backup_cronjob_runs_the_generated_script_on_the_backup_claim() -> None:
     volumes = {volume["name"]: volume for volume in _backup_pod()["volumes"]}
     assert volumes["scripts"]["configMap"]["name"] == generator["name"]
     claim = volumes["backups"]["persistentVolumeClaim"]["claimName"]
-    assert claim == _one("PersistentVolumeClaim")["metadata"]["name"]
+    assert claim == one("PersistentVolumeClaim")["metadata"]["name"]
     (container,) = _backup_pod()["containers"]
     assert container["command"] == ["/bin/sh", "/scripts/mongodump.sh"]
 

@@ -15,7 +15,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 import worker.ops.metrics
 import worker.telemetry.loop
-from tests.unit.test_alerts import exported_metric_names, metric_names_in, promtool
+from tests.deploy.test_alerts import exported_metric_names, metric_names_in, promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "persistence-worker.json"
