@@ -1,7 +1,7 @@
 """Leases on `telemetry_buffer` documents: claim a batch, then settle it: delivered (a tombstone), released,
 rescheduled or parked.
 
-A claim takes a whole batch in three round trips, whatever the buffer holds:
+A claim takes a whole batch in two round trips (three when contended), whatever the buffer holds:
  1. read the next documents in `due_at` order (`{due_at: {$exists: true}}`, with a limit) from the
     sparse index `due_at`, which holds pending documents only: tombstones and parked documents are
     not in it, so they cost a claim nothing;
@@ -10,7 +10,8 @@ A claim takes a whole batch in three round trips, whatever the buffer holds:
     claim raises, `lease_owner`, `due_at`, `parked`, `state`), by the same document with
     `retry_count` + 1 (so `retry_count` counts delivery attempts), a lease, and `due_at` at the
     lease's end;
- 3. read back the documents the batch's lease owner won.
+ 3. when some replacements did not match (another claimant was first), read back the documents
+    the batch's lease owner won.
 Two claimants that read the same documents split them: each replacement goes to one. Only the
 holder of a lease (`lease_owner`, unique per claiming batch) can settle the document, again by
 replacement; a claimant that dies leaves `due_at` at its lease's end, and the document is due
@@ -178,8 +179,11 @@ class TelemetryBuffer:
         if not documents:
             return []
         expires = now + timedelta(seconds=self._lease_s)
-        claims = [ReplaceOne(_as_read(doc), _leased(doc, owner, expires)) for doc in documents]
-        await converted(self._collection().bulk_write(claims, ordered=False))
+        leased = [_leased(doc, owner, expires) for doc in documents]
+        claims = [ReplaceOne(_as_read(doc), new) for doc, new in zip(documents, leased, strict=True)]
+        written = await converted(self._collection().bulk_write(claims, ordered=False))
+        if written.matched_count == len(claims):  # every compare-and-set held: all won, as written
+            return leased
         ids = [doc["_id"] for doc in documents]
         won = self._collection().find({"_id": {"$in": ids}, "lease_owner": owner})
         by_id = {document["_id"]: document for document in await converted(won.to_list())}
