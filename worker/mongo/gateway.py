@@ -4,50 +4,31 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
 from worker.mongo.collections import Document
 from worker.mongo.errors import converting
+from worker.mongo.uri import client_options
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-def write_concern_options(settings: Settings) -> dict[str, Any]:
-    """`w` and `journal` from the settings, for those the URI does not set itself.
-
-    PyMongo lets keyword arguments override the URI, so the URI's own options are read
-    first (`split_options` on its query string: no DNS lookup, even for mongodb+srv)."""
-    uri = settings.mongodb_uri.get_secret_value()
-    query = urlsplit(uri).query
-    in_uri = split_options(query, validate=False) if "=" in query else {}
-    wanted: dict[str, Any] = {
-        "w": _w_value(settings.mongodb_write_concern),
-        "journal": settings.mongodb_write_concern_journal,
-    }
-    return {name: value for name, value in wanted.items() if name not in in_uri}
-
-
-def _w_value(w: str) -> int | str:
-    return int(w) if w.isdigit() else w
-
-
 def create_client(settings: Settings) -> AsyncMongoClient[Document]:
     """A client that connects lazily; dates come back zone-aware in UTC; writes are durable."""
-    return AsyncMongoClient(
-        settings.mongodb_uri.get_secret_value(),
-        tz_aware=True,
-        serverSelectionTimeoutMS=settings.mongodb_server_selection_timeout_ms,
+    uri = settings.mongodb_uri.get_secret_value()
+    options = client_options(
+        uri,
+        w=settings.mongodb_write_concern,
+        journal=settings.mongodb_write_concern_journal,
         appname=settings.kafka_client_id,
-        **write_concern_options(settings),
+        server_selection_timeout_ms=settings.mongodb_server_selection_timeout_ms,
     )
+    return AsyncMongoClient(uri, **options)
 
 
 class MongoGateway:
