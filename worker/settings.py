@@ -2,15 +2,16 @@
 
 Every field's environment variable is its name upper-cased, and the docstring under it is its
 meaning: docs/configuration.md is generated from them (`python -m tests.docs_gen`).
-`load_settings` is the commands' way in: every mistake (a bad value, a URI PyMongo cannot
-parse, SASL/SSL settings that do not go together, a certificate file that cannot be read)
-becomes one line naming the variable, never echoing a secret; variables that look like
-misspelled settings are found too.
+`load_settings` is the commands' way in: every mistake (a bad value, a Kafka or HTTP address
+the clients cannot parse, a URI PyMongo's client refuses, SASL/SSL settings that do not go
+together, a certificate file that cannot be read) becomes one line naming the variable, never
+echoing a secret; variables that look like misspelled settings are found too.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,14 +20,16 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.mongo.collections import INCIDENTS, TELEMETRY_BUFFER, VALIDATION_AUDIT, WORKFLOW_RESULTS
-from worker.mongo.uri import mongodb_hosts, mongodb_uri_problem
+from worker.mongo.uri import database_name_problem, mongodb_hosts, mongodb_uri_problem
 from worker.ops.redaction import redact_uri, remember_secret, remember_uri_password
 from worker.settings_checks import (
     SASL_FIELDS,
     SECRET_FIELDS,
     SSL_FILE_FIELDS,
     CrossFieldProblems,
+    bootstrap_servers_problem,
     cross_field_problems,
+    host_problem,
     readable_file,
     settings_error_lines,
 )
@@ -49,6 +52,14 @@ DEFAULT_ROUTE_PRIORITY = (RouteName.INCIDENTS, RouteName.RESULTS, RouteName.VALI
 def _route_names(text: str) -> list[str]:
     """A comma-separated list of route names, trimmed and lower-cased, empty items left out."""
     return [part.strip().lower() for part in text.split(",") if part.strip()]
+
+
+def _checked(value: str, problem_of: Callable[[str], str | None]) -> str:
+    """`value` if `problem_of` finds nothing wrong with it, else ValueError saying what."""
+    problem = problem_of(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class SettingsError(Exception):
@@ -299,6 +310,21 @@ class Settings(BaseSettings):
         if problem is not None:
             raise ValueError(f"not a MongoDB connection string: {problem}")
         return value
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        return _checked(value, bootstrap_servers_problem)
+
+    @field_validator("http_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _checked(value, host_problem)
+
+    @field_validator("mongodb_database")
+    @classmethod
+    def _database_name(cls, value: str) -> str:
+        return _checked(value, database_name_problem)
 
     @field_validator(*SASL_FIELDS, *SSL_FILE_FIELDS, mode="before")
     @classmethod

@@ -11,10 +11,18 @@ import orjson
 import pytest
 
 from tests.demo.events import EventFactory
-from tests.integration.harness import prepare_topics, publish, running_worker, settings_for, wait_until
+from tests.integration.harness import (
+    prepare_topics,
+    publish,
+    running_worker,
+    settings_env,
+    settings_for,
+    wait_until,
+)
+from worker.kafka.topics import needed_topics
 from worker.mongo import queries
 from worker.mongo.indexes import EXPECTED_INDEXES
-from worker.settings import RouteName
+from worker.settings import RouteName, Settings
 
 
 def indexes_cli(action: str, mongo_uri: str, database: str) -> subprocess.CompletedProcess[str]:
@@ -130,16 +138,54 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           env={**os.environ, **env}, timeout=60)  # fmt: skip
 
 
+def check_settings(name: str, kafka_bootstrap: str, mongo_uri: str) -> Settings:
+    """A test's own topics (the telemetry delivery topic included) and database, as `check` will look for them."""
+    return settings_for(name=name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, redelivery_enabled=True,
+                        kafka_telemetry_delivery_topic=f"{name}.delivery")  # fmt: skip
+
+
 async def test_check_exits_zero_when_both_servers_answer_and_three_otherwise(
-    kafka_bootstrap: str, mongo_uri: str
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any
 ) -> None:
-    """`check` is a usable exec probe: 0 with both servers up, 3 naming the one that does not answer."""
-    good = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": mongo_uri})
-    assert good.returncode == 0, good.stderr
+    """`check` is a usable exec probe: 0 with both servers up and the topics there, 3 naming the one that does not answer."""
+    settings = check_settings(unique_name, kafka_bootstrap, mongo_uri)
+    await create_topics(*(topic.name for topic in needed_topics(settings)))
+    good = cli("check", env=settings_env(settings))
+    assert good.returncode == 0, good.stdout + good.stderr
     bad_uri = "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300"
-    bad = cli("check", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "MONGODB_URI": bad_uri})
+    bad = cli("check", env={**settings_env(settings), "MONGODB_URI": bad_uri})
     assert bad.returncode == 3
     assert "MongoDB" in bad.stderr and "Kafka" not in bad.stderr
+
+
+async def test_check_names_the_one_missing_topic_and_exits_1(
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any
+) -> None:
+    """With every topic but one dead-letter topic, `check` exits 1 and names that one on a line of its own."""
+    settings = check_settings(unique_name, kafka_bootstrap, mongo_uri)
+    missing = settings.dlq_topic(settings.topic_for(RouteName.INCIDENTS))
+    await create_topics(*(topic.name for topic in needed_topics(settings) if topic.name != missing))
+    result = cli("check", env=settings_env(settings))
+    assert result.returncode == 1, result.stdout + result.stderr
+    absent = [line for line in result.stdout.splitlines() if line.endswith("does not exist")]
+    assert absent == [f"not ok: topic {missing} (dead letters of incidents) does not exist"]
+    assert "not ok: 1 of 9 topics missing" in result.stdout and result.stderr == ""
+
+
+async def test_check_names_the_input_topics_with_fewer_partitions_than_max_replicas(
+    unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any
+) -> None:
+    """With --max-replicas 3, each input topic of 2 partitions is a warning line; dead-letter topics are not compared."""
+    settings = check_settings(unique_name, kafka_bootstrap, mongo_uri)
+    needed = needed_topics(settings)
+    await create_topics(*(topic.name for topic in needed if topic.consumed), partitions=2)
+    await create_topics(*(topic.name for topic in needed if not topic.consumed), partitions=1)
+    result = cli("check", "--max-replicas", "3", env=settings_env(settings))
+    assert result.returncode == 0, result.stdout + result.stderr
+    warned = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("warning: topic")]
+    assert warned == [topic.name for topic in needed if topic.consumed]
+    assert all("2 partitions, fewer than --max-replicas 3" in line for line in result.stdout.splitlines()
+               if line.startswith("warning: topic"))  # fmt: skip
 
 
 async def test_running_worker_serves_readiness_and_metrics(

@@ -115,6 +115,18 @@ def test_check_names_each_unreachable_server_in_one_line() -> None:
     assert "Topology" not in result.stderr
 
 
+def test_check_prints_no_library_line_unless_log_level_is_debug() -> None:
+    """Against refused ports `check` prints its own two lines and nothing of aiokafka's; LOG_LEVEL=DEBUG adds them."""
+    env = {"MONGODB_URI": "mongodb://127.0.0.1:1/", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:2"}
+    quiet = run_cli(("check",), env)
+    assert quiet.returncode == ExitCode.UNREACHABLE
+    assert quiet.stdout == "" and [line[:23] for line in quiet.stderr.splitlines()] == [
+        "not ok: cannot reach Ka", "not ok: cannot reach Mo",
+    ]  # fmt: skip
+    loud = run_cli(("check",), {**env, "LOG_LEVEL": "DEBUG"})
+    assert '"event":"library_log"' in loud.stderr
+
+
 def test_the_topology_dump_is_logged_at_debug_only() -> None:
     """With LOG_LEVEL=DEBUG the driver's full message follows as a `server_failure_detail` log line."""
     env = {"MONGODB_URI": "mongodb://127.0.0.1:1/", "LOG_LEVEL": "DEBUG"}

@@ -198,3 +198,17 @@ def test_a_misspelled_variable_is_reported_once_by_check() -> None:
     assert result.returncode == ExitCode.UNREACHABLE
     [line] = [line for line in result.stderr.splitlines() if "MONGO_URL" in line]
     assert "did you mean MONGODB_URI?" in line
+
+
+@pytest.mark.usefixtures("restore_structlog")
+@pytest.mark.parametrize("servers", ["nonsense::", "host:abc", "[::1", "a:99999"])
+@pytest.mark.parametrize("command", ["config", "check"])
+def test_a_malformed_kafka_address_is_a_usage_error_for_every_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str, servers: str
+) -> None:
+    """A KAFKA_BOOTSTRAP_SERVERS aiokafka cannot parse is exit 2 and one line naming it, from `config` as from `check`."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers)
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert cli.main([command]) == ExitCode.CONFIGURATION
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("configuration error: KAFKA_BOOTSTRAP_SERVERS: ")

@@ -233,3 +233,99 @@ def test_empty_security_variables_mean_unset(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("KAFKA_SASL_USERNAME", " ")
     settings, _ = load_settings()
     assert settings.kafka_ssl_cafile is None and settings.kafka_sasl_username is None
+
+
+MALFORMED_SERVERS = {
+    "colons-only": "nonsense::",
+    "port-not-a-number": "host:abc",
+    "unclosed-bracket": "[::1",
+    "port-out-of-range": "a:99999",
+    "port-zero": "a:0",
+    "trailing-comma": "a:9092,",
+    "no-port": "kafka",
+    "no-host": ":9092",
+    "ipv6-without-brackets": "::1:9092",
+    "not-ipv6-in-brackets": "[kafka]:9092",
+    "space-in-host": "a b:9092",
+    "empty-label": "a..b:9092",
+    "label-too-long": f"{'a' * 64}:9092",
+}
+
+
+@pytest.mark.parametrize("servers", MALFORMED_SERVERS.values(), ids=MALFORMED_SERVERS.keys())
+def test_a_malformed_bootstrap_address_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, servers: str
+) -> None:
+    """An entry of KAFKA_BOOTSTRAP_SERVERS without a host, a port of 1 to 65535 or IPv6 brackets is one line."""
+    lines = load_error(monkeypatch, KAFKA_BOOTSTRAP_SERVERS=servers)
+    assert len(lines) == 1
+    assert lines[0].startswith("configuration error: KAFKA_BOOTSTRAP_SERVERS: ")
+    assert "give host:port[,host:port...]" in lines[0] and lines[0].endswith(f"(got {servers!r})")
+
+
+@pytest.mark.parametrize(
+    "servers", ["k1:9092,k2:9093", " k1:9092 , k2:9093 ", "[::1]:9092", "10.0.0.1:1,kafka_1.svc.:65535"]
+)
+def test_well_formed_bootstrap_addresses_load(monkeypatch: pytest.MonkeyPatch, servers: str) -> None:
+    """host:port lists, spaces around entries, bracketed IPv6, IPv4, underscores and a final dot are accepted."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", servers)
+    settings, _ = load_settings()
+    assert settings.kafka_bootstrap_servers == servers
+
+
+CLIENT_REFUSALS = {
+    "w0-with-journal": ("mongodb://db1/?w=0", "MONGODB_WRITE_CONCERN", "Cannot set w to 0 and j to True"),
+    "scram-without-password": (
+        "mongodb://user@db1/?authMechanism=SCRAM-SHA-256",
+        "MONGODB_URI",
+        "A password is required",
+    ),
+    "x509-with-password": (
+        f"mongodb://admin:{PASSWORD}@db1/?authMechanism=MONGODB-X509",
+        "MONGODB_URI",
+        "Passwords are not supported",
+    ),
+    "primary-with-staleness": (
+        "mongodb://db1/?readPreference=primary&maxStalenessSeconds=120",
+        "MONGODB_URI",
+        "maxStalenessSeconds",
+    ),
+    "unreadable-ca-file": (
+        "mongodb://db1/?tls=true&tlsCAFile=/nonexistent/ca.pem",
+        "MONGODB_URI",
+        "not readable",
+    ),
+    "ca-file-not-a-certificate": (
+        "mongodb://db1/?tls=true&tlsCAFile=/etc/hostname",
+        "MONGODB_URI",
+        "NO_CERTIFICATE",
+    ),
+}
+
+
+@pytest.mark.parametrize(("uri", "variable", "problem"), CLIENT_REFUSALS.values(), ids=CLIENT_REFUSALS.keys())
+def test_a_uri_pymongo_s_client_refuses_is_one_line_at_load_time(
+    monkeypatch: pytest.MonkeyPatch, uri: str, variable: str, problem: str
+) -> None:
+    """What MongoClient itself refuses (options that clash, credentials, TLS files) is refused at load, secret-free."""
+    lines = load_error(monkeypatch, MONGODB_URI=uri)
+    assert len(lines) == 1 and lines[0].startswith(f"configuration error: {variable}: ")
+    assert problem in lines[0] and PASSWORD not in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("MONGODB_WRITE_CONCERN", "0", "Cannot set w to 0 and j to True"),
+        ("KAFKA_CLIENT_ID", "x" * 129, "appname must be <= 128 bytes"),
+        ("MONGODB_DATABASE", "audit db", "cannot contain the character ' '"),
+        ("HTTP_HOST", "a..b", "'a..b' is not a host name"),
+    ],
+)
+def test_a_value_the_clients_would_refuse_later_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, problem: str
+) -> None:
+    """A write concern, client id, database name or bind address the clients refuse is one line naming it."""
+    lines = load_error(monkeypatch, **{variable: value})
+    assert len(lines) == 1 and lines[0].startswith(f"configuration error: {variable}: ")
+    assert problem in lines[0]

@@ -1,39 +1,154 @@
-"""`persistence-worker check`: an exec probe; exit 0 when MongoDB and Kafka both answer, 3 if not."""
+"""`persistence-worker check`: the operator's pre-flight, and the container's exec probe.
+
+Kafka: the cluster answers and has every topic the worker needs (it creates none); with
+--max-replicas N, the input topics with fewer partitions than N. MongoDB: it answers, the
+collections' indexes, the write concern in force. One line per finding, `ok:`, `warning:` or
+`not ok:`; exit 0 if nothing is not ok, 1 if a topic is missing or an index conflicts, 3 if a
+server does not answer. Both servers are asked at once, each for at most SERVER_TIMEOUT_S.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 
 from worker.commands.exit_codes import ExitCode
 from worker.errors import WorkerError
-from worker.kafka.failures import probe_kafka
+from worker.kafka.failures import KafkaRefused, KafkaUnavailable
+from worker.kafka.probe import cluster_topics
+from worker.kafka.topics import TopicFinding, compare_topics, needed_topics
 from worker.mongo.diagnose import mongodb_failure
-from worker.mongo.gateway import open_gateway
+from worker.mongo.gateway import MongoGateway, open_gateway
+from worker.mongo.indexes import CollectionIndexReport, expected_indexes, inspect_collection, ttl_only_differs
+from worker.mongo.write_concern import WriteConcern, write_concern_in_force
+from worker.ops.library_logs import mute_library_logs
 from worker.ops.messages import ServerFailure, report_failure
+from worker.ops.redaction import scrub
 from worker.settings import Settings
 from worker.settings_typos import UnknownVariable
 
+SERVER_TIMEOUT_S = 1.5
+"""The bound on each server's questions, connecting included; both servers are asked at once."""
+MONGODB_SELECTION_TIMEOUT_S = 1.0
+"""MongoDB's server-selection and connect timeouts: below SERVER_TIMEOUT_S, so that a refused
+connection is told as PyMongo saw it ("connection refused"), not as a bare timeout."""
+CREATE_TOPICS = "the worker creates none: create them before `run`"
+INDEXES_AT_START_UP = "`run` sees to them at start-up (`persistence-worker indexes ensure` now)"
+OK, WARNING, NOT_OK = "ok", "warning", "not ok"
+Line = tuple[str, str]
+"""(OK, WARNING or NOT_OK, what was found)."""
 
-async def check_mongodb(settings: Settings) -> ServerFailure | None:
-    """None when MongoDB answers a ping, else why not."""
-    async with open_gateway(settings) as gateway:
-        try:
-            await gateway.connect()
-        except WorkerError as exc:
-            return mongodb_failure(exc, settings)
-    return None
+
+@dataclass(frozen=True, slots=True)
+class MongoFindings:
+    indexes: list[CollectionIndexReport]
+    write_concern: WriteConcern
 
 
-async def check_command(settings: Settings, unknown: list[UnknownVariable]) -> int:
-    """Both servers probed at once; misspelled-looking variables reported as warnings."""
+async def check_command(settings: Settings, unknown: list[UnknownVariable], max_replicas: int | None) -> int:
+    """Ask both servers, print one line per finding; 0, 1 (a finding not ok) or 3 (no answer)."""
     for variable in unknown:
         print(f"warning: {variable.describe()}", file=sys.stderr)
-    probes = await asyncio.gather(check_mongodb(settings), probe_kafka(settings))
-    failures = [failure for failure in probes if failure is not None]
+    if settings.log_level != "DEBUG":
+        mute_library_logs()  # aiokafka's "Unable connect" would repeat our own line
+    kafka, mongodb = await asyncio.gather(inspect_kafka(settings), inspect_mongodb(settings))
+    lines = [] if isinstance(kafka, ServerFailure) else kafka_lines(kafka, settings, max_replicas)
+    lines += [] if isinstance(mongodb, ServerFailure) else mongodb_lines(mongodb, settings)
+    for status, text in lines:
+        print(f"{status}: {text}")
+    failures = [found for found in (kafka, mongodb) if isinstance(found, ServerFailure)]
     for failure in failures:
-        report_failure(failure, prefix="not ok")
+        report_failure(failure, prefix=NOT_OK)
     if failures:
         return ExitCode.UNREACHABLE
-    print(f"ok: MongoDB at {settings.mongodb_hosts()} and Kafka at {settings.kafka_bootstrap_servers} answer")
-    return ExitCode.OK
+    return ExitCode.PROBLEM if any(status == NOT_OK for status, _ in lines) else ExitCode.OK
+
+
+async def inspect_kafka(settings: Settings) -> list[TopicFinding] | ServerFailure:
+    """Each topic the worker needs, as the cluster has it; or why the cluster did not answer."""
+    try:
+        cluster = await cluster_topics(settings, timeout_s=SERVER_TIMEOUT_S)
+    except (KafkaUnavailable, KafkaRefused) as exc:
+        return exc.failure
+    return compare_topics(needed_topics(settings), cluster)
+
+
+async def inspect_mongodb(settings: Settings) -> MongoFindings | ServerFailure:
+    """The indexes and the write concern; or why MongoDB did not answer."""
+    async with open_gateway(settings, timeout_ms=int(MONGODB_SELECTION_TIMEOUT_S * 1000)) as gateway:
+        try:
+            async with asyncio.timeout(SERVER_TIMEOUT_S):
+                return await _mongodb_findings(gateway, settings)
+        except WorkerError as exc:
+            return mongodb_failure(exc, settings)
+        except TimeoutError as exc:
+            return mongodb_failure(exc, settings, timeout_s=SERVER_TIMEOUT_S)
+
+
+async def _mongodb_findings(gateway: MongoGateway, settings: Settings) -> MongoFindings:
+    database = await gateway.connect()
+    expected = expected_indexes(settings).items()
+    indexes = [await inspect_collection(database, name, specs) for name, specs in expected]
+    return MongoFindings(indexes, await write_concern_in_force(gateway, settings))
+
+
+def kafka_lines(findings: list[TopicFinding], settings: Settings, max_replicas: int | None) -> list[Line]:
+    """The cluster answers; a line per needed topic; how many are missing, if any."""
+    answers = (OK, f"Kafka at {scrub(settings.kafka_bootstrap_servers)} answers")
+    lines = [answers, *(topic_line(finding, max_replicas) for finding in findings)]
+    missing = sum(finding.partitions is None for finding in findings)
+    if missing:
+        lines.append((NOT_OK, f"{missing} of {len(findings)} topics missing; {CREATE_TOPICS}"))
+    return lines
+
+
+def topic_line(finding: TopicFinding, max_replicas: int | None) -> Line:
+    """Not ok when missing; a warning when an input topic has fewer partitions than `max_replicas`."""
+    topic = f"topic {finding.topic.name} ({finding.topic.role})"
+    if finding.partitions is None:
+        return NOT_OK, f"{topic} does not exist"
+    count = f"{finding.partitions} partition{'' if finding.partitions == 1 else 's'}"
+    if finding.fewer_partitions_than(max_replicas):
+        beyond = f"replicas beyond {finding.partitions} read none of it"
+        return WARNING, f"{topic}: {count}, fewer than --max-replicas {max_replicas}: {beyond}"
+    return OK, f"{topic}: {count}"
+
+
+def mongodb_lines(findings: MongoFindings, settings: Settings) -> list[Line]:
+    """MongoDB answers; the indexes of each collection; the write concern."""
+    lines = [(OK, f"MongoDB at {settings.mongodb_hosts()} answers")]
+    for report in findings.indexes:
+        lines += index_lines(report)
+    return [*lines, write_concern_line(findings.write_concern)]
+
+
+def index_lines(report: CollectionIndexReport) -> list[Line]:
+    """A line per conflict `ensure` leaves to an operator; one for what `run` creates or updates itself."""
+    where = f"indexes of {report.collection}"
+    expected = len(report.present) + len(report.missing) + len(report.conflicts)
+    lines = [
+        (
+            NOT_OK,
+            f"{where}: expected {wanted.describe()}, found {found.describe()}; drop or change it by hand",
+        )
+        for wanted, found in report.conflicts
+        if not ttl_only_differs(wanted, found)
+    ]
+    other_ttl = sum(ttl_only_differs(*pair) for pair in report.conflicts)
+    pending = [f"{len(report.missing)} of {expected} missing"] if report.missing else []
+    pending += [f"{other_ttl} with another TTL"] if other_ttl else []
+    if pending:
+        lines.append((WARNING, f"{where}: {', '.join(pending)}; {INDEXES_AT_START_UP}"))
+    return lines or [(OK, f"{where}: {expected} of {expected} as expected")]
+
+
+def write_concern_line(concern: WriteConcern) -> Line:
+    """The write concern in force; a warning when it waits for fewer than a majority of the members."""
+    text = f"write concern {concern.describe()}"
+    if not concern.below_majority:
+        return OK, text
+    if concern.members is None:
+        return WARNING, f"{text}: a number, and a mongos does not say how many a majority is; use w=majority"
+    why = "a failover can lose writes already acknowledged (and their offsets committed); use w=majority"
+    return WARNING, f"{text}: fewer than a majority of the {concern.members} members the server lists: {why}"

@@ -68,10 +68,10 @@ def dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(dlq_replay_command(settings, options))
 
 
-def check(settings: Settings, _args: argparse.Namespace) -> int:
+def check(settings: Settings, args: argparse.Namespace) -> int:
     from worker.commands.check import check_command
 
-    return asyncio.run(check_command(settings, unknown_variables()))
+    return asyncio.run(check_command(settings, unknown_variables(), args.max_replicas))
 
 
 def config(settings: Settings, _args: argparse.Namespace) -> int:

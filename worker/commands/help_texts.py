@@ -31,8 +31,11 @@ without touching them. Idempotent: safe to run at every deployment. Exit 0 when 
 index is as expected afterwards, 1 on a conflict."""
 
 CHECK = """\
-Ping MongoDB and describe the Kafka cluster; exit 0 if both answer, 3 if not (a Kubernetes
-exec probe). Variables that look like misspelled settings are reported as warnings."""
+The pre-flight (and the container's exec probe): Kafka answers and has every topic the worker
+reads or writes (it creates none); MongoDB answers, its indexes, the write concern in force.
+One line per finding (ok, warning, not ok); exit 0 if none is not ok, 1 if a topic is missing
+or an index conflicts, 3 if a server does not answer within 1.5 s. Variables that look like
+misspelled settings are reported as warnings."""
 
 CONFIG = """\
 Print every setting's value (secrets hidden) and whether it came from the environment or

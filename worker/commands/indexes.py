@@ -9,10 +9,10 @@ from worker.mongo.gateway import open_gateway
 from worker.mongo.indexes import (
     CollectionIndexReport,
     IndexSpec,
-    _ttl_only_differs,  # the rule `ensure` applies; shown, not re-stated
     ensure_indexes,
     expected_indexes,
     inspect_collection,
+    ttl_only_differs,
 )
 from worker.ops.messages import report_failure
 from worker.settings import Settings
@@ -52,6 +52,6 @@ def report_lines(report: CollectionIndexReport) -> list[tuple[str, str]]:
 
 def _conflict_line(wanted: IndexSpec, found: IndexSpec) -> tuple[str, str]:
     difference = f"expected {wanted.describe()}, found {found.describe()}"
-    if _ttl_only_differs(wanted, found):  # only after `check`: `ensure` has set it already
+    if ttl_only_differs(wanted, found):  # only after `check`: `ensure` has set it already
         return "would update TTL", difference
     return "CONFLICT", f"{difference} (drop or modify it by hand; never dropped here)"

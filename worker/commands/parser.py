@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     command(commands, "run", "consume events and write MongoDB (the service)", help_texts.RUN, handlers.run)
     _add_indexes(commands)
-    command(commands, "check", "exit 0 if MongoDB and Kafka answer, 3 if not (an exec probe)",
-            help_texts.CHECK, handlers.check)  # fmt: skip
+    check = command(commands, "check", "pre-flight: servers, topics, indexes, write concern (exit 0, 1, 3)",
+                    help_texts.CHECK, handlers.check)  # fmt: skip
+    check.add_argument("--max-replicas", type=count(1), metavar="N",
+                       help="KEDA's maxReplicaCount: name input topics with fewer partitions")  # fmt: skip
     command(commands, "config", "print the effective settings and where each came from",
             help_texts.CONFIG, handlers.config)  # fmt: skip
     _add_queries(commands)

@@ -15,8 +15,8 @@ KAFKA_SECURITY_PROTOCOL's SSL context and SASL credentials. Beyond those:
                                       request_timeout_ms a quarter of REDELIVERY_LEASE_S, so every
                                       send's outcome is known before its claim can lapse
         DEMO                          linger 10 ms (tests/demo)
-    create_admin                    topics and the cluster's description (`check`, the demo)
-    create_metadata_client          the reachability probe's bare client (metadata requests only)
+    create_admin                    topics (the demo creates them)
+    create_metadata_client          the probes' bare client (metadata requests only: `run`, `check`)
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Kafka as the commands see it: a probe of the cluster, and aiokafka errors in a few words."""
+"""Kafka as the commands see it: aiokafka errors in a few words, for an operator."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from aiokafka.errors import (
 )
 
 from worker.errors import OperationRefused, TransientError, WorkerError
-from worker.kafka.clients import create_admin
 from worker.ops.messages import ServerFailure
 from worker.ops.redaction import scrub
 from worker.settings import Settings
@@ -58,19 +56,6 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
     except KafkaError as exc:
         failure = kafka_failure(exc, settings)
         raise (KafkaRefused if failure.refused else KafkaUnavailable)(failure) from exc
-
-
-async def probe_kafka(settings: Settings, timeout_s: float = 10) -> ServerFailure | None:
-    """None when the brokers answer a cluster description, else why not."""
-    admin = create_admin(settings, request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout=timeout_s)
-        await asyncio.wait_for(admin.describe_cluster(), timeout=timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
-        return kafka_failure(exc, settings, timeout_s=timeout_s)
-    finally:
-        await admin.close()
-    return None
 
 
 def kafka_failure(

@@ -1,18 +1,42 @@
-"""A light Kafka client whose only job is to ask the cluster for its metadata (is it reachable?).
+"""A light Kafka client whose only job is to ask the cluster for its metadata: is it reachable
+(`KafkaProbe`, for `run`), which topics does it have (`cluster_topics`, for `check`)?
 
 The consumer and producer retry on their own and say nothing we can read; this separate
 client's metadata request answers "does the cluster answer now" through the same advertised
-broker addresses they use. aiokafka errors end here, as TransientError.
+broker addresses they use. aiokafka errors end here, as TransientError (or KafkaUnavailable,
+KafkaRefused with the operator's message).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 from worker.errors import TransientError
 from worker.kafka.clients import create_metadata_client
+from worker.kafka.failures import KafkaRefused, KafkaUnavailable, kafka_failure
 from worker.settings import Settings
+
+
+async def cluster_topics(settings: Settings, *, timeout_s: float) -> dict[str, int]:
+    """Every topic the cluster lists, with its partition count, within `timeout_s`.
+
+    One metadata request for all topics: naming the wanted ones instead could make a broker
+    with auto.create.topics.enable create them. KafkaUnavailable or KafkaRefused if no answer.
+    """
+    client = create_metadata_client(settings, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()
+            cluster = await client.fetch_all_metadata()
+    except (KafkaError, OSError, TimeoutError) as exc:
+        failure = kafka_failure(exc, settings, timeout_s=timeout_s)
+        raise (KafkaRefused if failure.refused else KafkaUnavailable)(failure) from exc
+    finally:
+        await client.close()
+    return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
 
 
 class KafkaProbe:

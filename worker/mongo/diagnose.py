@@ -22,10 +22,16 @@ _NETWORK_REASONS = (
 )
 
 
-def mongodb_failure(error: BaseException, settings: Settings) -> ServerFailure:
-    """The operator's view of `error` (ours, raised `from` a PyMongo one, or PyMongo's itself)."""
+def mongodb_failure(
+    error: BaseException, settings: Settings, *, timeout_s: float | None = None
+) -> ServerFailure:
+    """The operator's view of `error` (ours, raised `from` a PyMongo one, or PyMongo's itself, or
+    the TimeoutError of a wait bounded by `timeout_s`)."""
     cause = error.__cause__ if isinstance(error.__cause__, PyMongoError) else error
-    reason, refused, variable = _classify(cause, settings)
+    if isinstance(cause, TimeoutError) and timeout_s is not None:
+        reason, refused, variable = f"no answer within {timeout_s:g} s", False, "MONGODB_URI"
+    else:
+        reason, refused, variable = _classify(cause, settings)
     return ServerFailure(
         server="MongoDB",
         where=settings.mongodb_hosts(),

@@ -5,49 +5,36 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.uri_parser import split_options
 
 from worker.errors import TransientError
 from worker.mongo.collections import Document
 from worker.mongo.errors import converting
+from worker.mongo.uri import client_options
 from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-def write_concern_options(settings: Settings) -> dict[str, Any]:
-    """`w` and `journal` from the settings, for those the URI does not set itself.
+def create_client(settings: Settings, *, timeout_ms: int | None = None) -> AsyncMongoClient[Document]:
+    """A client that connects lazily; dates come back zone-aware in UTC; writes are durable.
 
-    PyMongo lets keyword arguments override the URI, so the URI's own options are read
-    first (`split_options` on its query string: no DNS lookup, even for mongodb+srv)."""
+    `timeout_ms` caps the server selection and connection timeouts (`check` answers in time)."""
     uri = settings.mongodb_uri.get_secret_value()
-    query = urlsplit(uri).query
-    in_uri = split_options(query, validate=False) if "=" in query else {}
-    wanted: dict[str, Any] = {
-        "w": _w_value(settings.mongodb_write_concern),
-        "journal": settings.mongodb_write_concern_journal,
-    }
-    return {name: value for name, value in wanted.items() if name not in in_uri}
-
-
-def _w_value(w: str) -> int | str:
-    return int(w) if w.isdigit() else w
-
-
-def create_client(settings: Settings) -> AsyncMongoClient[Document]:
-    """A client that connects lazily; dates come back zone-aware in UTC; writes are durable."""
-    return AsyncMongoClient(
-        settings.mongodb_uri.get_secret_value(),
-        tz_aware=True,
-        serverSelectionTimeoutMS=settings.mongodb_server_selection_timeout_ms,
+    options = client_options(
+        uri,
+        w=settings.mongodb_write_concern,
+        journal=settings.mongodb_write_concern_journal,
         appname=settings.kafka_client_id,
-        **write_concern_options(settings),
+        server_selection_timeout_ms=settings.mongodb_server_selection_timeout_ms,
     )
+    if timeout_ms is not None:
+        selection_ms = min(timeout_ms, settings.mongodb_server_selection_timeout_ms)
+        options |= {"serverSelectionTimeoutMS": selection_ms, "connectTimeoutMS": timeout_ms}
+    return AsyncMongoClient(uri, **options)
 
 
 class MongoGateway:
@@ -69,6 +56,15 @@ class MongoGateway:
         self._database = self._client[self._database_name]
         return self._database
 
+    def write_concern(self) -> dict[str, Any]:
+        """The write concern of every write: MONGODB_URI's `w` and `journal`, else the settings'."""
+        return dict(self._client.write_concern.document)
+
+    async def hello(self) -> dict[str, Any]:
+        """The server's `hello` answer (its replica set and members); TransientError/PermanentError."""
+        with converting():
+            return dict(await self._client.admin.command("hello"))
+
     def database(self) -> AsyncDatabase[Document]:
         """The database, or TransientError with the guide's `mongodb_client_not_initialized` log."""
         if self._database is None:
@@ -80,15 +76,17 @@ class MongoGateway:
         await self._client.close()
 
 
-def gateway_for(settings: Settings) -> MongoGateway:
+def gateway_for(settings: Settings, *, timeout_ms: int | None = None) -> MongoGateway:
     """The one way to build a gateway from the settings (not yet connected; close it when done)."""
-    return MongoGateway(client=create_client(settings), database_name=settings.mongodb_database)
+    client = create_client(settings, timeout_ms=timeout_ms)
+    return MongoGateway(client=client, database_name=settings.mongodb_database)
 
 
 @asynccontextmanager
-async def open_gateway(settings: Settings) -> AsyncIterator[MongoGateway]:
-    """A gateway for the duration of a `with` block, closed on the way out (not yet connected)."""
-    gateway = gateway_for(settings)
+async def open_gateway(settings: Settings, *, timeout_ms: int | None = None) -> AsyncIterator[MongoGateway]:
+    """A gateway for the duration of a `with` block, closed on the way out (not yet connected);
+    `timeout_ms` as `create_client` takes it."""
+    gateway = gateway_for(settings, timeout_ms=timeout_ms)
     try:
         yield gateway
     finally:

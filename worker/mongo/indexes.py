@@ -181,7 +181,7 @@ async def ensure_indexes(
             report.created.append(spec)
         report.missing.clear()
         for wanted, found in list(report.conflicts):
-            if _ttl_only_differs(wanted, found):
+            if ttl_only_differs(wanted, found):
                 await _set_ttl(database, collection, wanted)
                 report.conflicts.remove((wanted, found))
                 report.updated.append(wanted)
@@ -199,7 +199,7 @@ async def ensure_indexes(
     return reports
 
 
-def _ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
+def ttl_only_differs(wanted: IndexSpec, found: IndexSpec) -> bool:
     """A TTL to set or change (collMod can); removing a TTL is left to an operator."""
     same_otherwise = wanted.keys == found.keys and wanted.unique == found.unique
     return same_otherwise and wanted.expire_after_seconds is not None

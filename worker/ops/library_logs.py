@@ -86,3 +86,8 @@ def route_library_logs(*, interval_s: float) -> LibraryLogHandler:
     root.addHandler(handler)
     root.setLevel(LIBRARY_LEVEL)
     return handler
+
+
+def mute_library_logs() -> None:
+    """No library line at all, for a one-shot command that says what failed itself (`check`)."""
+    logging.getLogger().setLevel(logging.CRITICAL + 1)

@@ -1,9 +1,10 @@
 """One batch of redelivery: claim documents, send them, wait for the acks together, settle.
 
 The one implementation behind the redelivery loop (claims of the due documents, earliest due
-first) and `replay` (claims of chosen `_id`s). Claims are taken by the batch (worker.telemetry.buffer:
-two round trips a claim round, three when contended); a batch makes at most MAX_CLAIM_ROUNDS rounds, more than one
-only when another claimant won some of what a round read. A batch is settled before its leases
+first) and `replay` (claims of chosen `_id`s). Claims are taken by the batch
+(worker.telemetry.buffer: two round trips a claim round, three when contended); a batch makes at
+most MAX_CLAIM_ROUNDS rounds, more than one only when another claimant won some of what a round
+read. A batch is settled before its leases
 lapse: claiming stops after CLAIM_SHARE_OF_LEASE of the lease, acknowledgements are awaited until
 ACK_SHARE_OF_LEASE of it. MongoDB failures end the batch with `error` ("claim: ..." or
 "settle: ..."); what was claimed before a failed claim is still sent and settled.
