@@ -33,6 +33,7 @@ from tests.standins import (
     LocalSecantus,
     StandInError,
     find_nx27017,
+    find_secantusd,
     find_tansu,
     free_port,
 )
@@ -296,18 +297,26 @@ class _MongoContainer:
             client.close()
 
 
+CONTROLLABLE_ENV = "CONTROLLABLE_MONGO"
+
+
 @pytest.fixture
-def controllable_mongo(tmp_path: Path) -> Iterator[ControllableMongo]:
-    """A dedicated durable MongoDB (container or nx-27017 with a db file) for outage tests."""
+def controllable_mongo(tmp_path: Path, mongo_server: str) -> Iterator[ControllableMongo]:
+    """A dedicated durable MongoDB for outage tests: a container when Docker answers, else a stand-in with its
+    data on disk: nx-27017, or SecantusDB for a `both_mongo` test's secantusdb run or with CONTROLLABLE_MONGO=secantusdb."""
     if docker_answers():
         with _MongoContainer() as container:
             yield container
         return
+    chosen = os.environ.get(CONTROLLABLE_ENV) or (mongo_server if mongo_server in MONGO_STANDINS else NX27017)
+    if chosen not in MONGO_STANDINS:
+        raise pytest.UsageError(f"{CONTROLLABLE_ENV}={chosen!r}: expected one of {', '.join(MONGO_STANDINS)}")
+    server_class, find = (LocalSecantus, find_secantusd) if chosen == SECANTUS else (LocalMongo, find_nx27017)
     try:
-        find_nx27017()
+        find()
     except StandInError as exc:
         pytest.skip(f"no controllable MongoDB: no Docker engine answers and {exc}")
-    with LocalMongo(db_path=tmp_path / "mongo.db", log_dir=tmp_path) as mongo:
+    with server_class(db_path=tmp_path / f"{chosen}.db", log_dir=tmp_path) as mongo:
         yield mongo
 
 

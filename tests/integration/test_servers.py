@@ -91,6 +91,7 @@ async def test_mongo_unique_index_refuses_a_duplicate(mongo_db: AsyncDatabase[Do
     assert raised.value.code == 11000
 
 
+@pytest.mark.both_mongo
 async def test_controllable_mongo_keeps_data_across_an_outage(
     controllable_mongo: Any, unique_name: str
 ) -> None:
