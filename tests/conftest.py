@@ -2,10 +2,13 @@
 
 Each server is chosen in this order: the one named by KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI;
 else a testcontainers container when a Docker engine answers; else a local stand-in from
-`tests.standins`. `server_kind` says which. A test marked
-`standin_deviation(server="kafka" | "mongo", raises=Exc, reason=...)` is written to the real
-server's behaviour; only when THAT server is a stand-in is it a strict xfail expecting `Exc`,
-so a failure of another kind (the product stored nothing) still fails the run.
+`tests.standins` (tansu, nx-27017). `server_kind` says which. When MongoDB is a stand-in, a test
+marked `both_mongo` runs twice, on nx-27017 and on SecantusDB (`mongo_server`, ids `nx-27017` /
+`secantusdb`): `mongo_uri`, `mongo_client` and `mongo_db` then name the chosen server. A test
+marked `standin_deviation(server="nx-27017" | "secantusdb" | "tansu", raises=Exc, reason=...)`
+is written to the real server's behaviour; only when it runs against THAT implementation is it
+a strict xfail expecting `Exc`, so a failure of another kind (the product stored nothing) still
+fails the run.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,6 +33,7 @@ from tests.standins import (
     LocalSecantus,
     StandInError,
     find_nx27017,
+    find_secantusd,
     find_tansu,
     free_port,
 )
@@ -90,27 +94,56 @@ def current_kinds() -> ServerKinds:
     return ServerKinds(kafka=_kind(KAFKA_ENV), mongo=_kind(MONGO_ENV))
 
 
-SERVERS = ("kafka", "mongo")
+TANSU, NX27017, SECANTUS = "tansu", "nx-27017", "secantusdb"
+STANDINS = (TANSU, NX27017, SECANTUS)
+MONGO_STANDINS = (NX27017, SECANTUS)
+REAL_KAFKA, REAL_MONGO = "kafka", "mongod"
 
 
-def deviation_xfail(item: pytest.Item, kinds: ServerKinds) -> pytest.MarkDecorator | None:
-    """The strict xfail a `standin_deviation` marker stands for here; None when not marked or not a stand-in.
+def session_implementations(kinds: ServerKinds) -> tuple[str, str]:
+    """The Kafka and MongoDB implementations behind the session's servers: a stand-in's name, else the real one's."""
+    return (
+        TANSU if kinds.kafka == "standin" else REAL_KAFKA,
+        NX27017 if kinds.mongo == "standin" else REAL_MONGO,
+    )
 
-    Raises pytest.UsageError (an error at collection) for a marker without a known `server`,
+
+def item_implementations(item: pytest.Item, kinds: ServerKinds) -> frozenset[str]:
+    """Every server implementation a collected test talks to: the session's Kafka, its MongoDB (the one
+    `mongo_server` chose for a `both_mongo` test), and SecantusDB when it asks for `mongod_like_uri`."""
+    kafka, mongo = session_implementations(kinds)
+    callspec = getattr(item, "callspec", None)
+    chosen = callspec.params.get("mongo_server", mongo) if callspec is not None else mongo
+    found = {kafka, chosen}
+    if kinds.mongo == "standin" and "mongod_like_uri" in getattr(item, "fixturenames", ()):
+        found.add(SECANTUS)
+    return frozenset(found)
+
+
+def deviation_xfail(item: pytest.Item, implementations: Collection[str]) -> pytest.MarkDecorator | None:
+    """The strict xfail the `standin_deviation` markers stand for on a test that runs against `implementations`;
+    None when none is marked for one of them.
+
+    Raises pytest.UsageError (an error at collection) for a marker without a known stand-in as `server`,
     an exception type as `raises`, or a `reason`.
     """
-    marker = item.get_closest_marker("standin_deviation")
-    if marker is None:
+    applying: list[tuple[str, Any, str]] = []
+    for marker in item.iter_markers("standin_deviation"):
+        server, raises, reason = (marker.kwargs.get(key) for key in ("server", "raises", "reason"))
+        if server not in STANDINS or not _exception_types(raises) or not reason or marker.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: standin_deviation needs keywords server={' or '.join(map(repr, STANDINS))}, "
+                f"raises=<exception type> and reason=<how the stand-in deviates>; got {marker.kwargs}"
+            )
+        if server in implementations:
+            applying.append((server, raises, reason))
+    if not applying:
         return None
-    server, raises, reason = (marker.kwargs.get(key) for key in ("server", "raises", "reason"))
-    if server not in SERVERS or not _exception_types(raises) or not reason or marker.args:
-        raise pytest.UsageError(
-            f"{item.nodeid}: standin_deviation needs keywords server={' or '.join(map(repr, SERVERS))}, "
-            f"raises=<exception type> and reason=<how the stand-in deviates>; got {marker.kwargs}"
-        )
-    if getattr(kinds, server) != "standin":
-        return None
-    return pytest.mark.xfail(strict=True, raises=raises, reason=f"{server} stand-in deviation: {reason}")
+    raised: tuple[type[BaseException], ...] = ()
+    for _, raises, _ in applying:
+        raised += raises if isinstance(raises, tuple) else (raises,)
+    reasons = "; ".join(f"{server} deviates: {reason}" for server, _, reason in applying)
+    return pytest.mark.xfail(strict=True, raises=raised[0] if len(raised) == 1 else raised, reason=reasons)
 
 
 def _exception_types(raises: object) -> bool:
@@ -118,10 +151,23 @@ def _exception_types(raises: object) -> bool:
     return bool(types) and all(isinstance(t, type) and issubclass(t, BaseException) for t in types)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A `both_mongo` test runs once per MongoDB stand-in (ids nx-27017, secantusdb) when MongoDB is a
+    stand-in; against a real server (MONGODB_URI or a container) once, on it."""
+    if metafunc.definition.get_closest_marker("both_mongo") is None:
+        return
+    if "mongo_server" not in metafunc.fixturenames:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid}: both_mongo needs mongo_uri, mongo_client or mongo_db"
+        )
+    if current_kinds().mongo == "standin":
+        metafunc.parametrize("mongo_server", MONGO_STANDINS, indirect=True, ids=MONGO_STANDINS)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Turn each `standin_deviation` into a strict xfail when its server is a stand-in."""
+    """Turn each `standin_deviation` into a strict xfail where the test runs against its stand-in."""
     for item in items:
-        xfail = deviation_xfail(item, current_kinds())
+        xfail = deviation_xfail(item, item_implementations(item, current_kinds()))
         if xfail is not None:
             item.add_marker(xfail)
 
@@ -177,8 +223,8 @@ def kafka_bootstrap(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
-def mongo_uri(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Connection URI of a MongoDB-protocol server for the whole session."""
+def session_mongo_uri(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Connection URI of the session's MongoDB-protocol server (MONGODB_URI, a container or nx-27017)."""
     if server_kind.mongo == "env":
         yield os.environ[MONGO_ENV]
     elif server_kind.mongo == "container":
@@ -192,14 +238,34 @@ def mongo_uri(server_kind: ServerKinds, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="session")
-def mongod_like_uri(server_kind: ServerKinds, mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A MongoDB-protocol server whose query planner and `explain` are mongod's: the session's server when it
-    is a real one (MONGODB_URI or a container), else SecantusDB (WiredTiger, real explain)."""
-    if server_kind.mongo != "standin":
-        yield mongo_uri
-        return
+def secantus_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SecantusDB for the session, started the first time a test asks for it."""
     with LocalSecantus(log_dir=tmp_path_factory.mktemp("secantus")) as secantus:
         yield secantus.uri
+
+
+@pytest.fixture
+def mongo_server(request: pytest.FixtureRequest, server_kind: ServerKinds) -> str:
+    """The MongoDB implementation this test runs on: the `both_mongo` parameter, else the session's."""
+    chosen: str = getattr(request, "param", session_implementations(server_kind)[1])
+    return chosen
+
+
+@pytest.fixture
+def mongo_uri(mongo_server: str, request: pytest.FixtureRequest) -> str:
+    """Connection URI of the MongoDB-protocol server this test runs on (see `mongo_server`)."""
+    uri: str = request.getfixturevalue("secantus_uri" if mongo_server == SECANTUS else "session_mongo_uri")
+    return uri
+
+
+@pytest.fixture(scope="session")
+def mongod_like_uri(server_kind: ServerKinds, request: pytest.FixtureRequest) -> str:
+    """A MongoDB-protocol server whose query planner and `explain` are mongod's: the session's server when it
+    is a real one (MONGODB_URI or a container), else SecantusDB (WiredTiger, real explain)."""
+    uri: str = request.getfixturevalue(
+        "session_mongo_uri" if server_kind.mongo != "standin" else "secantus_uri"
+    )
+    return uri
 
 
 class _MongoContainer:
@@ -231,18 +297,26 @@ class _MongoContainer:
             client.close()
 
 
+CONTROLLABLE_ENV = "CONTROLLABLE_MONGO"
+
+
 @pytest.fixture
-def controllable_mongo(tmp_path: Path) -> Iterator[ControllableMongo]:
-    """A dedicated durable MongoDB (container or nx-27017 with a db file) for outage tests."""
+def controllable_mongo(tmp_path: Path, mongo_server: str) -> Iterator[ControllableMongo]:
+    """A dedicated durable MongoDB for outage tests: a container when Docker answers, else a stand-in with its
+    data on disk: nx-27017, or SecantusDB for a `both_mongo` test's secantusdb run or with CONTROLLABLE_MONGO=secantusdb."""
     if docker_answers():
         with _MongoContainer() as container:
             yield container
         return
+    chosen = os.environ.get(CONTROLLABLE_ENV) or (mongo_server if mongo_server in MONGO_STANDINS else NX27017)
+    if chosen not in MONGO_STANDINS:
+        raise pytest.UsageError(f"{CONTROLLABLE_ENV}={chosen!r}: expected one of {', '.join(MONGO_STANDINS)}")
+    server_class, find = (LocalSecantus, find_secantusd) if chosen == SECANTUS else (LocalMongo, find_nx27017)
     try:
-        find_nx27017()
+        find()
     except StandInError as exc:
         pytest.skip(f"no controllable MongoDB: no Docker engine answers and {exc}")
-    with LocalMongo(db_path=tmp_path / "mongo.db", log_dir=tmp_path) as mongo:
+    with server_class(db_path=tmp_path / f"{chosen}.db", log_dir=tmp_path) as mongo:
         yield mongo
 
 
@@ -295,13 +369,24 @@ async def create_topics(kafka_bootstrap: str) -> AsyncIterator[CreateTopics]:
 
 
 @pytest.fixture(scope="session")
-async def mongo_client(mongo_uri: str) -> AsyncIterator[AsyncMongoClient[Document]]:
+async def _mongo_clients() -> AsyncIterator[dict[str, AsyncMongoClient[Document]]]:
+    """One async client per server URI, shared by the session and closed at its end."""
+    clients: dict[str, AsyncMongoClient[Document]] = {}
+    yield clients
+    for client in clients.values():
+        await client.close()
+
+
+@pytest.fixture
+async def mongo_client(
+    mongo_uri: str, _mongo_clients: dict[str, AsyncMongoClient[Document]]
+) -> AsyncMongoClient[Document]:
     """An async PyMongo client (tz-aware datetimes) on `mongo_uri`, shared by the session."""
-    client: AsyncMongoClient[Document] = AsyncMongoClient(
-        mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
-    )
-    yield client
-    await client.close()
+    if mongo_uri not in _mongo_clients:
+        _mongo_clients[mongo_uri] = AsyncMongoClient(
+            mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
+        )
+    return _mongo_clients[mongo_uri]
 
 
 @pytest.fixture

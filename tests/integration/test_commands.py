@@ -64,8 +64,9 @@ async def test_indexes_command_says_clearly_when_mongodb_is_unreachable(mongo_db
     assert "127.0.0.1:1" in result.stderr and "hunter2" not in result.stderr
 
 
+@pytest.mark.both_mongo
 @pytest.mark.standin_deviation(
-    server="mongo",
+    server="nx-27017",
     raises=AssertionError,
     reason="nx-27017 groups booleans under 1/0 keys instead of true/false",
 )
@@ -239,8 +240,9 @@ async def _ttl_of(db: Any, collection: str, field: str) -> Any:
     raise AssertionError(f"no index on {collection}.{field}")
 
 
+@pytest.mark.both_mongo
 @pytest.mark.standin_deviation(
-    server="mongo",
+    server="nx-27017",
     raises=AssertionError,
     reason="nx-27017 answers collMod ok but changes no index: expireAfterSeconds is neither added nor changed",
 )

@@ -59,8 +59,9 @@ def unreachable_env() -> dict[str, str]:
 
 
 def refusing_env(kafka_bootstrap: str, mongo_uri: str) -> dict[str, str]:
-    host = mongo_uri.split("://", 1)[1].rstrip("/")
-    return {"MONGODB_URI": f"mongodb://admin:{PASSWORD}@{host}/?authSource=admin",
+    host, _, options = mongo_uri.split("://", 1)[1].partition("/")
+    options = "&".join(filter(None, (options.lstrip("?"), "authSource=admin")))
+    return {"MONGODB_URI": f"mongodb://admin:{PASSWORD}@{host}/?{options}",
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, **SASL}  # fmt: skip
 
 
@@ -73,6 +74,7 @@ def test_no_command_prints_a_secret_when_the_servers_are_unreachable(command: st
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.both_mongo
 @pytest.mark.parametrize("command", COMMANDS)
 def test_no_command_prints_a_secret_when_the_servers_refuse_the_credentials(
     command: str, kafka_bootstrap: str, mongo_uri: str
@@ -83,8 +85,9 @@ def test_no_command_prints_a_secret_when_the_servers_refuse_the_credentials(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.both_mongo
 @pytest.mark.standin_deviation(
-    server="mongo",
+    server="nx-27017",
     raises=AssertionError,
     reason="nx-27017 has no SCRAM: PyMongo's handshake fails with KeyError 'payload' (exit 70) instead of "
     "OperationFailure 18",

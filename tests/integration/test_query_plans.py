@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from schemas.documents import (
@@ -22,7 +21,6 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.conftest import current_kinds
 from tests.demo.events import EventFactory
 from worker.commands.query import COLUMNS, query_for
 from worker.mongo import queries
@@ -108,20 +106,10 @@ def assert_reads_an_index(answer: Document) -> None:
 INDEXED_SUBCOMMANDS = sorted(set(COLUMNS) - {"validations"})
 
 
-@pytest.mark.standin_deviation(
-    server="mongo", raises=AssertionError, reason=f"{NX_FIND_PLAN}; {NX_AGGREGATE_PLAN}"
-)
-@pytest.mark.parametrize("name", INDEXED_SUBCOMMANDS)
-async def test_each_query_subcommand_reads_an_index(name: str, mongo_db: AsyncDatabase[Document]) -> None:
-    """The winning plan of the subcommand's query scans an index, never the collection."""
-    await seed(mongo_db)
-    query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
-    assert_reads_an_index(await explain(mongo_db, query.explain_command()))
-
-
 SECANTUS_SORTS_AFTER_EQUALITY = (
     "SecantusDB serves a sort only from an index led by the sort's field; mongod also serves it "
-    "after an equality prefix (`{plan_id: p}` sorted by timestamp on (plan_id, timestamp))"
+    "after an equality prefix (`{plan_id: p}` sorted by timestamp on (plan_id, timestamp), "
+    "`{state: null, parked: null}` sorted by buffered_at on (state, parked, buffered_at))"
 )
 SECANTUS_NEEDS_EVERY_FIELD = (
     "SecantusDB uses an index only when every filter field is in it; mongod reads the sort's index "
@@ -135,7 +123,7 @@ SECANTUS_NO_INDEX_FOR_A_SORT = (
     "SecantusDB never uses an index for a sort alone (the $sort on type before $group); mongod reads the "
     "type index"
 )
-SECANTUS_DEVIATIONS = {
+SECANTUS_DEVIATIONS = {  # subcommand: how SecantusDB plans its query otherwise
     "telemetry-retries": SECANTUS_SORTS_ONE_FIELD,
     "incident-types": SECANTUS_NO_INDEX_FOR_A_SORT,
     "plan-history": SECANTUS_SORTS_AFTER_EQUALITY,
@@ -145,31 +133,31 @@ SECANTUS_DEVIATIONS = {
 }
 
 
-def _on_mongods_planner(name: str) -> Any:
-    """The subcommand as a parameter, a strict expected failure where SecantusDB stands in and deviates."""
-    if current_kinds().mongo != "standin" or name not in SECANTUS_DEVIATIONS:
+def _subcommand(name: str) -> Any:
+    """The subcommand as a parameter, with SecantusDB's deviation for its plan when it has one."""
+    if name not in SECANTUS_DEVIATIONS:
         return name
-    reason = f"mongod-like server is SecantusDB: {SECANTUS_DEVIATIONS[name]}"
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason))
+    deviation = pytest.mark.standin_deviation(
+        server="secantusdb", raises=AssertionError, reason=SECANTUS_DEVIATIONS[name]
+    )
+    return pytest.param(name, marks=deviation)
 
 
-@pytest.mark.parametrize("name", [_on_mongods_planner(name) for name in INDEXED_SUBCOMMANDS])
-async def test_on_mongods_planner_each_query_reads_an_index_and_sorts_nothing(
-    name: str, mongod_like_uri: str, unique_name: str
+@pytest.mark.both_mongo
+@pytest.mark.standin_deviation(
+    server="nx-27017", raises=AssertionError, reason=f"{NX_FIND_PLAN}; {NX_AGGREGATE_PLAN}"
+)
+@pytest.mark.parametrize("name", [_subcommand(name) for name in INDEXED_SUBCOMMANDS])
+async def test_each_query_subcommand_reads_an_index_and_sorts_nothing(
+    name: str, mongo_db: AsyncDatabase[Document]
 ) -> None:
-    """On a server with mongod's planner (SecantusDB here), each subcommand's query scans an index and the
-    index order serves its sort: no in-memory SORT stage."""
-    client: AsyncMongoClient[Document] = AsyncMongoClient(mongod_like_uri, tz_aware=True)
-    try:
-        db = client[unique_name]
-        await seed(db)
-        query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
-        answer = await explain(db, query.explain_command())
-        assert_reads_an_index(answer)
-        assert "SORT" not in stages(answer), "the index order serves the sort"
-    finally:
-        await client.drop_database(unique_name)
-        await client.close()
+    """The winning plan of the subcommand's query scans an index, never the collection, and the index order
+    serves its sort: no in-memory SORT stage."""
+    await seed(mongo_db)
+    query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
+    answer = await explain(mongo_db, query.explain_command())
+    assert_reads_an_index(answer)
+    assert "SORT" not in stages(answer), "the index order serves the sort"
 
 
 def test_every_subcommand_but_validations_is_checked() -> None:
@@ -184,7 +172,8 @@ def test_validations_query_has_no_filter_to_index() -> None:
     assert not any("$match" in stage for stage in query.pipeline)
 
 
-@pytest.mark.standin_deviation(server="mongo", raises=AssertionError, reason=NX_AGGREGATE_PLAN)
+@pytest.mark.both_mongo
+@pytest.mark.standin_deviation(server="nx-27017", raises=AssertionError, reason=NX_AGGREGATE_PLAN)
 @pytest.mark.parametrize("selection", ["pending", "parked"])
 async def test_buffer_gauge_counts_read_the_claim_index(
     selection: str, mongo_db: AsyncDatabase[Document]
@@ -197,7 +186,11 @@ async def test_buffer_gauge_counts_read_the_claim_index(
     assert_reads_an_index(await explain(mongo_db, command))
 
 
-@pytest.mark.standin_deviation(server="mongo", raises=AssertionError, reason=NX_FIND_PLAN)
+@pytest.mark.both_mongo
+@pytest.mark.standin_deviation(server="nx-27017", raises=AssertionError, reason=NX_FIND_PLAN)
+@pytest.mark.standin_deviation(
+    server="secantusdb", raises=AssertionError, reason=SECANTUS_SORTS_AFTER_EQUALITY
+)
 async def test_oldest_pending_lookup_reads_the_claim_index(mongo_db: AsyncDatabase[Document]) -> None:
     """The oldest pending document is the first (state: null, parked: null) entry of (state, parked, buffered_at)."""
     await seed(mongo_db)

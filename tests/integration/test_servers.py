@@ -91,6 +91,7 @@ async def test_mongo_unique_index_refuses_a_duplicate(mongo_db: AsyncDatabase[Do
     assert raised.value.code == 11000
 
 
+@pytest.mark.both_mongo
 async def test_controllable_mongo_keeps_data_across_an_outage(
     controllable_mongo: Any, unique_name: str
 ) -> None:
@@ -112,7 +113,7 @@ async def test_controllable_mongo_keeps_data_across_an_outage(
 
 
 @pytest.mark.standin_deviation(
-    server="kafka",
+    server="tansu",
     raises=AssertionError,
     reason="tansu overshoots max_partition_fetch_bytes: asked for 64 KiB per partition it answered about "
     "280 KB, and asked for 1 MiB a whole 5 MB partition, so a consumer's prefetch (and the worker's RSS) "
@@ -179,8 +180,9 @@ async def test_newer_workflow_result_replaces_the_stored_older_one(
     assert await mongo_db.workflow_results.count_documents({}) == 1
 
 
+@pytest.mark.both_mongo
 @pytest.mark.standin_deviation(
-    server="mongo",
+    server="nx-27017",
     raises=AssertionError,
     reason="nx-27017 stores a datetime given by $set in an upsert-update as the text '2026-11-25 12:00:00'",
 )

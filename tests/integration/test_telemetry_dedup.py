@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
@@ -105,6 +106,7 @@ async def test_tombstones_are_never_claimed_and_are_purged_after_the_window(
     assert left == {recent["_id"], pending["_id"]}
 
 
+@pytest.mark.both_mongo
 async def test_a_tombstone_written_by_settling_keeps_only_what_dedup_needs_and_is_purged_past_the_window(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, mongo_db: Any
 ) -> None:

@@ -15,7 +15,7 @@ from worker.settings import RouteName
 
 
 @pytest.mark.standin_deviation(
-    server="kafka",
+    server="tansu",
     raises=AssertionError,
     reason="tansu hands the records of aborted transactions to read_committed consumers too",
 )

@@ -63,12 +63,12 @@ async def test_pending_parked_and_the_oldest_pending_age_are_counted() -> None:
 
 
 async def test_every_query_selects_on_parked_and_orders_by_buffered_at() -> None:
-    """The queries have the claim index's shape: equality on `parked`, then `buffered_at` ascending; pending excludes delivered tombstones."""
+    """The queries have the claim index's shape: equality on `state` and `parked`, then `buffered_at` ascending; neither counts delivered tombstones."""
     collection = FakeCollection([])
     await sample(FakeDatabase(telemetry_buffer=collection), now=NOW)  # type: ignore[arg-type]
     assert collection.queries == [
         ("count", {"parked": None, "state": None}, None),
-        ("count", {"parked": True}, None),
+        ("count", {"parked": True, "state": None}, None),
         ("find_one", {"parked": None, "state": None}, [("buffered_at", 1)]),
     ]
 
