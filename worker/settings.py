@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     # --- end of the i-faults block ---
     # Kafka
     kafka_bootstrap_servers: str = Field(default="localhost:9092", min_length=1)
-    """Comma-separated Kafka brokers (`host:port`)."""
+    """Comma-separated Kafka brokers, each `host:port` with its port (IPv6 as `[::1]:9092`)."""
     kafka_consumer_group: str = Field(default="persistence-worker", min_length=1)
     """The consumer group; scale by running more replicas (up to the partition count)."""
     kafka_client_id: str = "persistence-worker"
