@@ -71,15 +71,20 @@ def find_tansu() -> Path:
     return binary
 
 
-def find_nx27017() -> Path:
-    """Return the `nx-27017` console script of the running interpreter's environment."""
-    beside_python = Path(sys.executable).parent / "nx-27017"
+def find_console_script(script: str, package: str) -> Path:
+    """Return the console script `script` of the running interpreter's environment (else on PATH)."""
+    beside_python = Path(sys.executable).parent / script
     if beside_python.is_file():
         return beside_python
-    on_path = shutil.which("nx-27017")
+    on_path = shutil.which(script)
     if on_path is None:
-        raise StandInError("the nx-27017 package is not installed: run `make setup`")
+        raise StandInError(f"the {package} package is not installed: run `make setup`")
     return Path(on_path)
+
+
+def find_nx27017() -> Path:
+    """Return the `nx-27017` console script of the running interpreter's environment."""
+    return find_console_script("nx-27017", "nx-27017")
 
 
 def _tail(path: Path) -> str:
@@ -299,13 +304,7 @@ class LocalMongo(_Server):
 
 def find_secantusd() -> Path:
     """Return the `secantusd-py` console script (PyPI SecantusDB) of the running interpreter's environment."""
-    beside_python = Path(sys.executable).parent / "secantusd-py"
-    if beside_python.is_file():
-        return beside_python
-    on_path = shutil.which("secantusd-py")
-    if on_path is None:
-        raise StandInError("the SecantusDB package is not installed: run `make setup`")
-    return Path(on_path)
+    return find_console_script("secantusd-py", "SecantusDB")
 
 
 class LocalSecantus(LocalMongo):
