@@ -194,10 +194,13 @@ async def test_exit_code_is_3_when_kafka_or_mongodb_cannot_be_reached(
 async def test_a_replay_racing_the_loop_never_sends_a_document_twice(
     settings: Settings, mongo_db: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A replay and a redelivery loop draining the same 600 documents at once deliver each exactly once."""
-    documents = buffered_documents(600, seed=54)
+    """A replay and a redelivery loop draining the same 2000 documents at once deliver each exactly once."""
+    documents = buffered_documents(2000, seed=54)
     await mongo_db.telemetry_buffer.insert_many(documents)
-    async with running_loop(settings, asyncio.Event()) as loop:
+    # Small batches for the loop: a batch of 100 is a few round trips, and the loop alone could
+    # drain the buffer before the replay has started its producer, leaving no race to test.
+    slow_loop = settings.model_copy(update={"redelivery_batch_size": 10})
+    async with running_loop(slow_loop, asyncio.Event()) as loop:
         code = await replay_command(settings, ReplayOptions(selection=Selection()))
         await wait_until(lambda: _is_empty(mongo_db), within=60, what="the buffer drained")
     summary = capsys.readouterr().out
@@ -206,7 +209,7 @@ async def test_a_replay_racing_the_loop_never_sends_a_document_twice(
     assert max(copies.values()) == 1
     sent = int(summary.split("sent=")[1].split()[0])
     skipped = int(summary.split("skipped=")[1].split()[0])
-    assert sent + loop.delivered == 600 and sent > 0 and loop.delivered > 0
+    assert sent + loop.delivered == 2000 and sent > 0 and loop.delivered > 0
     assert skipped == loop.delivered, "what the replay skipped, the loop delivered"
     assert code == 1, "not everything chosen was sent by the replay itself"
 
