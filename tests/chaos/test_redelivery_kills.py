@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import socket
 from collections import Counter
 from pathlib import Path
@@ -18,10 +19,11 @@ from tests.conftest import ServerKinds
 from tests.integration.harness import RedeliverProcess, WorkerProcess, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
 
-# Two loops drain about 1,000 documents/s here and a victim takes a second or two to come up; a
-# round that starts with fewer buffered documents than this is topped up first, so that the steady
-# loop cannot empty the buffer before the victim claims anything.
-REFILL_BELOW = 2000
+# Two loops drain about 1,500 documents/s here (claims by the batch) and a victim takes a second
+# or two to come up; a round that starts with fewer buffered documents than this is topped up
+# first, so that the steady loop cannot empty the buffer before the victim claims anything (at
+# 2,000 it did: the victims came up to an empty buffer and were killed holding nothing).
+REFILL_BELOW = 10_000
 
 
 async def buffered(db: Any) -> int:
@@ -63,7 +65,7 @@ async def test_redelivery_loops_killed_mid_delivery(
         victim.start()
         await wait_until(lambda v=victim: _delivering(v), within=60, what="the victim to deliver")
         await asyncio.sleep(chooser.uniform(0.0, 0.5))
-        victim.kill()
+        await _kill_holding_claims(mongo_db, victim, chooser)
         windows.append(await held_by(mongo_db, victim.pid))
         assert await buffered(mongo_db) < before, "the victim ran while the buffer was draining"
     await wait_until(lambda: _is_empty(mongo_db), within=scale.pick(180, 900), what="an empty buffer")
@@ -84,6 +86,23 @@ async def test_redelivery_loops_killed_mid_delivery(
     assert all(len(window) <= settings.redelivery_batch_size for window in windows)
     assert sum(1 for window in windows if window) >= 1, "at least one kill must land with claims in hand"
     assert await buffered(mongo_db) == 0
+
+
+async def _kill_holding_claims(db: Any, victim: RedeliverProcess, chooser: random.Random) -> None:
+    """SIGKILL `victim` while it holds claims, if it can be caught so within a few tries.
+
+    A batch holds its claims only between its compare-and-set and its settle (tens of ms), and a
+    settle already sent still lands after a kill (the server finishes what it received). So the
+    victim is frozen (SIGSTOP), its in-flight commands are let land, and it is killed if it
+    still holds claims; otherwise it runs on a little and is tried again."""
+    for _ in range(20):
+        victim.process.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(0.3)
+        if await held_by(db, victim.pid):
+            break
+        victim.process.send_signal(signal.SIGCONT)
+        await asyncio.sleep(chooser.uniform(0.0, 0.05))
+    victim.kill()
 
 
 async def _delivering(victim: RedeliverProcess) -> bool:
