@@ -184,15 +184,14 @@ def _watch(
 
 def _worker_health(
     settings: Settings, gateway: MongoGateway, consumers: Sequence[Any], reachability: Reachability,
-    redelivery: Liveness,
 ) -> Health:  # fmt: skip
-    """What `run`'s probes read; the consumer loops' last poll is added once they exist."""
+    """What `run`'s probes read; the consumer loops' last poll and the redelivery loop's heartbeat are
+    added once they run (before that, waiting for MongoDB, neither can be stuck)."""
     return Health(
         last_poll=None,
         mongodb_ready=lambda: gateway.connected,
         has_assignment=lambda: any(consumer.assignment() for consumer in consumers),
         stuck_after_s=settings.health_stuck_after_s,
-        loops={"redelivery": redelivery} if settings.redelivery_enabled else {},
         unreachable=reachability.unreachable,
     )
 
@@ -259,8 +258,7 @@ class _Tasks:
 async def _consume(settings: Settings, stop: asyncio.Event, clients: _Clients, tasks: _Tasks) -> None:
     """Bind HTTP, wait for MongoDB, join the group, start the helpers; consume until `stop`."""
     reachability = _reachability(settings, kafka=True)
-    redelivery_liveness = Liveness()
-    health = _worker_health(settings, clients.gateway, clients.consumers, reachability, redelivery_liveness)
+    health = _worker_health(settings, clients.gateway, clients.consumers, reachability)
     track_readiness(health.ready)
     tasks.background += await _start_http(settings, health, stop)
     if not await wait_for_mongodb(clients.gateway, settings, stop, reachability["mongodb"]):
@@ -271,6 +269,8 @@ async def _consume(settings: Settings, stop: asyncio.Event, clients: _Clients, t
     health.last_poll = lambda: min(loop.last_progress for loop in loops)
     tasks.background += _watch(settings, reachability, clients.gateway, clients.kafka_probe, stop)
     if settings.redelivery_enabled:
+        redelivery_liveness = Liveness()
+        health.loops = {"redelivery": redelivery_liveness}
         tasks.redelivery = asyncio.create_task(
             redeliver_until_stopped(settings, clients.gateway, stop, redelivery_liveness)
         )
