@@ -8,7 +8,6 @@ between the markers, and in every run it checks that the committed table is what
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import orjson
 
 from tests.demo.events import EventFactory
+from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
     Outgoing,
     committed_offsets,
@@ -256,19 +256,9 @@ def catalogue_table(outcomes: dict[str, str]) -> str:
     return "\n".join([*lines, END])
 
 
-def with_table(text: str, table: str) -> str:
-    """`text` with the catalogue section replaced (or appended under its heading when absent)."""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        return before + table + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n## Bad-input catalogue\n\n" + table + "\n"
-
-
 def write_report(table: str) -> None:
     """Rewrite the catalogue of the file CATALOGUE_REPORT names, if set."""
-    if target := os.environ.get("CATALOGUE_REPORT"):
-        path = Path(target)
-        path.write_text(with_table(path.read_text(), table))
+    write_when_asked("CATALOGUE_REPORT", table, start=START, end=END, heading="## Bad-input catalogue")
 
 
 def committed_doc() -> str:

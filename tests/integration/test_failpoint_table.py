@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import os
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from structlog.testing import capture_logs
 
 from tests.conftest import ServerKinds
 from tests.demo.events import EventFactory
+from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
     COLLECTION,
     prepare_topics,
@@ -329,19 +329,9 @@ def failpoint_table(rows: list[Row], server: str) -> str:
     return "\n".join([*lines, END])
 
 
-def with_table(text: str, table: str) -> str:
-    """`text` with the failpoint section replaced (or appended under its heading when absent)."""
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        return before + table + rest.split(END, 1)[1]
-    return text.rstrip("\n") + f"\n\n{HEADING}\n\n" + table + "\n"
-
-
 def write_report(table: str) -> None:
     """Rewrite the failpoint table of the file FAILPOINT_REPORT names, if set."""
-    if target := os.environ.get("FAILPOINT_REPORT"):
-        path = Path(target)
-        path.write_text(with_table(path.read_text(), table))
+    write_when_asked("FAILPOINT_REPORT", table, start=START, end=END, heading=HEADING)
 
 
 def drift(table: str) -> str:

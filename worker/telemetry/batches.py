@@ -151,7 +151,7 @@ class BatchRun:
                 report.error = f"claim: {exc}"
                 break
             for claimed in round_.claimed:
-                pending.append(await self._send(claimed, refusal=_refusal(pending[-1:])))
+                pending.append(await self._send(claimed, refusal=_refusal(pending[-1] if pending else None)))
             if not round_.more:
                 break
         report.claimed = len(pending)
@@ -168,9 +168,9 @@ class BatchRun:
         return await self.publisher.send(claimed)
 
 
-def _refusal(last: list[Pending]) -> str | None:
+def _refusal(last: Pending | None) -> str | None:
     """The broker's refusal of the last send (carried on to the rest of the batch), if it was one."""
-    for _, item in last:
-        if isinstance(item, Attempt) and not item.delivered and not item.permanent and not item.unknown:
-            return item.error
+    item = last[1] if last is not None else None
+    if isinstance(item, Attempt) and not item.delivered and not item.permanent and not item.unknown:
+        return item.error
     return None

@@ -56,7 +56,7 @@ from worker.mongo.errors import converted
 from worker.mongo.indexes import CollectionIndexReport
 from worker.retry import RetryPolicy
 
-_LEASE_FIELDS = {"lease_owner": "", "lease_expires_at": ""}
+_LEASE_FIELDS = ("lease_owner", "lease_expires_at")
 
 
 DELIVERED = "delivered"
@@ -335,8 +335,9 @@ def _parked(document: Mapping[str, Any], error: str, now: datetime) -> Document:
     return parked
 
 
-def _moment(value: object) -> datetime | None:
-    """A stored date as an aware UTC datetime; ISO text too (a server that stored a date as text)."""
+def stored_moment(value: object) -> datetime | None:
+    """A stored date as an aware UTC datetime; ISO text too (a server that stored a date as text);
+    None when it is neither."""
     if isinstance(value, str):
         try:
             value = datetime.fromisoformat(value)
@@ -348,11 +349,11 @@ def _moment(value: object) -> datetime | None:
 
 
 def _is_due(due_at: object, now: datetime) -> bool:
-    moment = _moment(due_at)
+    moment = stored_moment(due_at)
     return moment is not None and moment <= now
 
 
 def _is_later(moment: object, now: datetime) -> bool:
     """A lease still running (None or unreadable: no lease)."""
-    parsed = _moment(moment)
+    parsed = stored_moment(moment)
     return parsed is not None and parsed > now

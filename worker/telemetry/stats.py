@@ -25,7 +25,7 @@ from worker.mongo.errors import converted
 from worker.mongo.gateway import MongoGateway
 from worker.ops.metrics import BUFFER_OLDEST_PENDING_AGE, BUFFER_PARKED, BUFFER_PENDING
 from worker.ops.waiting import wait_for_stop
-from worker.telemetry.buffer import OLDEST_FIRST, TOMBSTONE_FREE
+from worker.telemetry.buffer import OLDEST_FIRST, TOMBSTONE_FREE, stored_moment
 
 log = structlog.get_logger(__name__)
 
@@ -48,13 +48,10 @@ class BufferStats:
 
 def age_s(buffered_at: object, now: datetime) -> float:
     """Seconds since `buffered_at` (an aware or naive-UTC datetime, or ISO text), never negative."""
-    if isinstance(buffered_at, str):
-        buffered_at = datetime.fromisoformat(buffered_at)
-    if not isinstance(buffered_at, datetime):
+    moment = stored_moment(buffered_at)
+    if moment is None:
         raise TypeError(f"buffered_at is not a date: {buffered_at!r}")
-    if buffered_at.tzinfo is None:
-        buffered_at = buffered_at.replace(tzinfo=UTC)
-    return max((now - buffered_at).total_seconds(), 0.0)
+    return max((now - moment).total_seconds(), 0.0)
 
 
 async def sample(database: AsyncDatabase[Document], now: datetime | None = None) -> BufferStats:
