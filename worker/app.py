@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.errors import WorkerError
 from worker.kafka.clients import create_consumer, create_producer
 from worker.kafka.consumer import GroupConsumer
@@ -31,7 +32,6 @@ from worker.ops.metrics import track_readiness
 from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.consumer import ConsumerLoop
-from worker.pipeline.dead_letters import DeadLetterPublisher
 from worker.pipeline.priority import WriteGate
 from worker.pipeline.routes import Route, build_routes
 from worker.retry import RetryPolicy, with_retries

@@ -24,7 +24,8 @@ from tests.chaos.support import (
 )
 from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, wait_until
-from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
+from worker.commands.dlq import dlq_replay_command
+from worker.dead_letters.replay import DlqReplayOptions
 from worker.settings import RouteName, Settings
 
 ALL_ROUTES = ",".join(route.value for route in RouteName)

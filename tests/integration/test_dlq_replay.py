@@ -19,9 +19,10 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from worker.commands.dlq_records import SourceRecord
-from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
-from worker.pipeline.dead_letters import DeadLetter
+from worker.commands.dlq import dlq_replay_command
+from worker.dead_letters.letters import DeadLetter
+from worker.dead_letters.replay import DlqReplayOptions
+from worker.dead_letters.targets import SourceRecord
 from worker.settings import RouteName, Settings
 
 

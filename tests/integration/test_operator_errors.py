@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from worker.commands.exit_codes import ExitCode
+from worker.commands.exits import ExitCode
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Zebra-4711-pw"

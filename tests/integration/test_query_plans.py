@@ -22,9 +22,9 @@ from schemas.documents import (
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.commands.query import COLUMNS, query_for
 from worker.mongo import queries
 from worker.mongo.indexes import ensure_indexes
+from worker.mongo.queries import GUIDE_QUERIES
 from worker.telemetry import stats as buffer_stats
 
 Document = dict[str, Any]
@@ -101,9 +101,12 @@ def assert_reads_an_index(answer: Document) -> None:
     assert not set(found) & SCAN_STAGES, f"a collection scan in the plan: {found}"
 
 
+ARGUMENTS = {"plan_id": "plan-001", "status": "FAILED", "severity": "CRITICAL", "limit": 20}
+"""A value for every parameter of the guide's queries; each takes its own."""
+
 # `validations` groups every document on validation_result.valid, which the guide does not index:
 # it reads the whole collection by design (see worker.mongo.queries).
-INDEXED_SUBCOMMANDS = sorted(set(COLUMNS) - {"validations"})
+INDEXED_SUBCOMMANDS = sorted(set(GUIDE_QUERIES) - {"validations"})
 
 
 SECANTUS_SORTS_AFTER_EQUALITY = (
@@ -154,7 +157,7 @@ async def test_each_query_subcommand_reads_an_index_and_sorts_nothing(
     """The winning plan of the subcommand's query scans an index, never the collection, and the index order
     serves its sort: no in-memory SORT stage."""
     await seed(mongo_db)
-    query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
+    query = GUIDE_QUERIES[name].bound(ARGUMENTS)
     answer = await explain(mongo_db, query.explain_command())
     assert_reads_an_index(answer)
     assert "SORT" not in stages(answer), "the index order serves the sort"
@@ -162,7 +165,7 @@ async def test_each_query_subcommand_reads_an_index_and_sorts_nothing(
 
 def test_every_subcommand_but_validations_is_checked() -> None:
     """A new subcommand joins the index test unless it is listed here as a deliberate full read."""
-    assert set(INDEXED_SUBCOMMANDS) | {"validations"} == set(COLUMNS)
+    assert set(INDEXED_SUBCOMMANDS) | {"validations"} == set(GUIDE_QUERIES)
 
 
 def test_validations_query_has_no_filter_to_index() -> None:
@@ -224,7 +227,7 @@ async def test_on_the_standin_each_find_searches_its_index(
     if server_kind.mongo != "standin":
         pytest.skip("reads nx-27017's SQLite plan; real servers are covered by the explain tests above")
     await seed(mongo_db)
-    query = query_for(name, plan_id="plan-001", status="FAILED", severity="CRITICAL", limit=20)
+    query = GUIDE_QUERIES[name].bound(ARGUMENTS)
     answer = await explain(mongo_db, query.explain_command())
     details = [row["detail"] for row in answer["queryPlanner"]["winningPlan"]]
     assert any(f"USING INDEX {STANDIN_INDEX_SEARCHES[name]}" in d for d in details), details

@@ -20,12 +20,13 @@ from tests.integration.telemetry_support import (
     running_loop,
 )
 from tests.standins import free_port
-from worker.commands.arguments import parse_instant
-from worker.commands.replay import ReplayOptions, Selection, replay_command
+from worker.commands.cli import parse_instant
+from worker.commands.telemetry import replay_command
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
 from worker.telemetry.buffer import ParkedScope
 from worker.telemetry.redeliver import buffer_for
+from worker.telemetry.replay import ReplayOptions, Selection
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 from worker.commands import check
-from worker.commands.exit_codes import ExitCode
+from worker.commands.exits import ExitCode
 from worker.errors import TransientError
 from worker.kafka.failures import KafkaUnavailable
 from worker.kafka.probe import cluster_topics

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.commands.signals import exit_cleanly_on_sigterm
+from worker.commands.exits import exit_cleanly_on_sigterm
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from worker.commands import cli
-from worker.commands.exit_codes import ExitCode
+from worker.commands.exits import ExitCode
 from worker.ops.about import worker_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ def test_startup_facts_name_version_and_servers_without_credentials() -> None:
 
 def test_config_prints_values_as_an_operator_types_them(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each value `config` prints, given back as its variable, loads the same setting (enums by value, lists comma-separated, true/false, unset empty)."""
-    from worker.commands.config import HIDDEN, effective_settings
+    from worker.commands.check import HIDDEN, effective_settings
     from worker.settings import Settings
 
     given = {"ROUTE_PRIORITY": "telemetry,incidents", "FAIL_CLOSED_ROUTES": "results,incidents",

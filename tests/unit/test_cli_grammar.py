@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from worker.commands import cli
-from worker.commands.dlq_report import Summary
-from worker.commands.exit_codes import ExitCode
+from worker.commands.cli import build_parser
+from worker.commands.exits import ExitCode
 from worker.commands.indexes import report_lines
-from worker.commands.parser import build_parser
-from worker.commands.progress import reporting
+from worker.commands.output import reporting
+from worker.dead_letters.replay import Summary
 from worker.mongo.indexes import CollectionIndexReport, IndexSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,8 +146,8 @@ def test_dlq_replay_progress_and_summary_use_the_same_words() -> None:
     """The progress line of dlq replay counts replayed, still_dead and not_chosen, as its summary does."""
     summary = Summary(replayed=3, not_chosen=58)
     out = io.StringIO()
-    with reporting("dlq replay", 61, stream=out, words=summary.tally().words) as reporter:
-        reporter.update(summary.tally())
+    with reporting("dlq replay", 61, Summary(), stream=out) as reporter:
+        reporter.update(summary)
     assert out.getvalue().splitlines()[-1] == "dlq replay: 61/61 (100%) replayed=3 still_dead=0 not_chosen=58"
 
 

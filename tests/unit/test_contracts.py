@@ -3,7 +3,7 @@
 No PyPI package we could find ships the official AsyncAPI 3.0 JSON Schema, so the document is
 checked structurally: required fields, the topics and who sends or receives them, every
 `$ref` resolving, every message schema a valid JSON Schema, and the dead-letter headers
-against the ones worker.pipeline.dead_letters writes.
+against the ones worker.dead_letters writes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from schemas import export
 from tests.demo.events import EventFactory
-from worker.pipeline.dead_letters import DeadLetter
+from worker.dead_letters.letters import DeadLetter
 from worker.settings import RouteName, Settings
 
 SCHEMAS = Path(export.__file__).parent

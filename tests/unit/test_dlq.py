@@ -1,4 +1,4 @@
-"""Specification of worker.pipeline.dead_letters: what a dead letter carries and how it is published."""
+"""Specification of worker.dead_letters.letters and .publisher: what a dead letter carries and how it is published."""
 
 from __future__ import annotations
 
@@ -11,14 +11,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError, UnknownError
 from aiokafka.structs import TopicPartition
 
+from worker.dead_letters.letters import MAX_MESSAGE_CHARS, DeadLetter, Outgoing
+from worker.dead_letters.publisher import DEFAULT_MAX_REQUEST_BYTES, DeadLetterPublisher
 from worker.errors import TransientError
-from worker.pipeline.dead_letters import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    MAX_MESSAGE_CHARS,
-    DeadLetter,
-    DeadLetterPublisher,
-    Outgoing,
-)
 
 
 @dataclass(frozen=True)

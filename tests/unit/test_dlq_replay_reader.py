@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,10 +11,14 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 
-from worker.commands import dlq_reader, dlq_replay
-from worker.commands.dlq_reader import DeadLetterReader
-from worker.commands.dlq_replay import DlqReplayOptions, dlq_replay_command
-from worker.commands.exit_codes import ExitCode
+from worker.commands.dlq import dlq_replay_command, exit_code
+from worker.commands.exits import ExitCode
+from worker.commands.output import SilentReporter
+from worker.dead_letters import reader as dead_letter_reader
+from worker.dead_letters import replay as dead_letter_replay
+from worker.dead_letters.reader import DeadLetterReader
+from worker.dead_letters.replay import DlqReplayOptions, Summary, replay_records
+from worker.dead_letters.targets import BatchFailed
 from worker.settings import Settings
 
 TOPIC = "in.dlq"
@@ -94,6 +100,12 @@ class FakeConsumer:
         self.commits.append(offsets)
 
 
+async def replayed(reader: DeadLetterReader, target: Any, options: DlqReplayOptions) -> Summary:
+    """A run of `dlq replay` on `reader` (opened), up to the ends it measures, without a stop request."""
+    await reader.measure()
+    return await replay_records(reader, target, options, Settings(), progress=SilentReporter(), stop=asyncio.Event())
+
+
 async def test_measuring_the_ends_holds_no_record_and_every_record_is_read_once_in_order() -> None:
     """Records fetched while learning the ends are not kept: their partitions go back to the start and are read again."""
     consumer = FakeConsumer([30, 7, 0])
@@ -115,33 +127,34 @@ async def test_a_run_that_stops_before_the_end_offsets_exits_incomplete(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """When the records up to the end it measured never arrive, dlq replay gives up with exit 1, not 0."""
-    monkeypatch.setattr(dlq_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
+    monkeypatch.setattr(dead_letter_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
     consumer = FakeConsumer([10], served=4)
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
 
     class Sent:
         async def replay(self, records: list[Any]) -> tuple[int, Any]:
-            from collections import Counter
-
             return len(records), Counter()
 
-    code = await dlq_replay._replay(consumer, reader, Sent(), DlqReplayOptions(), Settings())  # type: ignore[arg-type]
+    summary = await replayed(reader, Sent(), DlqReplayOptions())
 
-    assert code == ExitCode.PROBLEM
+    assert summary.error and "stopped before the end offsets" in summary.error
+    assert exit_code(summary, DlqReplayOptions()) == ExitCode.PROBLEM
     assert reader.shortfall() == {f"{TOPIC}:0": 6}
 
 
 async def test_a_dry_run_that_stops_before_the_end_exits_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
     """A dry run that could not count every record up to the end says so with exit 1."""
-    monkeypatch.setattr(dlq_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
+    monkeypatch.setattr(dead_letter_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
     consumer = FakeConsumer([10], served=4)
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
+    dry_run = DlqReplayOptions(dry_run=True)
 
-    code = await dlq_replay._replay(consumer, reader, None, DlqReplayOptions(dry_run=True), Settings())  # type: ignore[arg-type]
+    summary = await replayed(reader, None, dry_run)
 
-    assert code == ExitCode.PROBLEM
+    assert exit_code(summary, dry_run) == ExitCode.PROBLEM
+    assert consumer.commits == []
 
 
 async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -159,7 +172,7 @@ async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.M
         calls.append((settings, kwargs))
         return Unreachable()
 
-    monkeypatch.setattr(dlq_replay, "create_consumer", factory)
+    monkeypatch.setattr(dead_letter_replay, "create_consumer", factory)
     settings = Settings(kafka_consumer_group="g")
 
     assert await dlq_replay_command(settings, DlqReplayOptions()) == ExitCode.UNREACHABLE
@@ -168,8 +181,6 @@ async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.M
 
 async def test_a_server_refusing_us_mid_run_exits_3_and_commits_nothing() -> None:
     """A batch refused by a server (e.g. not authorized) ends the run with the documented exit 3, uncommitted."""
-    from worker.commands.dlq_targets import BatchFailed
-
     consumer = FakeConsumer([5])
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
@@ -178,7 +189,7 @@ async def test_a_server_refusing_us_mid_run_exits_3_and_commits_nothing() -> Non
         async def replay(self, records: list[Any]) -> tuple[int, Any]:
             raise BatchFailed("MongoDB: not authorized", refused=True)
 
-    code = await dlq_replay._replay(consumer, reader, Refusing(), DlqReplayOptions(), Settings())  # type: ignore[arg-type]
+    summary = await replayed(reader, Refusing(), DlqReplayOptions())
 
-    assert code == ExitCode.UNREACHABLE
+    assert exit_code(summary, DlqReplayOptions()) == ExitCode.UNREACHABLE
     assert consumer.commits == []

@@ -1,6 +1,6 @@
 """The package's shape, read from the source with `ast`: library errors stay in their adapters,
-no import cycle, and imports point down the layers (commands -> app -> pipeline / telemetry ->
-mongo, kafka -> settings, errors, ops)."""
+no import cycle, imports point down the layers (commands -> app -> pipeline / telemetry /
+dead_letters -> mongo, kafka -> settings, errors, ops), and the command line holds no domain logic."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ LAYERS: dict[str, int] = {
     "worker.startup": 3,
     "worker.pipeline": 2,
     "worker.telemetry": 2,
+    # Dead letters: written by the pipeline, read and replayed by `dlq replay`.
+    "worker.dead_letters": 2,
     "worker.mongo": 1,
     "worker.kafka": 1,
     "worker.retry": 1,
@@ -114,6 +116,26 @@ def import_graph() -> dict[str, list[Import]]:
         name: [edge for edge in imports_of(name, tree, known, name in packages) if edge.imported in known]
         for name, tree in modules.items()
     }
+
+
+COMMANDS = "worker.commands"
+DRIVERS = ("pymongo", "bson", "aiokafka")
+"""The servers' client libraries. A command only parses, calls the packages below it, and prints:
+whatever handles a driver's objects (reading records, claiming documents, sending) lives there."""
+
+
+def driver_imports(module: str, tree: ast.Module) -> Iterator[str]:
+    """Where `module` imports a driver library, at run time or for type checking alike."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            sources = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            sources = [node.module or ""]
+        else:
+            continue
+        for source in sources:
+            if source.split(".")[0] in DRIVERS:
+                yield f"{module}:{node.lineno} imports {source}"
 
 
 def _in_adapter(module: str) -> bool:
@@ -232,6 +254,37 @@ def test_library_errors_are_seen_only_in_the_adapters() -> None:
         for use in library_error_uses(module, tree)
     ]
     assert not uses, "library errors outside worker/mongo/ and worker/kafka/:\n" + "\n".join(uses)
+
+
+def test_the_command_line_holds_no_domain_logic() -> None:
+    """No module of worker/commands/ imports pymongo, bson or aiokafka, not even for a type: the
+    commands parse, call worker/'s other packages (the jobs, the clients' factories), and print."""
+    found = [
+        use
+        for module, tree in worker_modules().items()
+        if module == COMMANDS or module.startswith(f"{COMMANDS}.")
+        for use in driver_imports(module, tree)
+    ]
+    assert not found, "driver libraries imported by the command line:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from aiokafka import AIOKafkaConsumer\n", ["m:1 imports aiokafka"]),
+        ("import pymongo.errors\n", ["m:1 imports pymongo.errors"]),
+        ("from bson import ObjectId\n", ["m:1 imports bson"]),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from aiokafka.structs import TopicPartition\n",
+            ["m:3 imports aiokafka.structs"],
+        ),
+        ("def f():\n    from pymongo import ASCENDING\n", ["m:2 imports pymongo"]),
+        ("from worker.kafka.clients import create_consumer\nfrom . import aiokafka\n", []),
+    ],
+)
+def test_the_domain_logic_check_sees_each_way_in(source: str, expected: list[str]) -> None:
+    """A driver imported at the top, in a function or for typing only is found; our own modules are not."""
+    assert list(driver_imports("m", ast.parse(source))) == expected
 
 
 def test_no_import_cycle_in_the_package() -> None:

@@ -21,7 +21,7 @@ from tests.unit.test_batch import (
     make_pipeline,
     record,
 )
-from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE
+from worker.dead_letters.headers import ERROR_TYPE_UNPROCESSABLE
 from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.settings import RouteName, Settings
 

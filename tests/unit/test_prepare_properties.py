@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import TOPICS, make_pipeline
-from worker.pipeline.dead_letters import ERROR_TYPE_VALIDATION
+from worker.dead_letters.headers import ERROR_TYPE_VALIDATION
 from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.pipeline.routes import Route
 from worker.settings import RouteName, Settings

@@ -7,14 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.commands.cli import main
-from worker.commands.dlq_records import SourceRecord, error_type, replay_headers
-from worker.commands.dlq_replay import DlqReplayOptions
-from worker.commands.parser import build_parser
-from worker.commands.progress import PlainReporter, Tally, reporting
-from worker.commands.replay import Selection
+from worker.commands.cli import build_parser, main
+from worker.commands.output import PlainReporter, reporting
+from worker.dead_letters.headers import error_type, replay_headers
+from worker.dead_letters.replay import DlqReplayOptions
+from worker.dead_letters.targets import SourceRecord
 from worker.settings import RouteName, Settings
 from worker.telemetry.buffer import ParkedScope
+from worker.telemetry.replay import Selection, Tally
 
 T0, T1 = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -82,7 +82,7 @@ def test_each_error_type_filter_keeps_its_own_position() -> None:
 def test_plain_progress_prints_every_five_percent_and_a_closing_line() -> None:
     """Off a terminal, progress is a line per 5% of the work, the final state shown once."""
     out = io.StringIO()
-    with reporting("replay", 100, stream=out) as reporter:
+    with reporting("replay", 100, Tally(), stream=out) as reporter:
         assert isinstance(reporter, PlainReporter)
         for done in range(1, 101):
             reporter.update(Tally(sent=done))

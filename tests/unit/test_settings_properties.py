@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import worker.ops.logging
 from worker.commands import cli
-from worker.commands.exit_codes import ExitCode
+from worker.commands.exits import ExitCode
 from worker.ops.redaction import forget_secrets
 from worker.settings import Settings
 

@@ -1,19 +1,28 @@
-"""`persistence-worker check`: the operator's pre-flight, and the container's exec probe.
+"""`persistence-worker check | config`: the operator's look before `run`, at the servers and at the settings.
+
+`check` is the pre-flight, and the container's exec probe.
 
 Kafka: the cluster answers and has every topic the worker needs (it creates none); with
 --max-replicas N, the input topics with fewer partitions than N. MongoDB: it answers, the
 collections' indexes, the write concern in force. One line per finding, `ok:`, `warning:` or
 `not ok:`; exit 0 if nothing is not ok, 1 if a topic is missing or an index conflicts, 3 if a
 server does not answer. Both servers are asked at once, each for at most SERVER_TIMEOUT_S.
+
+`config` prints every setting's value (secrets hidden) and whether it came from the
+environment or is the default, then the variables that look like misspelled settings.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from enum import Enum
 
-from worker.commands.exit_codes import ExitCode
+from pydantic import SecretStr
+
+from worker.commands.exits import ExitCode
 from worker.errors import WorkerError
 from worker.kafka.failures import KafkaRefused, KafkaUnavailable
 from worker.kafka.probe import cluster_topics
@@ -22,10 +31,11 @@ from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway, open_gateway
 from worker.mongo.indexes import CollectionIndexReport, expected_indexes, inspect_collection, ttl_only_differs
 from worker.mongo.write_concern import WriteConcern, write_concern_in_force
+from worker.ops.about import worker_version
 from worker.ops.library_logs import mute_library_logs
 from worker.ops.messages import ServerFailure, report_failure
 from worker.ops.redaction import scrub
-from worker.settings import Settings
+from worker.settings import Settings, unknown_variables
 from worker.settings_typos import UnknownVariable
 
 SERVER_TIMEOUT_S = 1.5
@@ -38,12 +48,19 @@ INDEXES_AT_START_UP = "`run` sees to them at start-up (`persistence-worker index
 OK, WARNING, NOT_OK = "ok", "warning", "not ok"
 Line = tuple[str, str]
 """(OK, WARNING or NOT_OK, what was found)."""
+HIDDEN = "<hidden>"
+VALUE_COLUMN = 40
+"""`config` pads values to this width so the sources line up; longer ones push theirs out."""
 
 
 @dataclass(frozen=True, slots=True)
 class MongoFindings:
     indexes: list[CollectionIndexReport]
     write_concern: WriteConcern
+
+
+def check(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(check_command(settings, unknown_variables(), args.max_replicas))
 
 
 async def check_command(settings: Settings, unknown: list[UnknownVariable], max_replicas: int | None) -> int:
@@ -152,3 +169,59 @@ def write_concern_line(concern: WriteConcern) -> Line:
         return WARNING, f"{text}: a number, and a mongos does not say how many a majority is; use w=majority"
     why = "a failover can lose writes already acknowledged (and their offsets committed); use w=majority"
     return WARNING, f"{text}: fewer than a majority of the {concern.members} members the server lists: {why}"
+
+
+def config(settings: Settings, _args: argparse.Namespace) -> int:
+    return config_command(settings, unknown_variables())
+
+
+def config_command(settings: Settings, unknown: list[UnknownVariable]) -> int:
+    """Print the table and the suspect variables; exit 0 (strict mode has stopped earlier)."""
+    rows = effective_settings(settings)
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(VALUE_COLUMN, max(len(value) for _, value, _ in rows))
+    print(f"# persistence-worker {worker_version()}: effective settings (secrets hidden)")
+    for name, value, source in rows:
+        print(f"{name:<{width}}  {value:<{value_width}}  {source}")
+    if unknown:
+        print("# variables that are not settings (ignored):")
+    for variable in unknown:
+        print(variable.describe())
+    return ExitCode.OK
+
+
+def effective_settings(settings: Settings) -> list[tuple[str, str, str]]:
+    """(variable, value as shown, "environment" or "default") for every setting, secrets hidden."""
+    given = settings.model_fields_set
+    rows = []
+    for field in Settings.model_fields:
+        source = "environment" if field in given else "default"
+        rows.append((field.upper(), shown_value(settings, field), source))
+    return rows
+
+
+def shown_value(settings: Settings, field: str) -> str:
+    """A setting's value as `config` prints it: the URI without credentials, other secrets hidden,
+    the rest as an operator would type it."""
+    value = getattr(settings, field)
+    if field == "mongodb_uri":
+        return settings.mongodb_uri_for_logs()
+    if isinstance(value, SecretStr):
+        return HIDDEN
+    return scrub(as_typed(value))
+
+
+def as_typed(value: object) -> str:
+    """`value` as its environment variable would be written: an enum by its value, a list
+    comma-separated (a set sorted), true/false, and nothing for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return as_typed(value.value)
+    if isinstance(value, frozenset | set):
+        return ",".join(sorted(as_typed(item) for item in value))
+    if isinstance(value, tuple | list):
+        return ",".join(as_typed(item) for item in value)
+    return str(value)

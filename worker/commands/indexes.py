@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from worker.commands.exit_codes import ExitCode
+import argparse
+import asyncio
+
+from worker.commands.exits import ExitCode
 from worker.errors import WorkerError
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import open_gateway
@@ -17,6 +20,14 @@ from worker.mongo.indexes import (
 from worker.ops.messages import report_failure
 from worker.settings import Settings
 from worker.telemetry.buffer import claim_index_created, date_the_undated
+
+
+def check(settings: Settings, _args: argparse.Namespace) -> int:
+    return asyncio.run(indexes_command(settings, create=False))
+
+
+def ensure(settings: Settings, _args: argparse.Namespace) -> int:
+    return asyncio.run(indexes_command(settings, create=True))
 
 
 async def indexes_command(settings: Settings, *, create: bool) -> int:

@@ -12,11 +12,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from worker.dead_letters.letters import DeadLetter, UnprocessableLetter, error_class
+from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.kafka.consumer import TopicPartition
 from worker.ops import metrics
 from worker.pipeline import reports
 from worker.pipeline.chunks import WRITE_CHUNK, Retrying, RouteResult, RouteWrites
-from worker.pipeline.dead_letters import DeadLetter, DeadLetterPublisher, UnprocessableLetter, error_class
 from worker.pipeline.prepare import Refused, prepare
 from worker.pipeline.priority import WriteGate
 from worker.pipeline.records import Batch, Prepared, Record, source_of

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from worker.dead_letters.headers import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED
+from worker.dead_letters.letters import DeadLetter
 from worker.errors import DocumentRefused, OperationRefused, TransientError, WorkerError
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.writers import WriteOutcome
 from worker.ops import metrics
 from worker.pipeline import reports
-from worker.pipeline.dead_letters import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED, DeadLetter
 from worker.pipeline.priority import WriteGate
 from worker.pipeline.records import Prepared
 from worker.pipeline.routes import FailurePolicy, Route

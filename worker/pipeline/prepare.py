@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from worker.dead_letters.headers import ERROR_TYPE_UNPROCESSABLE, ERROR_TYPE_VALIDATION
 from worker.errors import EventRejected
 from worker.mongo.encoding import check_encodable
-from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE, ERROR_TYPE_VALIDATION
 from worker.pipeline.decode import decode_vouched, validate_event
 from worker.pipeline.routes import Route
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import structlog
 
+from worker.dead_letters.letters import DeadLetter, error_class
 from worker.errors import TransientError, WorkerError
 from worker.mongo.writers import WriteOutcome
-from worker.pipeline.dead_letters import DeadLetter, error_class
 from worker.pipeline.prepare import Refused
 from worker.pipeline.records import Prepared, coordinates
 from worker.pipeline.routes import Route

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from worker.kafka.consumer import TopicPartition
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+
+    from worker.pipeline.records import Record
 
 IDLE_POLLS_BEFORE_TRUSTING_END_OFFSETS = 10
 IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls without a record: the run ends incomplete (exit 1)
@@ -136,6 +140,10 @@ class DeadLetterReader:
                 chunk[tp] = kept
                 self._next[tp] = max(self._next[tp], kept[-1].offset + 1)
         return chunk
+
+    async def commit(self, chunk: Mapping[TopicPartition, Sequence[Record]]) -> None:
+        """Commit, under the reader's group, the position after each partition's last record of `chunk`."""
+        await self._consumer.commit({tp: records[-1].offset + 1 for tp, records in chunk.items()})
 
     async def _advance_positions(self) -> None:
         # Offsets without a record (transaction markers, compaction) still move the position.

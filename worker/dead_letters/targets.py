@@ -1,21 +1,39 @@
-"""Where `dlq replay` sends the chosen records: back to their source topics, or straight to MongoDB."""
+"""Where a dead-letter replay sends the chosen records: back to their source topics, or into MongoDB."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.structs import TopicPartition
-
-from worker.commands.dlq_records import SourceRecord, replay_headers
+from worker.dead_letters.headers import (
+    ERROR_TYPE_PERSIST_FAILED,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+    header,
+    replay_headers,
+)
+from worker.dead_letters.letters import DeadLetter
+from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.errors import OperationRefused, WorkerError
+from worker.kafka.clients import ProducerPurpose, create_producer
+from worker.kafka.consumer import TopicPartition
 from worker.kafka.failures import kafka_errors
-from worker.pipeline.batch import BatchProcessor
-from worker.pipeline.dead_letters import ERROR_TYPE_PERSIST_FAILED, DeadLetter, DeadLetterPublisher
+from worker.mongo.gateway import MongoGateway, gateway_for
+from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.pipeline.records import Record
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaProducer
+
+    from worker.pipeline.batch import BatchProcessor
+
+ProcessorFactory = Callable[[MongoGateway, DeadLetterPublisher], "BatchProcessor"]
+"""Builds the worker's BatchProcessor on a connected gateway, dead-lettering to the given publisher."""
 
 
 class BatchFailed(Exception):
@@ -24,6 +42,33 @@ class BatchFailed(Exception):
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A dead letter as the worker first saw it: source topic and coordinates, original headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, record: Record, source_topic: str) -> SourceRecord:
+        def number(name: str, default: int) -> int:
+            text = header(record, name)
+            return int(text) if text is not None and text.isdigit() else default
+
+        return cls(
+            topic=source_topic,
+            partition=number(HEADER_SOURCE_PARTITION, record.partition),
+            offset=number(HEADER_SOURCE_OFFSET, record.offset),
+            key=record.key,
+            value=record.value,
+            headers=replay_headers(record),
+        )
 
 
 class KeptDeadLetters(DeadLetterPublisher):
@@ -89,3 +134,26 @@ class DirectWriter:
 
 
 Target = Republisher | DirectWriter
+
+
+async def open_republisher(
+    settings: Settings, sources: Mapping[str, str], closing: AsyncExitStack
+) -> Republisher:
+    """A started producer for the source topics (stopped by `closing`); KafkaUnavailable/KafkaRefused."""
+    producer = create_producer(settings, purpose=ProducerPurpose.REPUBLISH)
+    closing.push_async_callback(producer.stop)
+    with kafka_errors(settings):
+        await producer.start()
+    return Republisher(producer, sources, settings)
+
+
+async def open_direct_writer(
+    settings: Settings, sources: Mapping[str, str], closing: AsyncExitStack, processor_for: ProcessorFactory
+) -> DirectWriter:
+    """A writer on a connected MongoDB with the expected indexes (closed by `closing`); WorkerError."""
+    gateway = gateway_for(settings)
+    closing.push_async_callback(gateway.close)
+    database = await gateway.connect()
+    await ensure_indexes(database, expected_indexes(settings))
+    letters = KeptDeadLetters()
+    return DirectWriter(processor_for(gateway, letters), letters, sources)
