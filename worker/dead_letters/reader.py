@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from worker.pipeline.records import Record
 
 IDLE_POLLS_BEFORE_TRUSTING_END_OFFSETS = 10
-IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls without a record: the run ends incomplete (exit 1)
+IDLE_POLLS_BEFORE_GIVING_UP = 20  # half-second polls without a record: the run stops before its end offsets
 
 
 @dataclass(frozen=True, slots=True)
