@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from worker.commands.exits import ExitCode, StopOnSignals, exit_cleanly_on_sigterm, until_stopped
+from worker.commands.exits import ExitCode, StopOnSignals, until_stopped
 from worker.commands.output import print_tables, reporting, table
 from worker.errors import WorkerError
 from worker.kafka.errors import converted
@@ -35,7 +35,6 @@ COLUMNS = ("buffer_id", "workflow_id", "plan_id", "source", "timestamp", "buffer
 
 
 def redeliver_once(settings: Settings) -> int:
-    exit_cleanly_on_sigterm()
     return asyncio.run(until_stopped(lambda stop: drain_once(settings, stop)))
 
 

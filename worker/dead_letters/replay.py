@@ -132,14 +132,14 @@ class DeadLetterReplay:
         self._options = options
         self._processor_for = processor_for
         self._sources = options.sources(settings)
-        consumer = create_consumer(
-            settings, group_id=options.group_for(settings), auto_offset_reset="earliest"
-        )
-        self._consumer = consumer
+        group = options.group_for(settings)
+        self._consumer = create_consumer(settings, group_id=group, auto_offset_reset="earliest")
         self._closing = AsyncExitStack()
-        self._closing.push_async_callback(consumer.stop)
+        self._closing.push_async_callback(self._consumer.stop)
         start = StartAt(offset=options.from_offset, time=options.from_time)
-        self.reader = DeadLetterReader(consumer, max_records=settings.kafka_max_batch_records, start=start)
+        self.reader = DeadLetterReader(
+            self._consumer, max_records=settings.kafka_max_batch_records, start=start
+        )
         self.target: Target | None = None
         """None for a dry run."""
 
