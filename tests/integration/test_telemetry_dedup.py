@@ -15,7 +15,7 @@ from tests.integration.harness import prepare_topics, publish, running_worker, w
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
 from worker.settings import RouteName, Settings
 from worker.telemetry.buffer import Attempt
-from worker.telemetry.redeliver import buffer_for
+from worker.telemetry.assembly import buffer_for
 
 
 async def delivered_ids(settings: Settings) -> Counter[str]:

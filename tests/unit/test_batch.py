@@ -22,7 +22,7 @@ from schemas.documents import (
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.app import batch_processor
+from worker.pipeline.assembly import batch_processor
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.pipeline.batch import BatchProcessor, BatchResult

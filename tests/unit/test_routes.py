@@ -11,7 +11,7 @@ from pymongo import AsyncMongoClient
 
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.app import routes_for
+from worker.pipeline.assembly import routes_for
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter
 from worker.pipeline.routes import FailurePolicy, Route

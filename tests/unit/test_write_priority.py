@@ -25,7 +25,7 @@ from pymongo import AsyncMongoClient
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
 from tests.unit.virtual_time import run_virtually
-from worker.app import batch_processor, group_consumers, member_routes, routes_for
+from worker.pipeline.assembly import batch_processor, group_consumers, member_routes, routes_for
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
