@@ -19,10 +19,10 @@ from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.buffer import Attempt, TelemetryBuffer, claim_index_created, date_the_undated
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.loop import RedeliveryLoop
-from worker.telemetry.assembly import buffer_for
 
 Document = dict[str, Any]
 

@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
-from worker.startup import reachability_for, start_watchers
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.startup import reachability_for, start_watchers
 from worker.telemetry.stats import BufferStats, age_s, publish, sample, sample_and_publish
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
