@@ -22,9 +22,9 @@ from schemas.documents import (
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.app import batch_processor
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
+from worker.pipeline.assembly import batch_processor
 from worker.pipeline.batch import BatchProcessor, BatchResult
 from worker.pipeline.dead_letters import DeadLetter
 from worker.pipeline.routes import FailurePolicy, Route

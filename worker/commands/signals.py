@@ -7,30 +7,7 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from worker.commands.exit_codes import ExitCode
-
-
-class StopOnSignals:
-    """SIGINT/SIGTERM set `stop`; a second one cancels the running task outright."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        self._task = asyncio.current_task()
-        self._signals = (signal.SIGINT, signal.SIGTERM)
-
-    def _handle(self) -> None:
-        if self._stop.is_set() and self._task is not None:
-            self._task.cancel()
-        self._stop.set()
-
-    def __enter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.add_signal_handler(sig, self._handle)
-
-    def __exit__(self, *_exc: object) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.remove_signal_handler(sig)
+from worker.ops.signals import StopOnSignals as StopOnSignals  # the one handler, shared with `serve`
 
 
 async def until_stopped(job: Callable[[asyncio.Event], Awaitable[int]]) -> int:
