@@ -22,7 +22,9 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
 )
 
 __all__ = [
@@ -40,22 +42,23 @@ __all__ = [
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
 
 
-def _require_iso_string(value: object) -> object:
-    """Accept ISO-8601 strings (and datetimes built in Python); refuse epoch numbers."""
-    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value)):
-        return value
-    raise ValueError("must be an ISO-8601 string with a time zone, e.g. 2026-11-25T10:00:00Z")
+def _iso_instant_in_utc(value: object, parse: ValidatorFunctionWrapHandler) -> datetime:
+    """An ISO-8601 string (or a datetime built in Python) with its zone, as the same instant in UTC.
 
-
-def _to_utc(value: datetime) -> datetime:
-    """The same instant in UTC; an instant outside years 1-9999 once in UTC is refused, not raised."""
+    Epoch numbers (and strings of them, which pydantic would read as epoch seconds) are refused;
+    an instant outside years 1-9999 once in UTC is refused, not raised. One call per timestamp:
+    this runs for every event the worker reads.
+    """
+    if not (isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE.match(value))):
+        raise ValueError("must be an ISO-8601 string with a time zone, e.g. 2026-11-25T10:00:00Z")
+    instant: datetime = parse(value)
     try:
-        return value.astimezone(UTC)
+        return instant.astimezone(UTC)
     except OverflowError:  # pydantic turns ValueError into a validation error, not OverflowError
         raise ValueError("is outside years 1-9999 once converted to UTC") from None
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_require_iso_string), AfterValidator(_to_utc)]
+Timestamp = Annotated[AwareDatetime, WrapValidator(_iso_instant_in_utc)]
 """An ISO-8601 instant with an explicit zone, normalised to UTC."""
 
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1)]

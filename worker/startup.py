@@ -1,4 +1,5 @@
-"""Start-up steps before any record is consumed: the HTTP port bound, MongoDB answering.
+"""Start-up steps of `run` and `telemetry redeliver` before any record is consumed: the probes'
+health and HTTP port, MongoDB answering, the Kafka clients started, the servers watched.
 
 A database the worker has never reached is a configuration error, not an outage: nothing
 is consumed (so nothing is dead-lettered or committed) until MongoDB has answered and the
@@ -10,29 +11,65 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.errors import WorkerError
+from worker.kafka.errors import converted
+from worker.kafka.failures import kafka_failure
+from worker.kafka.probe import KafkaProbe
 from worker.mongo.collections import Document
 from worker.mongo.gateway import MongoGateway
+from worker.mongo.index_health import check_until_stopped
 from worker.mongo.indexes import IndexSpec, ensure_indexes, expected_indexes
 from worker.ops.health import Health
-from worker.ops.http import start_http
-from worker.ops.reachability import ServerReachability
+from worker.ops.http import serve_until, start_http
+from worker.ops.reachability import Reachability, ServerReachability, probe_until_stopped, server_address
+from worker.ops.tasks import background
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 from worker.telemetry.buffer import claim_index_created, date_the_undated
+from worker.telemetry.stats import sample_until_stopped
 
 log = structlog.get_logger(__name__)
 
 
 class StartupError(Exception):
     """The worker cannot start (e.g. Kafka unreachable); the message says why (exit 3)."""
+
+
+def reachability_for(settings: Settings, *, kafka: bool) -> Reachability:
+    """MongoDB's reachability, and Kafka's when the process consumes."""
+    mongodb = ServerReachability("mongodb", server_address(settings.mongodb_uri.get_secret_value()))
+    if not kafka:
+        return Reachability(mongodb)
+    kafka_server = ServerReachability("kafka", server_address(settings.kafka_bootstrap_servers))
+    return Reachability(mongodb, kafka_server)
+
+
+def health_for(
+    settings: Settings, gateway: MongoGateway, reachability: Reachability, consumers: Sequence[Any] = ()
+) -> Health:
+    """What the probes read: MongoDB answered, the servers reachable, an assignment held by one of
+    the `consumers` (none: no assignment to wait for). The loops' heartbeats are added by the caller."""
+    return Health(
+        last_poll=None,
+        mongodb_ready=lambda: gateway.connected,
+        has_assignment=lambda: not consumers or any(consumer.assignment() for consumer in consumers),
+        stuck_after_s=settings.health_stuck_after_s,
+        unreachable=reachability.unreachable,
+    )
+
+
+async def serve_probes(settings: Settings, health: Health, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    """Bind the probes' port before anything else (StartupError if taken), then serve it until `stop`."""
+    server = await bind_http(health, host=settings.http_host, port=settings.http_port)
+    return [] if server is None else [background(serve_until(server, stop), "http")]
 
 
 async def bind_http(health: Health, *, host: str, port: int) -> asyncio.Server | None:
@@ -128,3 +165,45 @@ def _next_wait(startup: MongoStartup, attempt: int, waited_s: float, error: str)
             f"MONGODB_STARTUP_TIMEOUT_S={limit:g} s: {error}"
         )
     return min(delay, limit - waited_s)
+
+
+async def start_kafka_clients(settings: Settings, producer: Any, consumers: Sequence[Any]) -> None:
+    """Start the producer, then the consumers; a failure is a StartupError saying why."""
+    try:
+        await converted(producer.start())
+        for consumer in consumers:
+            await converted(consumer.start())
+    except WorkerError as exc:
+        raise StartupError(kafka_failure(exc, settings).message()) from exc
+
+
+def start_watchers(
+    settings: Settings, reachability: Reachability, gateway: MongoGateway, kafka: KafkaProbe | None,
+    stop: asyncio.Event,
+) -> list[asyncio.Task[None]]:  # fmt: skip
+    """Once MongoDB has answered: the servers' probes, the index check and (with HTTP) the
+    telemetry_buffer gauges, as helper tasks until `stop`."""
+    mongodb_probe = probe_until_stopped(
+        reachability["mongodb"], _mongodb_ping(gateway), settings.mongodb_health_interval_s, stop
+    )
+    index_check = check_until_stopped(
+        gateway, stop, interval_s=settings.index_check_interval_s, expected=expected_indexes(settings)
+    )
+    tasks = [background(mongodb_probe, "mongodb_probe"), background(index_check, "index_check")]
+    if settings.http_port:  # the gauges are read only through /metrics: with no HTTP, no counting
+        stats_every_s = settings.telemetry_buffer_stats_interval_s
+        buffer_stats = sample_until_stopped(gateway, interval_s=stats_every_s, stop=stop)
+        tasks.append(background(buffer_stats, "buffer_stats"))
+    if kafka is not None:
+        kafka_probe = probe_until_stopped(
+            reachability["kafka"], kafka, settings.kafka_health_interval_s, stop
+        )
+        tasks.append(background(kafka_probe, "kafka_probe"))
+    return tasks
+
+
+def _mongodb_ping(gateway: MongoGateway) -> Callable[[], Awaitable[None]]:
+    async def ping() -> None:
+        await gateway.connect()
+
+    return ping

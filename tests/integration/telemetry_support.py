@@ -20,10 +20,10 @@ from tests.integration.harness import settings_for
 from worker.mongo.gateway import gateway_for
 from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.batches import BatchReport
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.loop import RedeliveryLoop
-from worker.telemetry.redeliver import buffer_for
 
 QUICK_REDELIVERY = {
     "redelivery_lease_s": 6.0,
@@ -117,7 +117,6 @@ async def running_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator
         publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
         stop=stop,
         batch_size=settings.redelivery_batch_size,
-        lease_s=settings.redelivery_lease_s,
         idle_poll_s=settings.redelivery_idle_poll_s,
         backoff=RetryPolicy.for_redelivery(settings),
     )

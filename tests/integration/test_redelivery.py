@@ -21,7 +21,7 @@ from tests.integration.telemetry_support import (
 )
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
-from worker.telemetry.redeliver import buffer_for
+from worker.telemetry.assembly import buffer_for
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from worker.commands.cli import parse_instant
 from worker.commands.telemetry import replay_command
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.buffer import ParkedScope
-from worker.telemetry.redeliver import buffer_for
 from worker.telemetry.replay import ReplayOptions, Selection
 
 DAY = datetime(2026, 11, 25, tzinfo=UTC)

@@ -19,10 +19,10 @@ from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.retry import RetryPolicy
 from worker.settings import Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.buffer import Attempt, TelemetryBuffer, claim_index_created, date_the_undated
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.loop import RedeliveryLoop
-from worker.telemetry.redeliver import buffer_for
 
 Document = dict[str, Any]
 
@@ -106,8 +106,8 @@ async def test_a_batch_of_the_loop_costs_three_mongodb_commands_whatever_its_siz
     try:
         loop = RedeliveryLoop(buffer=buffer_for(settings, gateway.database),
                               publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
-                              stop=asyncio.Event(), batch_size=size, lease_s=settings.redelivery_lease_s,
-                              idle_poll_s=1.0, backoff=RetryPolicy.for_redelivery(settings))  # fmt: skip
+                              stop=asyncio.Event(), batch_size=size, idle_poll_s=1.0,
+                              backoff=RetryPolicy.for_redelivery(settings))  # fmt: skip
         commands.take()
         report = await loop.deliver_batch(size)
     finally:

@@ -14,8 +14,8 @@ from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
 from worker.settings import RouteName, Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.buffer import Attempt
-from worker.telemetry.redeliver import buffer_for
 
 
 async def delivered_ids(settings: Settings) -> Counter[str]:

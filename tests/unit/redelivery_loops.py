@@ -14,13 +14,12 @@ from worker.telemetry.loop import RedeliveryLoop
 def loop_from(
     settings: Settings, *, buffer: Any, publisher: Any, stop: asyncio.Event, liveness: Liveness | None = None
 ) -> RedeliveryLoop:
-    """The loop `redeliver` would build from `settings`, on the given fakes."""
+    """The loop `redeliver` would build from `settings`, on the given fakes (the buffer's lease is the loop's)."""
     return RedeliveryLoop(
         buffer=buffer,
         publisher=publisher,
         stop=stop,
         batch_size=settings.redelivery_batch_size,
-        lease_s=settings.redelivery_lease_s,
         idle_poll_s=settings.redelivery_idle_poll_s,
         backoff=RetryPolicy.for_redelivery(settings),
         liveness=liveness,

@@ -22,10 +22,10 @@ from schemas.documents import (
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.app import batch_processor
 from worker.dead_letters.letters import DeadLetter
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
+from worker.pipeline.assembly import batch_processor
 from worker.pipeline.batch import BatchProcessor, BatchResult
 from worker.pipeline.routes import FailurePolicy, Route
 from worker.settings import RouteName, Settings

@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
-from worker.app import _reachability, _watch
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.startup import reachability_for, start_watchers
 from worker.telemetry.stats import BufferStats, age_s, publish, sample, sample_and_publish
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
@@ -127,7 +127,7 @@ async def test_run_counts_the_buffer_only_when_it_serves_metrics(http_port: int,
     stop = asyncio.Event()
     stop.set()
     gateway = gateway_for(settings)
-    tasks = _watch(settings, _reachability(settings, kafka=False), gateway, None, stop)
+    tasks = start_watchers(settings, reachability_for(settings, kafka=False), gateway, None, stop)
     try:
         assert ("buffer_stats" in {task.get_name() for task in tasks}) is sampled
     finally:

@@ -146,10 +146,11 @@ class DeliveringPublisher:
 class ScriptedBuffer:
     """A fake TelemetryBuffer with `due` documents, settling each batch as `settled` says."""
 
-    def __init__(self, due: int, settled: Settled | None = None, when_empty: Any = None) -> None:
+    def __init__(self, due: int, settled: Settled | None = None, when_empty: Any = None, lease_s: float = 60.0) -> None:
         self.due = due
         self.settled = settled
         self.when_empty = when_empty
+        self.lease_s = lease_s
 
     def new_lease_owner(self) -> str:
         return "fake/1"
@@ -202,10 +203,10 @@ class RecordingLiveness(Liveness):
 
 async def test_the_redelivery_loop_beats_before_each_batch_and_each_wait() -> None:
     """The loop promises its next beat within the lease (a batch) or the wait it is about to take."""
-    settings = Settings(redelivery_lease_s=30, redelivery_idle_poll_s=7, redelivery_batch_size=3)
+    settings = Settings(redelivery_idle_poll_s=7, redelivery_batch_size=3)
     stop = asyncio.Event()
     liveness = RecordingLiveness()
-    buffer = ScriptedBuffer(3, when_empty=stop.set)  # the stop comes with the empty batch: one idle wait
+    buffer = ScriptedBuffer(3, when_empty=stop.set, lease_s=30)  # the stop comes with the empty batch: one idle wait
     loop = loop_from(settings, buffer=buffer, publisher=DeliveringPublisher(), stop=stop, liveness=liveness)
     await asyncio.wait_for(loop.run(), timeout=5)
     # a batch of 3 documents, an empty one, then the idle wait

@@ -142,6 +142,8 @@ async def test_send_outcomes_are_classified() -> None:
 class FailingBuffer:
     """A tiny fake of TelemetryBuffer: always has due documents (`claims` counts them); settles nothing."""
 
+    lease_s = 60.0
+
     def __init__(self) -> None:
         self.claims = 0
         self.purges = 0

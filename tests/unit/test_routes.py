@@ -11,9 +11,9 @@ from pymongo import AsyncMongoClient
 
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
 from tests.demo.events import EventFactory
-from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter
+from worker.pipeline.assembly import routes_for
 from worker.pipeline.routes import FailurePolicy, Route
 from worker.settings import RouteName, Settings
 

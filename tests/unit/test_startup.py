@@ -14,9 +14,11 @@ import pytest
 from structlog.testing import capture_logs
 
 import worker.app
+import worker.ops.signals
 from worker.errors import TransientError
 from worker.ops.health import Health
 from worker.ops.reachability import ServerReachability
+from worker.ops.signals import StopOnSignals
 from worker.settings import Settings
 from worker.startup import MongoStartup, StartupError, bind_http, wait_until_mongodb_ready
 
@@ -81,16 +83,16 @@ async def test_a_taken_http_port_is_a_startup_error() -> None:
             await bind_http(health, host=settings.http_host, port=settings.http_port)
 
 
-def test_stop_is_requested_even_when_the_log_write_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_stop_is_requested_even_when_the_log_write_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     """A signal sets the stop event first, so a log sink that raises cannot keep the worker running."""
 
     class BrokenLog:
         def info(self, *_args: Any, **_kwargs: Any) -> None:
             raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(worker.app, "log", BrokenLog())
+    monkeypatch.setattr(worker.ops.signals, "log", BrokenLog())
     stop = asyncio.Event()
-    worker.app._request_stop(stop, signal.SIGTERM)
+    StopOnSignals(stop, cancel_on_repeat=False).handle(signal.SIGTERM)
     assert stop.is_set()
 
 

@@ -20,6 +20,8 @@ class FakeBuffer:
 
     `per_round` caps what one claim round wins (others won the rest of its read: `more` is True)."""
 
+    lease_s = 60.0
+
     def __init__(self, due: Sequence[dict[str, Any]], *, held: Sequence[str] = (), fail_after: int | None = None,
                  max_attempts: int = 10, per_round: int | None = None) -> None:  # fmt: skip
         self.due = list(due)
@@ -70,7 +72,7 @@ class FakePublisher:
 
 
 def batch_run(buffer: FakeBuffer, publisher: FakePublisher, *, keep: bool = False) -> BatchRun:
-    return BatchRun(buffer=buffer, publisher=publisher, lease_s=60, stop=asyncio.Event(), keep=keep)  # type: ignore[arg-type]
+    return BatchRun(buffer=buffer, publisher=publisher, stop=asyncio.Event(), keep=keep)  # type: ignore[arg-type]
 
 
 async def test_a_batch_claims_up_to_its_size_sends_each_and_settles_them_once() -> None:

@@ -25,10 +25,10 @@ from pymongo import AsyncMongoClient
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
 from tests.unit.virtual_time import run_virtually
-from worker.app import batch_processor, group_consumers, member_routes, routes_for
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
+from worker.pipeline.assembly import batch_processor, group_consumers, member_routes, routes_for
 from worker.pipeline.batch import WRITE_CHUNK, BatchProcessor
 from worker.pipeline.priority import GRACE_S, MAX_PASSES, WriteGate
 from worker.settings import RouteName, Settings

@@ -12,8 +12,7 @@ import argparse
 import asyncio
 import sys
 
-from worker.app import batch_processor, routes_for
-from worker.commands.exits import ExitCode, StopOnSignals
+from worker.commands.exits import ExitCode
 from worker.commands.output import print_tables, reporting, table
 from worker.dead_letters.headers import HEADER_ERROR_MESSAGE, HEADER_ERROR_REASON, error_type, header
 from worker.dead_letters.publisher import DeadLetterPublisher
@@ -24,6 +23,8 @@ from worker.kafka.failures import KafkaRefused, KafkaUnavailable
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway
 from worker.ops.messages import report_failure
+from worker.ops.signals import StopOnSignals
+from worker.pipeline.assembly import batch_processor, routes_for
 from worker.pipeline.batch import BatchProcessor
 from worker.pipeline.records import Record
 from worker.settings import RouteName, Settings
@@ -69,7 +70,7 @@ async def dlq_replay_command(settings: Settings, options: DlqReplayOptions) -> i
 
 
 def processor_for(settings: Settings) -> ProcessorFactory:
-    """--direct writes through the worker's own routes and BatchProcessor (worker.app builds them)."""
+    """--direct writes through the worker's own routes and BatchProcessor, as `run` builds them."""
 
     def build(gateway: MongoGateway, letters: DeadLetterPublisher) -> BatchProcessor:
         return batch_processor(settings, routes_for(settings, gateway), letters)

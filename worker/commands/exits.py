@@ -1,13 +1,12 @@
-"""How a command ends: its exit code (the one table, the README's "Exit codes"), the signals that
-stop it early, and the last resort for an error nobody planned for."""
+"""How a command ends: its exit code (the one table, the README's "Exit codes"), SIGTERM at
+start-up, and the last resort for an error nobody planned for. (The stop request of the
+one-shot jobs is worker.ops.signals', shared with `run`.)"""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
 from enum import IntEnum
 
 from worker.ops.redaction import scrub
@@ -44,37 +43,6 @@ def exit_codes_help() -> str:
     """The exit-code table every command's --help ends with."""
     rows = "\n".join(f"  {int(code):>3}  {MEANINGS[code]}" for code in ExitCode)
     return f"exit codes (the same for every command):\n{rows}"
-
-
-class StopOnSignals:
-    """SIGINT/SIGTERM set `stop`; a second one cancels the running task outright."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self._stop = stop
-        self._task = asyncio.current_task()
-        self._signals = (signal.SIGINT, signal.SIGTERM)
-
-    def _handle(self) -> None:
-        if self._stop.is_set() and self._task is not None:
-            self._task.cancel()
-        self._stop.set()
-
-    def __enter__(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.add_signal_handler(sig, self._handle)
-
-    def __exit__(self, *_exc: object) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self._signals:
-            loop.remove_signal_handler(sig)
-
-
-async def until_stopped(job: Callable[[asyncio.Event], Awaitable[int]]) -> int:
-    """Run `job` with a stop event that SIGINT/SIGTERM set; its exit code."""
-    stop = asyncio.Event()
-    with StopOnSignals(stop):
-        return await job(stop)
 
 
 def exit_cleanly_on_sigterm() -> None:

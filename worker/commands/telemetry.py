@@ -1,6 +1,6 @@
 """`persistence-worker telemetry redeliver --once | replay`: the telemetry buffer's one-off jobs.
 
-`redeliver --once` drains what is due through the loop's batches (worker.telemetry.redeliver);
+`redeliver --once` drains what is due through the loop's batches (worker.telemetry.loop);
 `replay` re-sends chosen documents now (worker.telemetry.replay). Both print a summary line;
 `replay` shows its progress and, with --dry-run, a table of the first documents.
 """
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from worker.commands.exits import ExitCode, StopOnSignals, until_stopped
+from worker.commands.exits import ExitCode
 from worker.commands.output import print_tables, reporting, table
 from worker.errors import WorkerError
 from worker.kafka.errors import converted
@@ -24,10 +24,12 @@ from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.ops.messages import report_failure
 from worker.ops.redaction import scrub
+from worker.ops.signals import StopOnSignals
 from worker.settings import Settings
+from worker.telemetry.assembly import loop_for
 from worker.telemetry.buffer import ParkedScope
 from worker.telemetry.delivery import create_delivery_producer
-from worker.telemetry.redeliver import DrainTotals, drain_due, loop_for
+from worker.telemetry.loop import DrainTotals, drain_due
 from worker.telemetry.replay import ReplayJob, ReplayOptions, Selection, Tally, TelemetryReplay
 
 SAMPLE_ROWS = 20
@@ -35,11 +37,18 @@ COLUMNS = ("buffer_id", "workflow_id", "plan_id", "source", "timestamp", "buffer
 
 
 def redeliver_once(settings: Settings) -> int:
-    return asyncio.run(until_stopped(lambda stop: drain_once(settings, stop)))
+    return asyncio.run(drain_once(settings))
 
 
-async def drain_once(settings: Settings, stop: asyncio.Event) -> int:
-    """Deliver what is due now, then exit: 0 if all of it went, 1 if not, 3 if a server cannot be reached."""
+async def drain_once(settings: Settings) -> int:
+    """Deliver what is due now, then exit: 0 if all of it went, 1 if not, 3 if a server cannot be reached.
+    SIGINT/SIGTERM: the batch in hand is finished, then it stops (exit 1)."""
+    stop = asyncio.Event()
+    with StopOnSignals(stop):
+        return await _drain_once(settings, stop)
+
+
+async def _drain_once(settings: Settings, stop: asyncio.Event) -> int:
     gateway = gateway_for(settings)
     producer = create_delivery_producer(settings)
     try:

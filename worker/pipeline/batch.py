@@ -82,36 +82,34 @@ class BatchProcessor:
     ) -> list[Prepared]:
         """Prepare every record; start each route's chunk as it fills, and the rest at the end."""
         items: list[Prepared] = []
-        filling: dict[str, list[Prepared]] = defaultdict(list)
+        filling: dict[str, list[Prepared]] = {}
+        max_bytes, max_depth = self.max_event_bytes, self.max_depth
         for tp, records in batch.items():
             route = self.routes[tp.topic]
+            chunk = filling.setdefault(tp.topic, [])
             for record in records:
-                item = self._prepare(route, tp, record)
-                if isinstance(item, Refused):
-                    rejected.append((_rejection_letter(record, route.dlq_topic, item), item))
+                outcome = prepare(
+                    route, record.value, record.headers, max_bytes=max_bytes, max_depth=max_depth
+                )
+                if isinstance(outcome, Refused):
+                    rejected.append((_rejection_letter(record, route.dlq_topic, outcome), outcome))
                     continue
-                items.append(item)
-                filling[tp.topic].append(item)
-                if len(filling[tp.topic]) >= WRITE_CHUNK:
-                    self._start(writes, tp.topic, filling.pop(tp.topic))
+                chunk.append(Prepared(tp, record, outcome.document, outcome.event_id))
+                if len(chunk) >= WRITE_CHUNK:
+                    items.extend(chunk)
+                    self._start(writes, tp.topic, chunk)
+                    chunk = filling[tp.topic] = []
                     await asyncio.sleep(0)  # let the chunk go out before preparing on
         for topic, rest in filling.items():
-            self._start(writes, topic, rest)
+            if rest:
+                items.extend(rest)
+                self._start(writes, topic, rest)
         return items
 
     def _start(self, writes: dict[str, RouteWrites], topic: str, items: list[Prepared]) -> None:
         if topic not in writes:
             writes[topic] = RouteWrites(self.routes[topic], self.retrying, self.gate)
         writes[topic].start(items)
-
-    def _prepare(self, route: Route, tp: TopicPartition, record: Record) -> Prepared | Refused:
-        """The record's document, or why it must be dead-lettered; never raises."""
-        outcome = prepare(
-            route, record.value, record.headers, max_bytes=self.max_event_bytes, max_depth=self.max_depth
-        )
-        if isinstance(outcome, Refused):
-            return outcome
-        return Prepared(tp=tp, record=record, document=outcome.document, event_id=outcome.event_id)
 
     async def _conclude(
         self, batch: Batch, items: list[Prepared], rejected: Rejected, results: Sequence[RouteResult]

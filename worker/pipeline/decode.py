@@ -154,8 +154,13 @@ def validate_event(model: type[ModelT], value: dict[str, Any]) -> ModelT:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc']) or '/'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
-        raise EventRejected(reason="schema_violation", detail=problems) from exc
+        raise schema_violation(exc) from exc
+
+
+def schema_violation(exc: ValidationError, *, event_id: str | None = None) -> EventRejected:
+    """The refusal of an event its contract rejects, naming every violated field."""
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or '/'}: {err['msg']}"
+        for err in exc.errors(include_url=False)
+    )
+    return EventRejected(reason="schema_violation", detail=problems, event_id=event_id)

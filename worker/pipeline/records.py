@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from worker.kafka.consumer import TopicPartition
 from worker.ops.trace import trace_id
@@ -30,9 +29,8 @@ class Record(Protocol):
 Batch = Mapping[TopicPartition, Sequence[Record]]
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A record whose document is ready to write."""
+class Prepared(NamedTuple):
+    """A record whose document is ready to write (a tuple: one is made per record)."""
 
     tp: TopicPartition
     record: Record

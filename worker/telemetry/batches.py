@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Protocol
 
 from worker.errors import WorkerError
@@ -114,11 +114,17 @@ class BatchRun:
     """What one batch needs besides its claims."""
 
     buffer: TelemetryBuffer
+    """Its lease (`buffer.lease_s`) bounds the batch's claims and its wait for acknowledgements."""
     publisher: TelemetryPublisher
-    lease_s: float
     stop: asyncio.Event
     keep: bool = False
     """Release the delivered (replay --keep) instead of making tombstones of them."""
+    lease_s: InitVar[float | None] = None
+    """Until commands/replay.py stops passing it (the buffer's lease is the batch's): must equal it."""
+
+    def __post_init__(self, lease_s: float | None) -> None:
+        if lease_s is not None and lease_s != self.buffer.lease_s:
+            raise ValueError(f"a batch holds the buffer's lease ({self.buffer.lease_s} s), not {lease_s} s")
 
     async def deliver(self, claims: ClaimSource, owner: str, size: int) -> BatchReport:
         """Claim up to `size` documents for `owner`, send them, settle them; never raises WorkerError."""
@@ -127,7 +133,7 @@ class BatchRun:
         pending = await self._claim_and_send(claims, owner, size, report)
         if not pending:
             return report
-        deadline = started + self.lease_s * ACK_SHARE_OF_LEASE
+        deadline = started + self.buffer.lease_s * ACK_SHARE_OF_LEASE
         report.attempts = await self.publisher.outcomes(
             pending, within_s=max(0.0, deadline - time.monotonic())
         )
@@ -141,7 +147,7 @@ class BatchRun:
         self, claims: ClaimSource, owner: str, size: int, report: BatchReport
     ) -> list[Pending]:
         pending: list[Pending] = []
-        claim_until = time.monotonic() + self.lease_s * CLAIM_SHARE_OF_LEASE
+        claim_until = time.monotonic() + self.buffer.lease_s * CLAIM_SHARE_OF_LEASE
         for _ in range(MAX_CLAIM_ROUNDS):
             if len(pending) >= size or self.stop.is_set() or time.monotonic() >= claim_until:
                 break

@@ -129,6 +129,7 @@ class Settled:
 class TelemetryBuffer:
     """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError.
 
+    `lease_s` is how long a claim holds a document: the batches and the loop pace themselves by it.
     `backoff` schedules the next attempt after a failed one and parks a document after
     `backoff.attempts` claims; `dedup_window_s` 0 deletes the delivered instead of keeping tombstones.
     """
@@ -146,6 +147,10 @@ class TelemetryBuffer:
         self._backoff = backoff
         self.dedup_window_s = dedup_window_s
         self._replica = replica_name()
+
+    @property
+    def lease_s(self) -> float:
+        return self._lease_s
 
     @property
     def max_attempts(self) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Counter
@@ -58,7 +59,6 @@ class RedeliveryLoop:
         publisher: TelemetryPublisher,
         stop: asyncio.Event,
         batch_size: int,
-        lease_s: float,
         idle_poll_s: float,
         backoff: RetryPolicy,
         ready: Callable[[], bool] = lambda: True,
@@ -68,10 +68,9 @@ class RedeliveryLoop:
         self._publisher = publisher
         self._stop = stop
         self._batch_size = batch_size
-        self._lease_s = lease_s
         self._idle_poll_s = idle_poll_s
         self._backoff = backoff
-        self._batch = BatchRun(buffer=buffer, publisher=publisher, lease_s=lease_s, stop=stop)
+        self._batch = BatchRun(buffer=buffer, publisher=publisher, stop=stop)
         self._ready = ready
         self.failures = 0
         """Consecutive failed batches; while non-zero the loop probes with one document."""
@@ -84,7 +83,7 @@ class RedeliveryLoop:
             if not self._ready():
                 await self._pause(self._idle_poll_s)
                 continue
-            self.liveness.beat(self._lease_s)  # a batch is settled within its lease
+            self.liveness.beat(self._buffer.lease_s)  # a batch is settled within its lease
             await self.purge_tombstones()
             report = await self._guarded_batch()
             if report.failed:
@@ -188,3 +187,34 @@ def _log_parked(settled: Settled, failed: list[Attempt], max_attempts: int) -> N
             max_attempts=max_attempts,
             last_error=error,
         )
+
+
+@dataclass(slots=True)
+class DrainTotals:
+    """What `drain_due` settled, over all its batches."""
+
+    delivered: int = 0
+    rescheduled: int = 0
+    parked: int = 0
+    lost: int = 0
+
+    def add(self, settled: Settled) -> None:
+        self.delivered += settled.removed
+        self.rescheduled += settled.rescheduled
+        self.parked += len(settled.parked)
+        self.lost += settled.lost
+
+
+async def drain_due(loop: RedeliveryLoop, batch_size: int) -> tuple[DrainTotals, str | None]:
+    """Batches until nothing is due (or a batch fails as a whole: its error is returned)."""
+    totals = DrainTotals()
+    while True:
+        report = await loop.deliver_batch(batch_size)
+        if report.settled is not None:
+            totals.add(report.settled)
+        if report.failed:
+            loop.failures += 1
+            loop.log_failure(report)
+            return totals, report.first_error() or "failed"
+        if report.claimed == 0:
+            return totals, None

@@ -20,10 +20,10 @@ from worker.errors import WorkerError
 from worker.kafka.errors import converted
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
+from worker.telemetry.assembly import buffer_for
 from worker.telemetry.batches import BatchRun, ChosenClaims
 from worker.telemetry.buffer import Attempt, ParkedScope
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
-from worker.telemetry.redeliver import buffer_for
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -116,8 +116,7 @@ class TelemetryReplay:
         """Claim, send and settle the documents of `ids` until all are done or `stop` is set; the job."""
         assert self._producer is not None, "start_producer() first"
         publisher = TelemetryPublisher(producer=self._producer, topic=self.topic)
-        batch = BatchRun(buffer=self.buffer, publisher=publisher, lease_s=self._settings.redelivery_lease_s,
-                         stop=stop, keep=self._options.keep)  # fmt: skip
+        batch = BatchRun(buffer=self.buffer, publisher=publisher, stop=stop, keep=self._options.keep)
         job = ReplayJob(batch=batch, batch_size=self._settings.redelivery_batch_size, options=self._options)
         await job.run(ids, progress)
         return job

@@ -1,14 +1,14 @@
-"""The redelivery's edges: build the loop from Settings, run it for `run`/`redeliver`, or drain it once.
+"""The redelivery made from Settings: the buffer, the loop, and the loop run with a producer of its own
+for `run` and `telemetry redeliver`.
 
 Only this module (of telemetry/) reads Settings: the buffer, the batches and the loop take
-the few values they use.
+the few values they use (the lease length, the buffer's alone: the others ask it).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -22,7 +22,7 @@ from worker.ops.health import Liveness
 from worker.ops.waiting import wait_for_stop
 from worker.retry import RetryPolicy
 from worker.settings import Settings
-from worker.telemetry.buffer import Settled, TelemetryBuffer
+from worker.telemetry.buffer import TelemetryBuffer
 from worker.telemetry.delivery import TelemetryPublisher, create_delivery_producer
 from worker.telemetry.loop import REDELIVERY_FAILURES, RedeliveryLoop
 
@@ -52,7 +52,6 @@ def loop_for(
         publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
         stop=stop,
         batch_size=settings.redelivery_batch_size,
-        lease_s=settings.redelivery_lease_s,
         idle_poll_s=settings.redelivery_idle_poll_s,
         backoff=RetryPolicy.for_redelivery(settings),
         ready=lambda: gateway.connected,
@@ -105,32 +104,3 @@ async def redeliver_until_stopped(
         await loop.run()
     finally:
         await producer.stop()
-
-
-@dataclass(slots=True)
-class DrainTotals:
-    delivered: int = 0
-    rescheduled: int = 0
-    parked: int = 0
-    lost: int = 0
-
-    def add(self, settled: Settled) -> None:
-        self.delivered += settled.removed
-        self.rescheduled += settled.rescheduled
-        self.parked += len(settled.parked)
-        self.lost += settled.lost
-
-
-async def drain_due(loop: RedeliveryLoop, batch_size: int) -> tuple[DrainTotals, str | None]:
-    """Batches until nothing is due (or a batch fails as a whole: its error is returned)."""
-    totals = DrainTotals()
-    while True:
-        report = await loop.deliver_batch(batch_size)
-        if report.settled is not None:
-            totals.add(report.settled)
-        if report.failed:
-            loop.failures += 1
-            loop.log_failure(report)
-            return totals, report.first_error() or "failed"
-        if report.claimed == 0:
-            return totals, None
