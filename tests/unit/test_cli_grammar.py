@@ -19,6 +19,7 @@ from worker.commands.indexes import report_lines
 from worker.commands.output import reporting
 from worker.dead_letters.replay import Summary
 from worker.mongo.indexes import CollectionIndexReport, IndexSpec
+from worker.mongo.queries import GUIDE_QUERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,17 @@ def test_each_query_takes_its_own_options() -> None:
     assert parse(["query", "incidents", "--severity", "high", "--json"]).severity == "HIGH"
     defaults = parse(["query", "incidents"])
     assert (defaults.severity, defaults.limit, defaults.json) == ("CRITICAL", 20, False)
+
+
+@pytest.mark.parametrize("name", sorted(GUIDE_QUERIES))
+def test_every_guide_query_is_a_subcommand_with_its_parameters(name: str) -> None:
+    """Each query of GUIDE_QUERIES parses as `query NAME` with its parameters' defaults and builds its query."""
+    guide = GUIDE_QUERIES[name]
+    given = {parameter.name: "given" for parameter in guide.parameters if parameter.default is None}
+    args = build_parser().parse_args(["query", name, *given.values()])
+    defaults = {parameter.name: parameter.default for parameter in guide.parameters if parameter.default is not None}
+    assert {key: getattr(args, key) for key in [*given, *defaults]} == {**given, **defaults}
+    assert guide.bound(vars(args)).explain_command() == guide.build(**given, **defaults).explain_command()
 
 
 @pytest.mark.parametrize(
