@@ -18,10 +18,11 @@ from pathlib import Path
 from pymongo import AsyncMongoClient, MongoClient
 
 from tests.benchmarks import phases
-from tests.benchmarks.backlog import bench_settings, produce_backlog
+from tests.benchmarks.backlog import Backlog, bench_settings, produce_backlog
 from tests.benchmarks.isolation import IsolationRun, isolation_run
 from tests.benchmarks.latency import steady_load
 from tests.benchmarks.measure import Spent, percentile
+from tests.benchmarks.profile import WorkerProfile, profiled_drain
 from tests.benchmarks.report import (
     CONSUME,
     CPU_PARTS,
@@ -265,12 +266,30 @@ async def repetitions(
             log_path = work_dir / f"worker-{rep}.log"
             drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
             drop_database(uri, worker_settings.mongodb_database)
-            record(WORKER, Spent(drained.events, drained.seconds, drained.cpu_seconds["worker"]), rep)
+            record(WORKER, Spent(drained.timed_events, drained.seconds, drained.cpu_seconds["worker"]), rep)
             results.worker_peak_rss_mib.append(drained.peak_rss_mib)
             for route, seconds in drained.route_done_s.items():
                 results.route_done_s.setdefault(route, []).append(seconds)
             for name, share in drained.cpu_share.items():
                 results.cpu_share.setdefault(name, []).append(share)
+    if "cpu" in args.only and WORKER in names:
+        results.profile = await profile_phase(settings, backlog, work_dir)
+
+
+async def profile_phase(settings: Settings, backlog: Backlog, work_dir: Path) -> WorkerProfile:
+    """One more worker drain of the backlog, untimed, with py-spy attached."""
+    run_id = settings.mongodb_database
+    say("worker draining the backlog once more under py-spy (not timed)")
+    profiled_settings = settings.model_copy(
+        update={"kafka_consumer_group": f"{run_id}-profile", "mongodb_database": f"{run_id}_p"}
+    )
+    profile = await profiled_drain(
+        profiled_settings, backlog.ends, work_dir / "worker-profiled.log",
+        work_dir / "worker-drain.collapsed.txt", timeout_s=1800,
+    )  # fmt: skip
+    drop_database(settings.mongodb_uri.get_secret_value(), profiled_settings.mongodb_database)
+    say(f"  {profile.samples:,} samples at {profile.rate_hz} Hz over {profile.drained.seconds:,.1f} s")
+    return profile
 
 
 async def latency_phase(

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import WINDOW_S, Latency
 from tests.benchmarks.measure import percentile
+from tests.benchmarks.profile import WorkerProfile
 from tests.benchmarks.report_cpu import cpu_table
 from tests.benchmarks.report_isolation import isolation_panel, isolation_section, isolation_targets
 from tests.benchmarks.report_telemetry import telemetry_panel, telemetry_section, telemetry_targets
@@ -57,6 +58,8 @@ class Results:
     """The isolation phase's telemetry backlog, incidents per second and idle incidents."""
     telemetry: TelemetryRun | None = None
     """The telemetry phase: ingest, and the drains of a seeded telemetry_buffer."""
+    profile: WorkerProfile | None = None
+    """The cpu phase's extra drain under py-spy: where the worker's CPU goes."""
 
     def median(self, name: str) -> float:
         return statistics.median(self.rates[name])

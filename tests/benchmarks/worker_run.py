@@ -16,13 +16,14 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.benchmarks.backlog import create_topics
-from tests.benchmarks.measure import cpu_seconds
+from tests.benchmarks.measure import cpu_seconds, span_rate
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
 SAVED_EVENTS = frozenset(
-    {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered"}
+    {"validation_audit_saved", "workflow_result_saved", "incident_saved", "telemetry_buffered", "floor_saved"}
 )
+"""The log lines that say records are stored: the worker's four, and the floor loop's (tests.benchmarks.floor)."""
 T = TypeVar("T")
 
 POLL_S = 0.25
@@ -41,22 +42,34 @@ class RssSample:
 @dataclass
 class Drain:
     events: int
+    """The backlog drained."""
+    timed_events: int
+    """The records stored after the drain's first saved line (see `span_rate`)."""
     seconds: float
+    """From the first saved line to the last."""
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    """Per process (worker, servers): CPU seconds used during the drain (/proc/<pid>/stat)."""
+    """Per process (worker, servers): CPU seconds used from the first saved line to the last commit
+    (/proc/<pid>/stat)."""
+    cpu_window_s: float = 0.0
+    """The wall seconds over which `cpu_seconds` were read."""
     route_done_s: dict[str, float] = field(default_factory=dict)
-    """Per route (the topic's last dotted part): seconds from the drain's start to its last stored record."""
+    """Per route (the topic's last dotted part): seconds from the partitions' assignment to its last
+    stored record."""
 
     @property
     def rate(self) -> float:
-        return self.events / self.seconds
+        return self.timed_events / self.seconds
 
     @property
     def cpu_share(self) -> dict[str, float]:
-        """Per process: CPU seconds during the drain / its wall seconds (1.0 = one core busy)."""
-        return {name: spent / self.seconds for name, spent in self.cpu_seconds.items()}
+        """Per process: CPU seconds / the wall seconds they were read over (1.0 = one core busy)."""
+        return {name: spent / self.cpu_window_s for name, spent in self.cpu_seconds.items()}
+
+    def cpu_us_per_event(self, name: str = "worker") -> float:
+        """CPU µs of process `name` per record stored after the first saved line."""
+        return self.cpu_seconds[name] / self.timed_events * 1e6
 
 
 def read_status(pid: int) -> dict[str, float]:
@@ -165,6 +178,10 @@ async def _wait_in_log(
     raise RuntimeError(f"no {what} in {worker.log_path} within {within:g} s")
 
 
+Observer = Callable[[int], contextlib.AbstractContextManager[object]]
+"""Something watching the worker process (its pid) through a drain: the profiler."""
+
+
 async def drain(
     settings: Settings,
     ends: Mapping[TopicPartition, int],
@@ -172,10 +189,14 @@ async def drain(
     *,
     timeout_s: float,
     server_pids: Mapping[str, int] | None = None,
+    observe: Observer | None = None,
 ) -> Drain:
-    """Start the worker on a backlog; time from partitions assigned to every offset committed.
+    """Start the worker on a backlog and wait until every offset is committed.
 
-    Also the CPU share of the worker and of each server in `server_pids` over the drain.
+    Timed from its first saved line to its last (start-up, the group join and the first batch's
+    wait for its first fetch are left out, so a small backlog is not dominated by them); the CPU of
+    the worker and of each server in `server_pids` from the moment that first line is seen to the
+    last commit. `observe(pid)` is entered once the partitions are assigned and left once drained.
     """
     worker = WorkerProcess(settings, log_path)
     worker.start()
@@ -184,32 +205,57 @@ async def drain(
     total = sum(ends.values())
     try:
         assigned_at = await wait_for_log(worker, "partitions_assigned", within=120, poll_s=START_POLL_S)
-        pids = {"worker": pid, **(server_pids or {})}
-        cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
-        samples: list[RssSample] = []
-        async with CommitWatcher(settings) as watcher:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                done = await watcher.progress(ends)
-                now = time.time()
-                samples.append(RssSample(now - assigned_at, done, read_status(pid)["VmRSS"]))
-                if done >= total:
-                    break
-                if time.monotonic() > deadline or worker.process.poll() is not None:
-                    raise RuntimeError(f"worker drained {done}/{total} only; log: {log_path}")
-                await asyncio.sleep(POLL_S)
-        peak = read_status(pid)["VmHWM"]
-        seconds = now - assigned_at
-        spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+        with observe(pid) if observe is not None else contextlib.nullcontext():
+            await _wait_in_log(worker, first_saved, within=timeout_s, poll_s=START_POLL_S, what="saved line")
+            pids = {"worker": pid, **(server_pids or {})}
+            cpu_before, cpu_from = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic()
+            samples = await _until_committed(worker, settings, ends, assigned_at, timeout_s)
+            spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+            cpu_window = time.monotonic() - cpu_from
+        records, seconds = span_rate(saved_writes(log_path))
         route_done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
         return Drain(
-            events=total, seconds=seconds, peak_rss_mib=peak, samples=samples, cpu_seconds=spent,
-            route_done_s=route_done,
+            events=total, timed_events=records, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
+            samples=samples, cpu_seconds=spent, cpu_window_s=cpu_window, route_done_s=route_done,
         )  # fmt: skip
     finally:
         code = worker.terminate(timeout=60)
         if code != 0:
             raise RuntimeError(f"worker exited with {code}; log: {log_path}")
+
+
+async def _until_committed(
+    worker: WorkerProcess, settings: Settings, ends: Mapping[TopicPartition, int], assigned_at: float,
+    timeout_s: float,
+) -> list[RssSample]:  # fmt: skip
+    """Poll the group's commits every POLL_S until they reach `ends`; RSS sampled each time."""
+    assert worker.process is not None
+    total = sum(ends.values())
+    samples: list[RssSample] = []
+    async with CommitWatcher(settings) as watcher:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = await watcher.progress(ends)
+            samples.append(RssSample(time.time() - assigned_at, done, read_status(worker.process.pid)["VmRSS"]))
+            if done >= total:
+                return samples
+            if time.monotonic() > deadline or worker.process.poll() is not None:
+                raise RuntimeError(f"worker drained {done}/{total} only; log: {worker.log_path}")
+            await asyncio.sleep(POLL_S)
+
+
+def first_saved(path: Path) -> bool | None:
+    """True once the log holds a saved line."""
+    return True if any(line.get("event") in SAVED_EVENTS for line in log_lines(path)) else None
+
+
+def saved_writes(log_path: Path) -> list[tuple[float, int]]:
+    """(time, records) of each saved line of a log, whatever the route."""
+    return [
+        (datetime.fromisoformat(line["timestamp"]).timestamp(), line["last_offset"] - line["offset"] + 1)
+        for line in log_lines(log_path)
+        if line.get("event") in SAVED_EVENTS
+    ]
 
 
 def route_last_stored(log_path: Path) -> dict[str, float]:
