@@ -15,7 +15,7 @@ from html import escape
 from pathlib import Path
 
 from tests.benchmarks.profile import read_collapsed
-from tests.benchmarks.stacks import COLOURS, colour, shares, work_frames
+from tests.benchmarks.stacks import COLOURS, colour, shares, work_frames, working
 
 WIDTH = 1200
 MARGIN = 10
@@ -136,15 +136,26 @@ def worker_svg(stacks: Mapping[str, int], *, title: str) -> str:
     """The worker's flame graph: its stacks from the event loop's hand-over up, coloured by category
     (tests.benchmarks.stacks), the categories' shares in the legend."""
     work: dict[str, int] = {}
-    for stack, samples in stacks.items():
+    for stack, samples in working(stacks).items():
         frames = ";".join(work_frames(stack))
         work[frames] = work.get(frames, 0) + samples
     legend = [(COLOURS[name], f"{share:5.1%}  {name}") for name, share in shares(stacks).items()]
+    waits = sum(stacks.values()) - sum(work.values())
     subtitle = (
-        f"{sum(stacks.values()):,} samples; each stack from the frame the event loop runs (the entry "
-        "point's frames, in every sample, left out); colour: the category its samples count in"
+        f"{sum(work.values()):,} samples ({waits:,} stopped in select, waits for a core, left out); each "
+        "stack from the frame the event loop runs; colour: the category its samples count in"
     )
     return svg(work, title=title, subtitle=subtitle, colour=colour, legend=legend)
+
+
+def write_worker_flamegraph(stacks: Mapping[str, int], directory: Path, *, title: str) -> Path:
+    """`worker-drain.svg` and its stacks (`worker-drain.collapsed.txt`, py-spy's raw format) in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = sorted(f"{stack} {samples}" for stack, samples in stacks.items())
+    (directory / "worker-drain.collapsed.txt").write_text("\n".join(lines) + "\n")
+    path = directory / "worker-drain.svg"
+    path.write_text(worker_svg(stacks, title=title))
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiokafka.structs import TopicPartition
 
+from tests.benchmarks.measure import cpu_seconds
 from tests.benchmarks.worker_run import Drain, drain
 from worker.settings import Settings
 
@@ -31,8 +32,15 @@ def py_spy_binary() -> str:
     return found
 
 
+@dataclass
+class Recording:
+    """The worker's CPU seconds (/proc) over the time py-spy sampled it, to compare with the samples."""
+
+    cpu_seconds: float = 0.0
+
+
 @contextlib.contextmanager
-def recording(pid: int, raw_path: Path, *, rate_hz: int = RATE_HZ) -> Iterator[None]:
+def recording(pid: int, raw_path: Path, *, rate_hz: int = RATE_HZ) -> Iterator[Recording]:
     """py-spy samples process `pid` until the block ends; the collapsed stacks (`frame;frame;... count`
     per line, root first) are then in `raw_path`.
 
@@ -47,9 +55,11 @@ def recording(pid: int, raw_path: Path, *, rate_hz: int = RATE_HZ) -> Iterator[N
         "--nolineno", "--nonblocking", "--output", str(raw_path),
     ]  # fmt: skip
     spy = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen, cpu_before = Recording(), cpu_seconds(pid)
     try:
-        yield
+        yield seen
     finally:
+        seen.cpu_seconds = cpu_seconds(pid) - cpu_before
         if spy.poll() is None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
         output, _ = spy.communicate(timeout=STOP_TIMEOUT_S)
@@ -79,18 +89,31 @@ class WorkerProfile:
 
     stacks: dict[str, int]
     drained: Drain
+    cpu_seconds: float
+    """The worker's CPU (/proc) while py-spy sampled it."""
     rate_hz: int = RATE_HZ
 
     @property
     def samples(self) -> int:
         return sum(self.stacks.values())
 
+    @property
+    def sampled_seconds(self) -> float:
+        """The time py-spy found the worker running: its samples over its rate."""
+        return self.samples / self.rate_hz
+
 
 async def profiled_drain(
     settings: Settings, ends: Mapping[TopicPartition, int], log_path: Path, raw_path: Path, *, timeout_s: float
 ) -> WorkerProfile:
     """The worker draining `ends` with py-spy attached from its partitions' assignment to the last commit."""
-    drained = await drain(
-        settings, ends, log_path, timeout_s=timeout_s, observe=lambda pid: recording(pid, raw_path)
-    )
-    return WorkerProfile(read_collapsed_file(raw_path), drained)
+    seen: list[Recording] = []
+
+    @contextlib.contextmanager
+    def observe(pid: int) -> Iterator[None]:
+        with recording(pid, raw_path) as spied:
+            seen.append(spied)
+            yield
+
+    drained = await drain(settings, ends, log_path, timeout_s=timeout_s, observe=observe)
+    return WorkerProfile(read_collapsed_file(raw_path), drained, seen[0].cpu_seconds)

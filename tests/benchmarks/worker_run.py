@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -121,13 +123,25 @@ class CommitWatcher:
         return total
 
 
+class FloorProcess(WorkerProcess):
+    """The floor loop (`python -m tests.benchmarks.floor`) as a process, with the worker's environment."""
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.benchmarks.floor"], env=self._env, stderr=log
+            )
+
+
 @contextlib.asynccontextmanager
-async def started_worker(settings: Settings, log_path: Path) -> AsyncIterator[WorkerProcess]:
-    """A worker process on the run's topics (created first), once the group has given it
-    partitions of every route's topic (with ROUTE_ISOLATION a member per route, each assigned on
-    its own); terminated on exit (its exit code is then `worker.process.returncode`)."""
+async def started_worker(
+    settings: Settings, log_path: Path, kind: type[WorkerProcess] = WorkerProcess
+) -> AsyncIterator[WorkerProcess]:
+    """A worker process (or the floor loop: `kind`) on the run's topics (created first), once the
+    group has given it partitions of every route's topic (with ROUTE_ISOLATION a member per route,
+    each assigned on its own); terminated on exit (its exit code is then `worker.process.returncode`)."""
     await create_topics(settings)
-    worker = WorkerProcess(settings, log_path)
+    worker = kind(settings, log_path)
     worker.start()
     try:
         await wait_for_assignment(worker, {settings.topic_for(route) for route in RouteName}, within=120)
