@@ -325,7 +325,13 @@ async def latency_phase(
     say(f"floor loop (poll, insert_many, commit): the same load at {rate:,.0f} events/s")
     floor_settings = bench_settings(name=f"{run_id}-floor", bootstrap=bootstrap, mongo_uri=uri)
     results.floor_latency = await steady_load(
-        floor_settings, rate, args.latency_seconds, work_dir / "floor.log", pids, kind=FloorProcess, name="floor"
+        floor_settings,
+        rate,
+        args.latency_seconds,
+        work_dir / "floor.log",
+        pids,
+        kind=FloorProcess,
+        name="floor",
     )
     drop_database(uri, floor_settings.mongodb_database)
     floor = results.floor_latency

@@ -104,7 +104,12 @@ class WorkerProfile:
 
 
 async def profiled_drain(
-    settings: Settings, ends: Mapping[TopicPartition, int], log_path: Path, raw_path: Path, *, timeout_s: float
+    settings: Settings,
+    ends: Mapping[TopicPartition, int],
+    log_path: Path,
+    raw_path: Path,
+    *,
+    timeout_s: float,
 ) -> WorkerProfile:
     """The worker draining `ends` with py-spy attached from its partitions' assignment to the last commit."""
     seen: list[Recording] = []

@@ -74,7 +74,9 @@ CATEGORY_NAMES = (*(category.name for category in CATEGORIES), UNATTRIBUTED)
 UNATTRIBUTED_COLOUR = "#c7c7c7"
 
 
-LOOP_FRAME = re.compile(r"^(?:Handle\._run|BaseEventLoop\._run_once) \((?:.*/)?asyncio/(?:events|base_events)\.py\)")
+LOOP_FRAME = re.compile(
+    r"^(?:Handle\._run|BaseEventLoop\._run_once) \((?:.*/)?asyncio/(?:events|base_events)\.py\)"
+)
 """Where the event loop hands over to a callback or a task, or waits for the next."""
 
 

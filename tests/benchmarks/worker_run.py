@@ -129,7 +129,7 @@ class FloorProcess(WorkerProcess):
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.benchmarks.floor"], env=self._env, stderr=log
+                [sys.executable, "-m", "tests.benchmarks.floor"], env=self._env, stdout=log, stderr=log
             )
 
 
@@ -250,7 +250,9 @@ async def _until_committed(
         deadline = time.monotonic() + timeout_s
         while True:
             done = await watcher.progress(ends)
-            samples.append(RssSample(time.time() - assigned_at, done, read_status(worker.process.pid)["VmRSS"]))
+            samples.append(
+                RssSample(time.time() - assigned_at, done, read_status(worker.process.pid)["VmRSS"])
+            )
             if done >= total:
                 return samples
             if time.monotonic() > deadline or worker.process.poll() is not None:
