@@ -235,13 +235,15 @@ async def repetitions(
     for name in names:
         results.rates[name] = []
 
-    def record(name: str, spent: Spent | float, rep: int) -> None:
+    def record(name: str, spent: Spent | float, rep: int, *, cpu_us: float | None = None) -> None:
         rate = spent if isinstance(spent, float) else spent.rate
+        if isinstance(spent, Spent) and name in CPU_PARTS:
+            cpu_us = spent.cpu_us_per_event
         results.rates[name].append(rate)
         line = f"{name}, run {rep + 1}/{args.repetitions}: {rate:,.0f} events/s"
-        if isinstance(spent, Spent) and name in CPU_PARTS:
-            results.cpu_us.setdefault(name, []).append(spent.cpu_us_per_event)
-            line += f", {spent.cpu_us_per_event:.1f} µs CPU per event"
+        if cpu_us is not None:
+            results.cpu_us.setdefault(name, []).append(cpu_us)
+            line += f", {cpu_us:.1f} µs CPU per event"
         say(line)
 
     for rep in range(args.repetitions):
@@ -270,7 +272,7 @@ async def repetitions(
             log_path = work_dir / f"worker-{rep}.log"
             drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
             drop_database(uri, worker_settings.mongodb_database)
-            record(WORKER, Spent(drained.timed_events, drained.seconds, drained.cpu_seconds["worker"]), rep)
+            record(WORKER, drained.rate, rep, cpu_us=drained.cpu_us_per_event())
             results.worker_peak_rss_mib.append(drained.peak_rss_mib)
             for route, seconds in drained.route_done_s.items():
                 results.route_done_s.setdefault(route, []).append(seconds)
@@ -447,27 +449,30 @@ def method_notes(settings: Settings) -> list[str]:
         "Naive baseline: getmany(max_records=1), decode + validate + build the document, insert_one "
         "(a duplicate key is ignored), commit that offset; timed from its first record.",
         "Worker: `python -m worker run` as its own process, default settings (redelivery loop and HTTP "
-        "server off), timed from its first saved line (`*_saved`, `telemetry_buffered`) to its last: the "
-        "records of every line after the first, over the time between them. Start-up, the group join and "
-        "the wait for the first fetch are left out, so a small backlog (`--quick`) is not dominated by "
-        "them; the drain ends once every partition's committed offset reaches the end of the backlog "
-        "(polled every 0.25 s). Until 2026-12-08 the clock started at the `partitions_assigned` line and "
-        "stopped at that poll.",
+        "server off). Its rate: the records stored after its first write (the saved lines, `*_saved` or "
+        "`telemetry_buffered`, more than 5 ms after the first), over the time from its first saved line "
+        "to its last. Start-up, the group join, the first fetch and the first write are left out, so a "
+        "small backlog (`--quick`) is less dominated by them; but at that first line the other routes' "
+        "members have their first batches in hand, which flatters a small backlog's rate (a quick run's "
+        "worker can pass the write ceiling). The drain ends once every partition's committed offset "
+        "reaches the end of the backlog (polled every 0.25 s). Until 2026-12-08 the clock ran from the "
+        "`partitions_assigned` line to that poll.",
         "Latency: events are published at a steady rate with their timestamp set to the publish time; an "
         "event is stored when the worker's `*_saved` log line covering its offset is written (right after "
         "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017. "
         "The events are made before the clock starts (the publisher shares the cores); each process's CPU "
         "share is read from /proc every 10 s of publishing.",
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
-        "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) from the moment the "
-        "worker's first saved line is seen (the log is read every 20 ms) to the last commit, divided by "
-        "the wall seconds in between (1.0 = one core busy all the time).",
+        "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
+        "from its partitions' assignment to the last commit, divided by the wall seconds in between (1.0 = "
+        "one core busy all the time).",
         "Worker CPU path alone: the worker's `prepare` (decode + validate + build the document) for the "
         "same backlog, in this process, no I/O.",
         "CPU per event: utime + stime ticks of /proc/<pid>/stat (all threads; 10 ms ticks) before and after, "
-        "divided by the events. End to end: the worker process from the moment its first saved line is "
-        "seen to the last commit, divided by the records of the lines after the first (the drain above). "
-        "Parts, in this process over the measured loop alone: consume = the "
+        "divided by the events. End to end: the worker process from its `partitions_assigned` line to the "
+        "last commit, divided by the whole backlog (every record's work is in; so is the start-up after "
+        "the assignment, which weighs on a quick run). Parts, in this process over the measured loop "
+        "alone: consume = the "
         "consume ceiling; decode + validate + document = the CPU path phase; BSON encoding + send = the "
         "worker's write path phase (its writers through PyMongo; the server's CPU is nx-27017's, not "
         "counted). The rest of end to end is what the parts leave out: the batch loop, logging, commits.",

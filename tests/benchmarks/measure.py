@@ -63,6 +63,27 @@ def span_rate(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
     return sum(count for _, count in ordered[1:]), ordered[-1][0] - ordered[0][0]
 
 
+FIRST_WRITE_S = 0.005
+"""Saved lines this close to the first one are that write's: the worker logs a line per partition
+right after each bulk write returns."""
+
+
+def first_write_span(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
+    """(records, seconds) of a drain after its first write, given (time, records) of each saved line.
+
+    The clock starts at the first line; the records of every line within FIRST_WRITE_S of it (the
+    first write's, one line per partition) are left out, as their work came before the clock.
+    """
+    ordered = sorted(writes)
+    if not ordered:
+        raise ValueError("no writes")
+    start = ordered[0][0]
+    after = [(moment, count) for moment, count in ordered if moment > start + FIRST_WRITE_S]
+    if not after:
+        raise ValueError("a span needs writes after the first")
+    return sum(count for _, count in after), after[-1][0] - start
+
+
 Progress = Sequence[tuple[float, int]]
 """(seconds, documents still pending) of a drain, in time order; the first is the start."""
 

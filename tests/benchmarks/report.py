@@ -276,9 +276,12 @@ def _cores() -> int:
 
 
 QUICK_NOTE = (
-    "**A quick run (`--quick`)**: 5,000 events, one repetition, 8 s of load. Start-up, the first "
-    "batches' warm-up and CPU read in 10 ms ticks weigh on every figure, so its ratios show that the "
-    "benchmark works, not whether the targets are met: only a full `make bench` measures those."
+    "**A quick run (`--quick`)**: 5,000 events, one repetition, 8 s of load. Every figure is a "
+    "matter of a few batches: the worker's rate is flattered (its clock starts at its first write, "
+    "when the other routes' first batches are already in hand), its CPU per event inflated (the "
+    "start-up after the assignment is counted), and a phase's CPU is a few 10 ms ticks. Its ratios "
+    "show that the benchmark works, not whether the targets are met: only a full `make bench` "
+    "measures those."
 )
 
 
@@ -468,8 +471,8 @@ def chart(results: Results, path: Path) -> None:
         panels.append(_rss_panel)
     if results.isolation:
         panels.append(lambda ax, r: isolation_panel(ax, r.isolation))
-    if results.telemetry is not None and results.telemetry.drains:
-        panels.append(lambda ax, r: telemetry_panel(ax, r.telemetry))
+    if (telemetry := results.telemetry) is not None and telemetry.drains:
+        panels.append(lambda ax, r: telemetry_panel(ax, telemetry))
     if not panels:
         return
     columns = len(panels) if len(panels) <= 3 else 2

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.benchmarks.backlog import create_topics
-from tests.benchmarks.measure import cpu_seconds, span_rate
+from tests.benchmarks.measure import cpu_seconds, first_write_span
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
@@ -46,14 +46,14 @@ class Drain:
     events: int
     """The backlog drained."""
     timed_events: int
-    """The records stored after the drain's first saved line (see `span_rate`)."""
+    """The records stored after the drain's first write (see `first_write_span`)."""
     seconds: float
-    """From the first saved line to the last."""
+    """From the end of the first write to the last saved line."""
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    """Per process (worker, servers): CPU seconds used from the first saved line to the last commit
-    (/proc/<pid>/stat)."""
+    """Per process (worker, servers): CPU seconds used from the partitions' assignment to the last
+    commit (/proc/<pid>/stat)."""
     cpu_window_s: float = 0.0
     """The wall seconds over which `cpu_seconds` were read."""
     route_done_s: dict[str, float] = field(default_factory=dict)
@@ -70,8 +70,8 @@ class Drain:
         return {name: spent / self.cpu_window_s for name, spent in self.cpu_seconds.items()}
 
     def cpu_us_per_event(self, name: str = "worker") -> float:
-        """CPU µs of process `name` per record stored after the first saved line."""
-        return self.cpu_seconds[name] / self.timed_events * 1e6
+        """CPU µs of process `name` per record of the backlog."""
+        return self.cpu_seconds[name] / self.events * 1e6
 
 
 def read_status(pid: int) -> dict[str, float]:
@@ -207,29 +207,30 @@ async def drain(
 ) -> Drain:
     """Start the worker on a backlog and wait until every offset is committed.
 
-    Timed from its first saved line to its last (start-up, the group join and the first batch's
-    wait for its first fetch are left out, so a small backlog is not dominated by them); the CPU of
-    the worker and of each server in `server_pids` from the moment that first line is seen to the
-    last commit. `observe(pid)` is entered once the partitions are assigned and left once drained.
+    Its rate: the records stored after its first write, from the end of that write (its saved
+    lines) to the last saved line (`first_write_span`): start-up, the first fetch and the first
+    write are left out, so a small backlog is not dominated by them. The CPU of the worker and of
+    each server in `server_pids`: from the partitions' assignment to the last commit, every record's
+    work included (from the first saved line instead, the batches other members prepared before it
+    would be counted without their CPU). `observe(pid)` is entered once the partitions are assigned
+    and left once drained.
     """
     worker = WorkerProcess(settings, log_path)
     worker.start()
     assert worker.process is not None
     pid = worker.process.pid
-    total = sum(ends.values())
     try:
         assigned_at = await wait_for_log(worker, "partitions_assigned", within=120, poll_s=START_POLL_S)
+        pids = {"worker": pid, **(server_pids or {})}
+        cpu_before, cpu_from = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic()
         with observe(pid) if observe is not None else contextlib.nullcontext():
-            await _wait_in_log(worker, first_saved, within=timeout_s, poll_s=START_POLL_S, what="saved line")
-            pids = {"worker": pid, **(server_pids or {})}
-            cpu_before, cpu_from = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic()
             samples = await _until_committed(worker, settings, ends, assigned_at, timeout_s)
-            spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
-            cpu_window = time.monotonic() - cpu_from
-        records, seconds = span_rate(saved_writes(log_path))
+        spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+        cpu_window = time.monotonic() - cpu_from
+        records, seconds = first_write_span(saved_writes(log_path))
         route_done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
         return Drain(
-            events=total, timed_events=records, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
+            events=sum(ends.values()), timed_events=records, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
             samples=samples, cpu_seconds=spent, cpu_window_s=cpu_window, route_done_s=route_done,
         )  # fmt: skip
     finally:
@@ -258,11 +259,6 @@ async def _until_committed(
             if time.monotonic() > deadline or worker.process.poll() is not None:
                 raise RuntimeError(f"worker drained {done}/{total} only; log: {worker.log_path}")
             await asyncio.sleep(POLL_S)
-
-
-def first_saved(path: Path) -> bool | None:
-    """True once the log holds a saved line."""
-    return True if any(line.get("event") in SAVED_EVENTS for line in log_lines(path)) else None
 
 
 def saved_writes(log_path: Path) -> list[tuple[float, int]]:

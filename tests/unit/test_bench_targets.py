@@ -14,10 +14,11 @@ from pymongo.errors import BulkWriteError
 from tests.benchmarks.floor import document, insert
 from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import Latency
+from tests.benchmarks.measure import first_write_span
 from tests.benchmarks.report import CONSUME, NAIVE, WORKER, WRITE, Results, markdown, summary_lines
 from tests.benchmarks.report_isolation import isolation_section, isolation_targets
 from tests.benchmarks.report_latency import floor_section, floor_targets
-from tests.benchmarks.worker_run import SAVED_EVENTS, first_saved, saved_writes, stored_times
+from tests.benchmarks.worker_run import SAVED_EVENTS, saved_writes, stored_times
 
 
 def latency(ms: list[float], name: str = "worker") -> Latency:
@@ -150,13 +151,24 @@ def test_saved_lines_of_the_worker_and_the_floor_loop_are_read_alike(tmp_path: P
         {"event": "incident_saved", "topic": "u", "partition": 1, "offset": 5, "last_offset": 6,
          "timestamp": "2026-12-08T00:00:02.500000Z"},
     ]  # fmt: skip
-    log.write_bytes(b"not json\n" + orjson.dumps(lines[0]) + b"\n")
-    assert first_saved(log) is None
-    log.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    assert first_saved(log) is True
+    log.write_bytes(b"not json\n" + b"".join(orjson.dumps(line) + b"\n" for line in lines))
     assert "floor_saved" in SAVED_EVENTS
     start = 1796688000.0  # 2026-12-08T00:00:00Z
     assert saved_writes(log) == [(start + 1, 10), (start + 2.5, 2)]
     stored = stored_times(log)
     assert stored[("t", 0, 9)] == start + 1 and stored[("u", 1, 6)] == start + 2.5
     assert len(stored) == 12
+
+
+def test_a_drain_is_timed_from_its_first_write_whose_lines_are_left_out() -> None:
+    """Three lines within 5 ms are the first write (1,000 records): the 600 after, over 2 s from the first line."""
+    writes = [(12.0, 250), (10.003, 144), (10.0, 439), (10.004, 417), (11.0, 350)]
+    assert first_write_span(writes) == (600, 2.0)
+
+
+def test_a_drain_of_one_write_has_no_span() -> None:
+    """Nothing after the first write: no rate (rather than a division by zero or a rate of the first write)."""
+    with pytest.raises(ValueError):
+        first_write_span([(10.0, 500), (10.001, 500)])
+    with pytest.raises(ValueError):
+        first_write_span([])
