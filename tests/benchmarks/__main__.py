@@ -449,14 +449,16 @@ def method_notes(settings: Settings) -> list[str]:
         "Naive baseline: getmany(max_records=1), decode + validate + build the document, insert_one "
         "(a duplicate key is ignored), commit that offset; timed from its first record.",
         "Worker: `python -m worker run` as its own process, default settings (redelivery loop and HTTP "
-        "server off). Its rate: the records stored after its first write (the saved lines, `*_saved` or "
-        "`telemetry_buffered`, more than 5 ms after the first), over the time from its first saved line "
-        "to its last. Start-up, the group join, the first fetch and the first write are left out, so a "
-        "small backlog (`--quick`) is less dominated by them; but at that first line the other routes' "
-        "members have their first batches in hand, which flatters a small backlog's rate (a quick run's "
-        "worker can pass the write ceiling). The drain ends once every partition's committed offset "
+        "server off). Its drain counts from the moment every route's member has its partitions (the "
+        "`partitions_assigned` line that completes them; the members join about a second apart, and the "
+        "first may store records meanwhile): its rate is the records of the saved lines (`*_saved`, "
+        "`telemetry_buffered`) after the first write that followed (that write's lines, within 5 ms of "
+        "its first, left out), over the time from that first line to the last. Start-up, the group "
+        "join, the first fetch and the first write are left out, so a small backlog (`--quick`) is not "
+        "dominated by them; but by then the other members have their first batches in hand, which "
+        "flatters a small backlog's rate. The drain ends once every partition's committed offset "
         "reaches the end of the backlog (polled every 0.25 s). Until 2026-12-08 the clock ran from the "
-        "`partitions_assigned` line to that poll.",
+        "first `partitions_assigned` line to that poll.",
         "Latency: events are published at a steady rate with their timestamp set to the publish time; an "
         "event is stored when the worker's `*_saved` log line covering its offset is written (right after "
         "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017. "
@@ -464,15 +466,15 @@ def method_notes(settings: Settings) -> list[str]:
         "share is read from /proc every 10 s of publishing.",
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
         "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
-        "from its partitions' assignment to the last commit, divided by the wall seconds in between (1.0 = "
-        "one core busy all the time).",
+        "from the moment every member has its partitions (the log read every 20 ms) to the last commit, "
+        "divided by the wall seconds in between (1.0 = one core busy all the time).",
         "Worker CPU path alone: the worker's `prepare` (decode + validate + build the document) for the "
         "same backlog, in this process, no I/O.",
         "CPU per event: utime + stime ticks of /proc/<pid>/stat (all threads; 10 ms ticks) before and after, "
-        "divided by the events. End to end: the worker process from its `partitions_assigned` line to the "
-        "last commit, divided by the whole backlog (every record's work is in; so is the start-up after "
-        "the assignment, which weighs on a quick run). Parts, in this process over the measured loop "
-        "alone: consume = the "
+        "divided by the events. End to end: the worker process from the moment every member has its "
+        "partitions to the last commit, divided by the records stored after that moment (all of their "
+        "work is in; so are the new members' first fetches, which weigh on a quick run). Parts, in "
+        "this process over the measured loop alone: consume = the "
         "consume ceiling; decode + validate + document = the CPU path phase; BSON encoding + send = the "
         "worker's write path phase (its writers through PyMongo; the server's CPU is nx-27017's, not "
         "counted). The rest of end to end is what the parts leave out: the batch loop, logging, commits.",

@@ -7,7 +7,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -45,15 +45,17 @@ class RssSample:
 class Drain:
     events: int
     """The backlog drained."""
+    counted_events: int
+    """The records stored once every member had its partitions, whose CPU `cpu_seconds` holds."""
     timed_events: int
-    """The records stored after the drain's first write (see `first_write_span`)."""
+    """Of those, the records stored after the first write (see `first_write_span`)."""
     seconds: float
-    """From the end of the first write to the last saved line."""
+    """From the end of that first write to the last saved line."""
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
-    """Per process (worker, servers): CPU seconds used from the partitions' assignment to the last
-    commit (/proc/<pid>/stat)."""
+    """Per process (worker, servers): CPU seconds used from the moment every member had its
+    partitions to the last commit (/proc/<pid>/stat)."""
     cpu_window_s: float = 0.0
     """The wall seconds over which `cpu_seconds` were read."""
     route_done_s: dict[str, float] = field(default_factory=dict)
@@ -70,8 +72,8 @@ class Drain:
         return {name: spent / self.cpu_window_s for name, spent in self.cpu_seconds.items()}
 
     def cpu_us_per_event(self, name: str = "worker") -> float:
-        """CPU µs of process `name` per record of the backlog."""
-        return self.cpu_seconds[name] / self.events * 1e6
+        """CPU µs of process `name` per record it counted (`counted_events`)."""
+        return self.cpu_seconds[name] / self.counted_events * 1e6
 
 
 def read_status(pid: int) -> dict[str, float]:
@@ -160,14 +162,25 @@ def assigned_topics(path: Path) -> set[str]:
     }
 
 
-async def wait_for_assignment(worker: WorkerProcess, topics: set[str], *, within: float) -> None:
-    """Until the worker's members have been assigned partitions of every topic in `topics`."""
+def all_assigned_at(lines: Iterable[Mapping[str, Any]], topics: set[str]) -> float | None:
+    """The time of the `partitions_assigned` line by which every topic of `topics` had partitions
+    (with ROUTE_ISOLATION a member per route, each assigned on its own); None before."""
+    seen: set[str] = set()
+    for line in lines:
+        if line.get("event") == "partitions_assigned":
+            seen |= {partition.rpartition(":")[0] for partition in line["partitions"]}
+            if topics <= seen:
+                return datetime.fromisoformat(line["timestamp"]).timestamp()
+    return None
 
-    def all_assigned(path: Path) -> bool | None:
-        return True if topics <= assigned_topics(path) else None
 
-    await _wait_in_log(worker, all_assigned, within=within, poll_s=POLL_S,
-                       what=f"partitions of {sorted(topics)} assigned")  # fmt: skip
+async def wait_for_assignment(
+    worker: WorkerProcess, topics: set[str], *, within: float, poll_s: float = POLL_S
+) -> float:
+    """Until the worker's members have been assigned partitions of every topic in `topics`; the
+    time of the line that completed them."""
+    return await _wait_in_log(worker, lambda path: all_assigned_at(log_lines(path), topics), within=within,
+                              poll_s=poll_s, what=f"partitions of {sorted(topics)} assigned")  # fmt: skip
 
 
 async def wait_for_log(worker: WorkerProcess, event: str, *, within: float, poll_s: float = POLL_S) -> float:
@@ -207,30 +220,30 @@ async def drain(
 ) -> Drain:
     """Start the worker on a backlog and wait until every offset is committed.
 
-    Its rate: the records stored after its first write, from the end of that write (its saved
-    lines) to the last saved line (`first_write_span`): start-up, the first fetch and the first
-    write are left out, so a small backlog is not dominated by them. The CPU of the worker and of
-    each server in `server_pids`: from the partitions' assignment to the last commit, every record's
-    work included (from the first saved line instead, the batches other members prepared before it
-    would be counted without their CPU). `observe(pid)` is entered once the partitions are assigned
-    and left once drained.
+    The drain runs at full width once every route's member has its partitions (with ROUTE_ISOLATION
+    they join one after another, about a second apart; the first may store records meanwhile):
+    `drain_figures` counts the records stored after that moment, their CPU (of the worker and of
+    each server in `server_pids`) read from then to the last commit, and the rate from the end of
+    the first write after it. `observe(pid)` is entered at the first assignment and left once drained.
     """
     worker = WorkerProcess(settings, log_path)
     worker.start()
     assert worker.process is not None
     pid = worker.process.pid
+    topics = {settings.topic_for(route) for route in RouteName}
     try:
         assigned_at = await wait_for_log(worker, "partitions_assigned", within=120, poll_s=START_POLL_S)
-        pids = {"worker": pid, **(server_pids or {})}
-        cpu_before, cpu_from = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic()
         with observe(pid) if observe is not None else contextlib.nullcontext():
+            full_width_at = await wait_for_assignment(worker, topics, within=120, poll_s=START_POLL_S)
+            pids = {"worker": pid, **(server_pids or {})}
+            cpu_before, cpu_from = {name: cpu_seconds(p) for name, p in pids.items()}, time.monotonic()
             samples = await _until_committed(worker, settings, ends, assigned_at, timeout_s)
-        spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
-        cpu_window = time.monotonic() - cpu_from
-        records, seconds = first_write_span(saved_writes(log_path))
+            spent = {name: cpu_seconds(p) - cpu_before[name] for name, p in pids.items()}
+            cpu_window = time.monotonic() - cpu_from
+        counted, timed, seconds = drain_figures(saved_writes(log_path), full_width_at)
         route_done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
         return Drain(
-            events=sum(ends.values()), timed_events=records, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
+            events=sum(ends.values()), counted_events=counted, timed_events=timed, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
             samples=samples, cpu_seconds=spent, cpu_window_s=cpu_window, route_done_s=route_done,
         )  # fmt: skip
     finally:
@@ -259,6 +272,13 @@ async def _until_committed(
             if time.monotonic() > deadline or worker.process.poll() is not None:
                 raise RuntimeError(f"worker drained {done}/{total} only; log: {worker.log_path}")
             await asyncio.sleep(POLL_S)
+
+
+def drain_figures(writes: Sequence[tuple[float, int]], full_width_at: float) -> tuple[int, int, float]:
+    """(records stored after `full_width_at`, records after the first write that followed it, seconds
+    from that write to the last), from (time, records) of each saved line."""
+    after = [(moment, count) for moment, count in writes if moment > full_width_at]
+    return (sum(count for _, count in after), *first_write_span(after))
 
 
 def saved_writes(log_path: Path) -> list[tuple[float, int]]:

@@ -153,7 +153,12 @@ def test_the_breakdown_meets_its_target_below_ten_percent_unattributed() -> None
 
 def profile(stacks: dict[str, int], cpu_seconds: float = 1.0) -> WorkerProfile:
     drained = Drain(
-        events=1000, timed_events=900, seconds=2.0, cpu_seconds={"worker": 0.045}, cpu_window_s=2.5
+        events=1000,
+        counted_events=900,
+        timed_events=800,
+        seconds=2.0,
+        cpu_seconds={"worker": 0.045},
+        cpu_window_s=2.5,
     )
     return WorkerProfile(stacks, drained, cpu_seconds, rate_hz=100)
 
@@ -179,11 +184,11 @@ def test_unattributed_frames_are_the_innermost_most_sampled_first() -> None:
     ]  # fmt: skip
 
 
-def test_a_drain_s_cpu_counts_every_record_and_its_rate_those_after_the_first_write() -> None:
-    """0.045 CPU seconds over the backlog of 1,000: 45 µs; 900 timed records in 2 s: 450/s; the CPU share over its own window."""
+def test_a_drain_s_cpu_is_per_counted_record_and_its_rate_per_timed_record() -> None:
+    """0.045 CPU seconds over the 900 records counted: 50 µs; 800 timed records in 2 s: 400/s; the CPU share over its own window."""
     drained = profile({PREPARE: 1}).drained
-    assert drained.cpu_us_per_event() == pytest.approx(45.0)
-    assert drained.rate == 450.0
+    assert drained.cpu_us_per_event() == pytest.approx(50.0)
+    assert drained.rate == 400.0
     assert drained.cpu_share == {"worker": pytest.approx(0.018)}
 
 

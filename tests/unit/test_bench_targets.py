@@ -18,7 +18,13 @@ from tests.benchmarks.measure import first_write_span
 from tests.benchmarks.report import CONSUME, NAIVE, WORKER, WRITE, Results, markdown, summary_lines
 from tests.benchmarks.report_isolation import isolation_section, isolation_targets
 from tests.benchmarks.report_latency import floor_section, floor_targets
-from tests.benchmarks.worker_run import SAVED_EVENTS, saved_writes, stored_times
+from tests.benchmarks.worker_run import (
+    SAVED_EVENTS,
+    all_assigned_at,
+    drain_figures,
+    saved_writes,
+    stored_times,
+)
 
 
 def latency(ms: list[float], name: str = "worker") -> Latency:
@@ -144,7 +150,7 @@ async def test_the_floor_loop_inserts_unordered_and_forgives_only_duplicate_keys
 def test_saved_lines_of_the_worker_and_the_floor_loop_are_read_alike(tmp_path: Path) -> None:
     """`floor_saved` counts as a saved line: records per line, the first line's presence, stored times."""
     log = tmp_path / "floor.log"
-    lines = [
+    lines: list[dict[str, Any]] = [
         {"event": "partitions_assigned", "partitions": ["t:0"], "timestamp": "2026-12-08T00:00:00+00:00"},
         {"event": "floor_saved", "topic": "t", "partition": 0, "offset": 0, "last_offset": 9,
          "timestamp": "2026-12-08T00:00:01+00:00"},
@@ -172,3 +178,25 @@ def test_a_drain_of_one_write_has_no_span() -> None:
         first_write_span([(10.0, 500), (10.001, 500)])
     with pytest.raises(ValueError):
         first_write_span([])
+
+
+def test_a_drain_counts_from_the_assignment_that_completes_every_route() -> None:
+    """Assigned a, then b, then a again: complete at the second line's time; None while a topic lacks one."""
+    lines: list[dict[str, Any]] = [
+        {
+            "event": "partitions_assigned",
+            "partitions": ["run.a:0", "run.a:1"],
+            "timestamp": "2026-12-08T00:00:01+00:00",
+        },
+        {"event": "incident_saved", "timestamp": "2026-12-08T00:00:01.5+00:00"},
+        {"event": "partitions_assigned", "partitions": ["run.b:0"], "timestamp": "2026-12-08T00:00:02+00:00"},
+        {"event": "partitions_assigned", "partitions": ["run.a:2"], "timestamp": "2026-12-08T00:00:03+00:00"},
+    ]
+    assert all_assigned_at(lines, {"run.a", "run.b"}) == 1796688002.0
+    assert all_assigned_at(lines[:2], {"run.a", "run.b"}) is None
+
+
+def test_drain_figures_leave_out_what_was_stored_before_every_member_ran() -> None:
+    """A head start of 1,250 before 5 s is not counted; after it, the first write (1,000) starts the clock."""
+    writes = [(4.0, 1000), (4.5, 250), (6.0, 400), (6.002, 600), (6.5, 1000), (7.0, 250)]
+    assert drain_figures(writes, 5.0) == (2250, 1250, 1.0)
