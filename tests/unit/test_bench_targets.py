@@ -99,13 +99,17 @@ def test_throughput_targets_are_nine_tenths_of_the_lower_ceiling_and_twelve_time
 
 
 def test_a_quick_run_says_its_ratios_are_not_the_targets() -> None:
-    """The report and the console both warn; a full run does not."""
-    quick = results(consume=[5000.0], write=[1000.0], worker=[900.0])
+    """The report and the console both warn and judge no target; a full run does."""
+    quick = results(consume=[5000.0], write=[10000.0], worker=[900.0])
     quick.quick = True
-    assert "**A quick run (`--quick`)**" in markdown(quick, "c.png")
+    text = markdown(quick, "c.png")
+    assert "**A quick run (`--quick`)**" in text
+    assert "| 0.18 x (900 vs 5,000 events/s) | not judged: quick run |" in text
     assert summary_lines(quick)[0].startswith("quick run: these ratios are not the targets'")
-    full = results(consume=[5000.0], write=[1000.0], worker=[900.0])
+    assert summary_lines(quick)[1].endswith("(not judged: quick run)")
+    full = results(consume=[5000.0], write=[10000.0], worker=[900.0])
     assert "quick run" not in markdown(full, "c.png").lower()
+    assert "| 0.18 x (900 vs 5,000 events/s) | **no** |" in markdown(full, "c.png")
     assert not summary_lines(full)[0].startswith("quick run")
 
 
