@@ -291,7 +291,7 @@ QUICK_NOTE = (
     "when the other routes' first batches are already in hand), its CPU per event inflated (the "
     "members' first fetches are counted), and a phase's CPU is a few 10 ms ticks. Its ratios "
     "show that the benchmark works, not whether the targets are met (the table says "
-    f"\"{QUICK_VERDICT}\"): only a full `make bench` measures those."
+    f'"{QUICK_VERDICT}"): only a full `make bench` measures those.'
 )
 
 
