@@ -52,15 +52,21 @@ PHASES = ("throughput", "cpu", "latency", "memory", "isolation", "telemetry")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.benchmarks",
-        description="Consume and write ceilings, a naive baseline and the worker end to end, on the same "
-        "servers (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI if set, else local stand-ins); "
-        "writes docs/benchmarks.md and docs/benchmarks.png.",
+        description="Consume and write ceilings, a naive baseline, the floor loop and the worker end to end, "
+        "on the same servers (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI if set, else local stand-ins); "
+        "writes docs/benchmarks.md, docs/benchmarks.png and (the cpu phase, with py-spy) "
+        "docs/flamegraphs/worker-drain.svg.",
     )
     parser.add_argument("--quick", action="store_true", help="small numbers, one repetition (development)")
     parser.add_argument("--events", type=int, default=100_000, help="backlog for the throughput phases")
     parser.add_argument("--repetitions", type=int, default=5, help="repetitions of each throughput phase")
     parser.add_argument("--naive-events", type=int, default=3_000, help="records the naive baseline handles")
-    parser.add_argument("--latency-seconds", type=float, default=60.0, help="duration of the steady load")
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=60.0,
+        help="duration of the steady load (the worker's, then the floor loop's)",
+    )
     parser.add_argument(
         "--latency-rate",
         type=float,

@@ -85,7 +85,7 @@ def read_collapsed_file(path: Path) -> dict[str, int]:
 @dataclass
 class WorkerProfile:
     """One extra drain of the backlog under py-spy: its samples per stack, and the drain itself
-    (slowed by the sampling: its rate and CPU are not the timed drains')."""
+    (not timed: py-spy shares the cores with it)."""
 
     stacks: dict[str, int]
     drained: Drain

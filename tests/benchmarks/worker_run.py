@@ -243,8 +243,9 @@ async def drain(
         counted, timed, seconds = drain_figures(saved_writes(log_path), full_width_at)
         route_done = {route: moment - assigned_at for route, moment in route_last_stored(log_path).items()}
         return Drain(
-            events=sum(ends.values()), counted_events=counted, timed_events=timed, seconds=seconds, peak_rss_mib=read_status(pid)["VmHWM"],
-            samples=samples, cpu_seconds=spent, cpu_window_s=cpu_window, route_done_s=route_done,
+            events=sum(ends.values()), counted_events=counted, timed_events=timed, seconds=seconds,
+            peak_rss_mib=read_status(pid)["VmHWM"], samples=samples, cpu_seconds=spent,
+            cpu_window_s=cpu_window, route_done_s=route_done,
         )  # fmt: skip
     finally:
         code = worker.terminate(timeout=60)
