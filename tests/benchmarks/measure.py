@@ -64,23 +64,31 @@ def span_rate(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
 
 
 FIRST_WRITE_S = 0.005
-"""Saved lines this close to the first one are that write's: the worker logs a line per partition
-right after each bulk write returns."""
+"""Saved lines this close to a route's first one are that write's: the worker logs a line per
+partition right after each bulk write returns."""
+
+SavedLine = tuple[float, int, str]
+"""(time, records, topic) of a saved line."""
 
 
-def first_write_span(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
-    """(records, seconds) of a drain after its first write, given (time, records) of each saved line.
+def steady_span(lines: Iterable[SavedLine]) -> tuple[int, float]:
+    """(records, seconds) of a drain once every route has written once, given its saved lines.
 
-    The clock starts at the first line; the records of every line within FIRST_WRITE_S of it (the
-    first write's, one line per partition) are left out, as their work came before the clock.
+    The clock starts at the last route's first line: by then every route's member has fetched,
+    prepared and written a batch, and the batches the others had in hand when one route's first
+    write returned (counted, though their work came before) are written. The lines up to
+    FIRST_WRITE_S after it are left out, the lines after are counted, up to the last.
     """
-    ordered = sorted(writes)
-    if not ordered:
+    ordered = sorted(lines)
+    firsts: dict[str, float] = {}
+    for moment, _, topic in ordered:
+        firsts.setdefault(topic, moment)
+    if not firsts:
         raise ValueError("no writes")
-    start = ordered[0][0]
-    after = [(moment, count) for moment, count in ordered if moment > start + FIRST_WRITE_S]
+    start = max(firsts.values())
+    after = [(moment, count) for moment, count, _ in ordered if moment > start + FIRST_WRITE_S]
     if not after:
-        raise ValueError("a span needs writes after the first")
+        raise ValueError("a span needs writes after every route's first")
     return sum(count for _, count in after), after[-1][0] - start
 
 

@@ -287,8 +287,8 @@ def _cores() -> int:
 
 QUICK_NOTE = (
     "**A quick run (`--quick`)**: 5,000 events, one repetition, 8 s of load. Every figure is a "
-    "matter of a few batches: the worker's rate is flattered (its clock starts at its first write, "
-    "when the other routes' first batches are already in hand), its CPU per event inflated (the "
+    "matter of a few batches: the worker's rate is flattered (its clock starts once every route "
+    "has written once, with the members' next batches already in hand), its CPU per event inflated (the "
     "members' first fetches are counted), and a phase's CPU is a few 10 ms ticks. Its ratios "
     "show that the benchmark works, not whether the targets are met (the table says "
     f'"{QUICK_VERDICT}"): only a full `make bench` measures those.'

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.benchmarks.backlog import create_topics
-from tests.benchmarks.measure import cpu_seconds, first_write_span
+from tests.benchmarks.measure import SavedLine, cpu_seconds, steady_span
 from tests.integration.harness import WorkerProcess
 from worker.settings import RouteName, Settings
 
@@ -48,9 +48,9 @@ class Drain:
     counted_events: int
     """The records stored once every member had its partitions, whose CPU `cpu_seconds` holds."""
     timed_events: int
-    """Of those, the records stored after the first write (see `first_write_span`)."""
+    """Of those, the records stored once every route had written once (see `steady_span`)."""
     seconds: float
-    """From the end of that first write to the last saved line."""
+    """From the last route's first saved line to the last saved line."""
     peak_rss_mib: float = 0.0
     samples: list[RssSample] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
@@ -223,8 +223,8 @@ async def drain(
     The drain runs at full width once every route's member has its partitions (with ROUTE_ISOLATION
     they join one after another, about a second apart; the first may store records meanwhile):
     `drain_figures` counts the records stored after that moment, their CPU (of the worker and of
-    each server in `server_pids`) read from then to the last commit, and the rate from the end of
-    the first write after it. `observe(pid)` is entered at the first assignment and left once drained.
+    each server in `server_pids`) read from then to the last commit, and the rate once every route
+    has written once (`steady_span`). `observe(pid)` is entered at the first assignment and left once drained.
     """
     worker = WorkerProcess(settings, log_path)
     worker.start()
@@ -275,17 +275,21 @@ async def _until_committed(
             await asyncio.sleep(POLL_S)
 
 
-def drain_figures(writes: Sequence[tuple[float, int]], full_width_at: float) -> tuple[int, int, float]:
-    """(records stored after `full_width_at`, records after the first write that followed it, seconds
-    from that write to the last), from (time, records) of each saved line."""
-    after = [(moment, count) for moment, count in writes if moment > full_width_at]
-    return (sum(count for _, count in after), *first_write_span(after))
+def drain_figures(lines: Sequence[SavedLine], full_width_at: float) -> tuple[int, int, float]:
+    """(records stored after `full_width_at`; of those, the records and seconds of `steady_span`),
+    from the saved lines of a drain."""
+    after = [line for line in lines if line[0] > full_width_at]
+    return (sum(count for _, count, _ in after), *steady_span(after))
 
 
-def saved_writes(log_path: Path) -> list[tuple[float, int]]:
-    """(time, records) of each saved line of a log, whatever the route."""
+def saved_writes(log_path: Path) -> list[SavedLine]:
+    """(time, records, topic) of each saved line of a log, whatever the route."""
     return [
-        (datetime.fromisoformat(line["timestamp"]).timestamp(), line["last_offset"] - line["offset"] + 1)
+        (
+            datetime.fromisoformat(line["timestamp"]).timestamp(),
+            line["last_offset"] - line["offset"] + 1,
+            line["topic"],
+        )
         for line in log_lines(log_path)
         if line.get("event") in SAVED_EVENTS
     ]

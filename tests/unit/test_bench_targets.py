@@ -14,7 +14,7 @@ from pymongo.errors import BulkWriteError
 from tests.benchmarks.floor import document, insert
 from tests.benchmarks.isolation import IsolationRun
 from tests.benchmarks.latency import Latency
-from tests.benchmarks.measure import first_write_span
+from tests.benchmarks.measure import steady_span
 from tests.benchmarks.report import CONSUME, NAIVE, WORKER, WRITE, Results, markdown, summary_lines
 from tests.benchmarks.report_isolation import isolation_section, isolation_targets
 from tests.benchmarks.report_latency import floor_section, floor_targets
@@ -164,24 +164,24 @@ def test_saved_lines_of_the_worker_and_the_floor_loop_are_read_alike(tmp_path: P
     log.write_bytes(b"not json\n" + b"".join(orjson.dumps(line) + b"\n" for line in lines))
     assert "floor_saved" in SAVED_EVENTS
     start = 1796688000.0  # 2026-12-08T00:00:00Z
-    assert saved_writes(log) == [(start + 1, 10), (start + 2.5, 2)]
+    assert saved_writes(log) == [(start + 1, 10, "t"), (start + 2.5, 2, "u")]
     stored = stored_times(log)
     assert stored[("t", 0, 9)] == start + 1 and stored[("u", 1, 6)] == start + 2.5
     assert len(stored) == 12
 
 
-def test_a_drain_is_timed_from_its_first_write_whose_lines_are_left_out() -> None:
-    """Three lines within 5 ms are the first write (1,000 records): the 600 after, over 2 s from the first line."""
-    writes = [(12.0, 250), (10.003, 144), (10.0, 439), (10.004, 417), (11.0, 350)]
-    assert first_write_span(writes) == (600, 2.0)
+def test_a_drain_is_timed_once_every_route_has_written_once() -> None:
+    """Route a writes at 10 s, b's first write (two lines within 5 ms) at 11 s: from 11 s, a's 300 and b's 250 after it."""
+    lines = [(10.0, 1000, "a"), (11.003, 400, "b"), (11.0, 600, "b"), (11.5, 300, "a"), (13.0, 250, "b")]
+    assert steady_span(lines) == (550, 2.0)
 
 
-def test_a_drain_of_one_write_has_no_span() -> None:
-    """Nothing after the first write: no rate (rather than a division by zero or a rate of the first write)."""
+def test_a_drain_with_nothing_after_every_route_s_first_write_has_no_span() -> None:
+    """Nothing after the last route's first write: no rate (rather than a division by zero)."""
     with pytest.raises(ValueError):
-        first_write_span([(10.0, 500), (10.001, 500)])
+        steady_span([(10.0, 500, "a"), (11.0, 500, "b"), (11.001, 500, "b")])
     with pytest.raises(ValueError):
-        first_write_span([])
+        steady_span([])
 
 
 def test_a_drain_counts_from_the_assignment_that_completes_every_route() -> None:
@@ -201,6 +201,13 @@ def test_a_drain_counts_from_the_assignment_that_completes_every_route() -> None
 
 
 def test_drain_figures_leave_out_what_was_stored_before_every_member_ran() -> None:
-    """A head start of 1,250 before 5 s is not counted; after it, the first write (1,000) starts the clock."""
-    writes = [(4.0, 1000), (4.5, 250), (6.0, 400), (6.002, 600), (6.5, 1000), (7.0, 250)]
-    assert drain_figures(writes, 5.0) == (2250, 1250, 1.0)
+    """A head start of 1,250 before 5 s is not counted; after it, the clock starts at a's first write (6.5 s), the last route's."""
+    lines = [
+        (4.0, 1000, "a"),
+        (4.5, 250, "a"),
+        (6.0, 400, "b"),
+        (6.002, 600, "b"),
+        (6.5, 1000, "a"),
+        (7.0, 250, "b"),
+    ]
+    assert drain_figures(lines, 5.0) == (2250, 250, 0.5)
