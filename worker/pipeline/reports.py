@@ -67,7 +67,8 @@ def log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> Non
 
 
 def _partition(item: Prepared) -> int:
-    return item.tp.partition
+    partition: int = item.tp.partition  # aiokafka's TopicPartition is untyped
+    return partition
 
 
 def _among(positions: Collection[int], indexes: range) -> int:
