@@ -50,7 +50,7 @@ unit: setup
 integration: setup
 	$(VENV)/bin/pytest $(PYTEST_XDIST) tests/integration
 
-bench: setup  ## ceilings, naive baseline and the worker, as ratios; rewrites docs/benchmarks.md and its chart
+bench: setup  ## ceilings, naive baseline, floor loop and the worker, as ratios; rewrites docs/benchmarks.md, its chart and docs/flamegraphs/worker-drain.svg (py-spy)
 	$(VENV)/bin/python -m tests.benchmarks
 
 chaos: setup  ## the fault-injection suite at full scale; rewrites docs/reliability.md

@@ -18,10 +18,12 @@ from pathlib import Path
 from pymongo import AsyncMongoClient, MongoClient
 
 from tests.benchmarks import phases
-from tests.benchmarks.backlog import bench_settings, produce_backlog
+from tests.benchmarks.backlog import Backlog, bench_settings, produce_backlog
+from tests.benchmarks.flamegraph import write_worker_flamegraph
 from tests.benchmarks.isolation import IsolationRun, isolation_run
 from tests.benchmarks.latency import steady_load
 from tests.benchmarks.measure import Spent, percentile
+from tests.benchmarks.profile import WorkerProfile, profiled_drain
 from tests.benchmarks.report import (
     CONSUME,
     CPU_PARTS,
@@ -35,8 +37,9 @@ from tests.benchmarks.report import (
     markdown,
     summary_lines,
 )
+from tests.benchmarks.stacks import shares
 from tests.benchmarks.telemetry import TelemetryRun, drain_run, ingest_run, seed_buffer
-from tests.benchmarks.worker_run import Drain, drain
+from tests.benchmarks.worker_run import Drain, FloorProcess, drain
 from tests.standins import LocalKafka, LocalMongo
 from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
@@ -49,15 +52,21 @@ PHASES = ("throughput", "cpu", "latency", "memory", "isolation", "telemetry")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.benchmarks",
-        description="Consume and write ceilings, a naive baseline and the worker end to end, on the same "
-        "servers (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI if set, else local stand-ins); "
-        "writes docs/benchmarks.md and docs/benchmarks.png.",
+        description="Consume and write ceilings, a naive baseline, the floor loop and the worker end to end, "
+        "on the same servers (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URI if set, else local stand-ins); "
+        "writes docs/benchmarks.md, docs/benchmarks.png and (the cpu phase, with py-spy) "
+        "docs/flamegraphs/worker-drain.svg.",
     )
     parser.add_argument("--quick", action="store_true", help="small numbers, one repetition (development)")
     parser.add_argument("--events", type=int, default=100_000, help="backlog for the throughput phases")
     parser.add_argument("--repetitions", type=int, default=5, help="repetitions of each throughput phase")
     parser.add_argument("--naive-events", type=int, default=3_000, help="records the naive baseline handles")
-    parser.add_argument("--latency-seconds", type=float, default=60.0, help="duration of the steady load")
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=60.0,
+        help="duration of the steady load (the worker's, then the floor loop's)",
+    )
     parser.add_argument(
         "--latency-rate",
         type=float,
@@ -194,7 +203,9 @@ async def run(
     args: argparse.Namespace, bootstrap: str, uri: str, kind: str, pids: dict[str, int], work_dir: Path
 ) -> Results:
     run_id = f"bench{int(time.time())}"
-    results = Results(facts=machine_facts(kind), events=args.events, naive_events=args.naive_events)
+    results = Results(
+        facts=machine_facts(kind), events=args.events, naive_events=args.naive_events, quick=args.quick
+    )
     settings = bench_settings(name=run_id, bootstrap=bootstrap, mongo_uri=uri)
     names = throughput_phases(args.only, args.latency_rate)
     if names:
@@ -230,13 +241,15 @@ async def repetitions(
     for name in names:
         results.rates[name] = []
 
-    def record(name: str, spent: Spent | float, rep: int) -> None:
+    def record(name: str, spent: Spent | float, rep: int, *, cpu_us: float | None = None) -> None:
         rate = spent if isinstance(spent, float) else spent.rate
+        if isinstance(spent, Spent) and name in CPU_PARTS:
+            cpu_us = spent.cpu_us_per_event
         results.rates[name].append(rate)
         line = f"{name}, run {rep + 1}/{args.repetitions}: {rate:,.0f} events/s"
-        if isinstance(spent, Spent) and name in CPU_PARTS:
-            results.cpu_us.setdefault(name, []).append(spent.cpu_us_per_event)
-            line += f", {spent.cpu_us_per_event:.1f} µs CPU per event"
+        if cpu_us is not None:
+            results.cpu_us.setdefault(name, []).append(cpu_us)
+            line += f", {cpu_us:.1f} µs CPU per event"
         say(line)
 
     for rep in range(args.repetitions):
@@ -265,12 +278,35 @@ async def repetitions(
             log_path = work_dir / f"worker-{rep}.log"
             drained = await drain(worker_settings, backlog.ends, log_path, timeout_s=1800, server_pids=pids)
             drop_database(uri, worker_settings.mongodb_database)
-            record(WORKER, Spent(drained.events, drained.seconds, drained.cpu_seconds["worker"]), rep)
+            record(WORKER, drained.rate, rep, cpu_us=drained.cpu_us_per_event())
             results.worker_peak_rss_mib.append(drained.peak_rss_mib)
             for route, seconds in drained.route_done_s.items():
                 results.route_done_s.setdefault(route, []).append(seconds)
             for name, share in drained.cpu_share.items():
                 results.cpu_share.setdefault(name, []).append(share)
+    if "cpu" in args.only and WORKER in names:
+        results.profile = await profile_phase(settings, backlog, work_dir)
+
+
+async def profile_phase(settings: Settings, backlog: Backlog, work_dir: Path) -> WorkerProfile:
+    """One more worker drain of the backlog, untimed, with py-spy attached."""
+    run_id = settings.mongodb_database
+    say("worker draining the backlog once more under py-spy (not timed)")
+    profiled_settings = settings.model_copy(
+        update={"kafka_consumer_group": f"{run_id}-profile", "mongodb_database": f"{run_id}_p"}
+    )
+    profile = await profiled_drain(
+        profiled_settings, backlog.ends, work_dir / "worker-profiled.log",
+        work_dir / "worker-drain.collapsed.txt", timeout_s=1800,
+    )  # fmt: skip
+    drop_database(settings.mongodb_uri.get_secret_value(), profiled_settings.mongodb_database)
+    say(
+        f"  {profile.samples:,} samples at {profile.rate_hz} Hz ({profile.sampled_seconds:,.1f} s found "
+        f"running; {profile.cpu_seconds:,.1f} s of CPU meanwhile)"
+    )
+    for category, share in shares(profile.stacks).items():
+        say(f"  {share:6.1%}  {category}")
+    return profile
 
 
 async def latency_phase(
@@ -291,9 +327,23 @@ async def latency_phase(
         say(f"  {route}: p50 {percentile(latencies, 0.5):,.0f} ms, p99 {percentile(latencies, 0.99):,.0f} ms")
     windows = results.latency.by_window()
     say("  p99 by 10 s of publishing: " + ", ".join(f"{percentile(w, 0.99):,.0f}" for w in windows if w))
-    for name, shares in results.latency.cpu_by_window.items():
-        if shares:
-            say(f"  CPU share of {name} by 10 s: " + ", ".join(f"{share:.2f}" for share in shares))
+    for name, by_window in results.latency.cpu_by_window.items():
+        if by_window:
+            say(f"  CPU share of {name} by 10 s: " + ", ".join(f"{share:.2f}" for share in by_window))
+    say(f"floor loop (poll, insert_many, commit): the same load at {rate:,.0f} events/s")
+    floor_settings = bench_settings(name=f"{run_id}-floor", bootstrap=bootstrap, mongo_uri=uri)
+    results.floor_latency = await steady_load(
+        floor_settings,
+        rate,
+        args.latency_seconds,
+        work_dir / "floor.log",
+        pids,
+        kind=FloorProcess,
+        name="floor",
+    )
+    drop_database(uri, floor_settings.mongodb_database)
+    floor = results.floor_latency
+    say(f"floor latency p50 {floor.percentile(0.5):,.0f} ms, p99 {floor.percentile(0.99):,.0f} ms")
 
 
 async def memory_phase(
@@ -405,8 +455,17 @@ def method_notes(settings: Settings) -> list[str]:
         "Naive baseline: getmany(max_records=1), decode + validate + build the document, insert_one "
         "(a duplicate key is ignored), commit that offset; timed from its first record.",
         "Worker: `python -m worker run` as its own process, default settings (redelivery loop and HTTP "
-        "server off), timed from its `partitions_assigned` log line (the group join is excluded) to the "
-        "moment every partition's committed offset reaches the end of the backlog (polled every 0.25 s).",
+        "server off). Its drain counts from the moment every route's member has its partitions (the "
+        "`partitions_assigned` line that completes them; the members join about a second apart, and the "
+        "first may store records meanwhile): its rate is the records of the saved lines (`*_saved`, "
+        "`telemetry_buffered`) written once every route has written once (after the last route's first "
+        "line and the 5 ms of that write's lines), over the time from that line to the last. Start-up, "
+        "the group join, the first fetches and the first writes are left out, so a small backlog "
+        "(`--quick`) is not dominated by them; the batches other members have in hand at that moment "
+        "are counted though some of their work came before, which flatters a small backlog's rate "
+        "(by at most a batch per member: 3 % of 100,000 events). The drain ends once every partition's committed offset "
+        "reaches the end of the backlog (polled every 0.25 s). Until 2026-12-08 the clock ran from the "
+        "first `partitions_assigned` line to that poll.",
         "Latency: events are published at a steady rate with their timestamp set to the publish time; an "
         "event is stored when the worker's `*_saved` log line covering its offset is written (right after "
         "the bulk write returns; same clock). Polling the collections instead would compete for nx-27017. "
@@ -414,22 +473,41 @@ def method_notes(settings: Settings) -> list[str]:
         "share is read from /proc every 10 s of publishing.",
         "Peak RSS: VmHWM of the worker process from /proc; VmRSS sampled every 0.25 s while draining.",
         "CPU shares: user + system CPU seconds of each process (/proc/<pid>/stat) over the worker's drain, "
-        "divided by the drain's wall seconds (1.0 = one core busy all the time).",
+        "from the moment every member has its partitions (the log read every 20 ms) to the last commit, "
+        "divided by the wall seconds in between (1.0 = one core busy all the time).",
         "Worker CPU path alone: the worker's `prepare` (decode + validate + build the document) for the "
         "same backlog, in this process, no I/O.",
         "CPU per event: utime + stime ticks of /proc/<pid>/stat (all threads; 10 ms ticks) before and after, "
-        "divided by the events. End to end: the worker process from its `partitions_assigned` line to the "
-        "last commit (the drain above). Parts, in this process over the measured loop alone: consume = the "
+        "divided by the events. End to end: the worker process from the moment every member has its "
+        "partitions to the last commit, divided by the records stored after that moment (all of their "
+        "work is in; so are the new members' first fetches, which weigh on a quick run). Parts, in "
+        "this process over the measured loop alone: consume = the "
         "consume ceiling; decode + validate + document = the CPU path phase; BSON encoding + send = the "
         "worker's write path phase (its writers through PyMongo; the server's CPU is nx-27017's, not "
         "counted). The rest of end to end is what the parts leave out: the batch loop, logging, commits.",
+        "CPU breakdown: after the timed repetitions, one more drain of the same backlog (a group and a "
+        "database of its own, not timed) with `py-spy record --nonblocking --rate 200` attached to the "
+        "worker from its partitions' assignment to the last commit; samples stopped in the selector's "
+        "`select` are left out (waits for a core, which py-spy counts as running); each other sample's "
+        "stack is put in the "
+        "first category of `tests/benchmarks/stacks.py` naming one of its frames below the event loop's "
+        "hand-over, and a category's µs per event is the timed end-to-end CPU per event times its share "
+        "of the samples. The flame graph and the raw stacks go to flamegraphs/ beside this report.",
+        "Floor loop: `python -m tests.benchmarks.floor` with the worker's environment, under the latency "
+        "phase's load (same rate, duration and events) right after the worker, with topics, a group and "
+        "a database of its own: poll (the worker's consumer settings), one unordered insert_many per topic "
+        "(`_id` = event_id, duplicate keys ignored), a `floor_saved` line per partition, commit. Its "
+        "collections carry the worker's indexes. Stored times come from its lines as the worker's from "
+        "its `*_saved` lines.",
         "Route isolation: one telemetry backlog (3 partitions) produced before; per run a worker with a "
         "group, an incidents topic and a database of its own, ROUTE_ISOLATION passed in its environment. "
         "Incidents are published from the first telemetry commit until every telemetry offset is committed "
         "(during the drain), then after a 1 s pause the idle ones, each with its timestamp set to its "
         "publish time; stored = the worker's `incident_saved` line covering its offset. Drain rate: "
         "telemetry records stored between the worker's first and last `telemetry_buffered` lines, divided "
-        "by the time between them (the group join is left out in both modes).",
+        "by the time between them (the group join is left out in both modes). During / idle: the "
+        "incidents' p99 while the backlog drains over their p99 once it is drained, ROUTE_ISOLATION=true, "
+        "the runs pooled.",
         "Telemetry delivery: ingest = a worker (`run`, REDELIVERY_ENABLED=false) on a backlog of telemetry "
         "events alone, its rate from its first to its last `telemetry_buffered` line (as in the isolation "
         "phase). Drains: a database of their own seeded with insert_many (the worker's indexes first, then "
@@ -463,6 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     chart(results, chart_path)
     (args.output / "benchmarks.md").write_text(markdown(results, chart_path.name))
     say(f"wrote {args.output / 'benchmarks.md'} and {chart_path}")
+    if results.profile is not None:
+        title = (
+            f"The worker draining {results.profile.drained.events:,} events, py-spy at "
+            f"{results.profile.rate_hz} Hz ({time.strftime('%Y-%m-%d %H:%M')})"
+        )
+        svg = write_worker_flamegraph(results.profile.stacks, args.output / "flamegraphs", title=title)
+        say(f"wrote {svg} and its stacks")
     for line in summary_lines(results):
         say(line)
     if not args.work_dir:

@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.benchmarks.backlog import Backlog, Publisher, events, publish_steadily
 from tests.benchmarks.measure import cpu_seconds, percentile
 from tests.benchmarks.worker_run import CommitWatcher, started_worker, stored_times
+from tests.integration.harness import WorkerProcess
 from worker.settings import Settings
 
 WINDOW_S = 10.0
@@ -50,19 +51,21 @@ class Latency:
 
 
 async def steady_load(
-    settings: Settings, rate: float, seconds: float, log_path: Path, servers: Mapping[str, int] | None = None
-) -> Latency:
-    """Publish `rate` events/s for `seconds` to a running worker; latency of each from its log,
-    and the CPU share of the worker, the `servers` (name -> pid) and the publisher meanwhile."""
+    settings: Settings, rate: float, seconds: float, log_path: Path, servers: Mapping[str, int] | None = None,
+    *, kind: type[WorkerProcess] = WorkerProcess, name: str = "worker",
+) -> Latency:  # fmt: skip
+    """Publish `rate` events/s for `seconds` to a running worker (or the floor loop: `kind`, `name`);
+    latency of each from its log, and the CPU share of the consumer, the `servers` (name -> pid) and
+    the publisher meanwhile."""
     backlog = Backlog(settings)
     count = int(rate * seconds)
     # Made before the clock starts: the publisher shares the machine's cores with the worker and
     # the servers, and the demo factory's cost (about 100 µs an event) is not the worker's.
     ready = list(events(count, seed=23))
-    async with started_worker(settings, log_path) as worker:
+    async with started_worker(settings, log_path, kind) as worker:
         assert worker.process is not None
         processes: dict[str, int | str] = {
-            "worker": worker.process.pid,
+            name: worker.process.pid,
             **(servers or {}),
             "publisher": "self",
         }

@@ -63,6 +63,35 @@ def span_rate(writes: Iterable[tuple[float, int]]) -> tuple[int, float]:
     return sum(count for _, count in ordered[1:]), ordered[-1][0] - ordered[0][0]
 
 
+FIRST_WRITE_S = 0.005
+"""Saved lines this close to a route's first one are that write's: the worker logs a line per
+partition right after each bulk write returns."""
+
+SavedLine = tuple[float, int, str]
+"""(time, records, topic) of a saved line."""
+
+
+def steady_span(lines: Iterable[SavedLine]) -> tuple[int, float]:
+    """(records, seconds) of a drain once every route has written once, given its saved lines.
+
+    The clock starts at the last route's first line: by then every route's member has fetched,
+    prepared and written a batch, and the batches the others had in hand when one route's first
+    write returned (counted, though their work came before) are written. The lines up to
+    FIRST_WRITE_S after it are left out, the lines after are counted, up to the last.
+    """
+    ordered = sorted(lines)
+    firsts: dict[str, float] = {}
+    for moment, _, topic in ordered:
+        firsts.setdefault(topic, moment)
+    if not firsts:
+        raise ValueError("no writes")
+    start = max(firsts.values())
+    after = [(moment, count) for moment, count, _ in ordered if moment > start + FIRST_WRITE_S]
+    if not after:
+        raise ValueError("a span needs writes after every route's first")
+    return sum(count for _, count in after), after[-1][0] - start
+
+
 Progress = Sequence[tuple[float, int]]
 """(seconds, documents still pending) of a drain, in time order; the first is the start."""
 

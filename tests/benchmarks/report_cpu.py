@@ -1,9 +1,14 @@
-"""The worker's own CPU per event in the report: end to end, and each part measured alone."""
+"""The worker's own CPU per event in the report: end to end, each part measured alone, and the
+profiled drain's samples by category (the breakdown); their targets."""
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tests.benchmarks.profile import WorkerProfile
+from tests.benchmarks.stacks import UNATTRIBUTED, categorise, counts, waiting
 
 PART_LABELS = {
     "consume": "consume only (aiokafka reading the backlog: the consume ceiling phase)",
@@ -46,7 +51,9 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
         )
         if complete:
             lines.append(
-                f"| rest: end to end - sum of the parts (loop overhead, logging, commits) | {whole - total:.1f} "
+                f"| rest: end to end - sum of the parts measured alone (loop overhead, logging, commits: the "
+                "py-spy breakdown below puts all of end to end in categories) "
+                f"| {whole - total:.1f} "
                 f"| {(whole - total) / whole:.0%} of end to end"
                 + (
                     ": below zero, the parts alone cost more than in the worker (noise, see above) |"
@@ -64,3 +71,124 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
 
 def _range(values: Sequence[float]) -> str:
     return f"{min(values):.1f}-{max(values):.1f}" if len(values) > 1 else "n/a (1 run)"
+
+
+CPU_TARGET_US = 30.0
+CONSUME_MULTIPLE_TARGET = 6.0
+UNATTRIBUTED_TARGET = 0.10
+"""At most this share of the worker's CPU left out of the breakdown's categories."""
+
+Target = tuple[str, str, str]
+
+
+def cpu_targets(consume: Sequence[float], end_to_end: Sequence[float]) -> list[Target]:
+    """The worker's CPU per event end to end, alone and against aiokafka's alone (median µs)."""
+    if not end_to_end:
+        return []
+    whole = statistics.median(end_to_end)
+    rows = [(f"worker CPU per event end to end ≤ {CPU_TARGET_US:g} µs", f"{whole:.1f} µs",
+             _yes(whole <= CPU_TARGET_US))]  # fmt: skip
+    if consume:
+        alone = statistics.median(consume)
+        rows.append((
+            f"worker CPU per event end to end ≤ {CONSUME_MULTIPLE_TARGET:g} x consume only (aiokafka alone)",
+            f"{whole / alone:.1f} x ({whole:.1f} vs {alone:.1f} µs)",
+            _yes(whole <= CONSUME_MULTIPLE_TARGET * alone),
+        ))  # fmt: skip
+    return rows
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """The profiled drain's samples per category, scaled to the worker's CPU per event end to end."""
+
+    samples: dict[str, int]
+    """Per category, in CATEGORY_NAMES order."""
+    end_to_end_us: float
+
+    waits: int
+    """Samples left out: stopped in the selector's `select` (stacks.waiting)."""
+
+    @classmethod
+    def of(cls, stacks: Mapping[str, int], end_to_end_us: float) -> Breakdown:
+        waits = sum(count for stack, count in stacks.items() if waiting(stack))
+        return cls(counts(stacks), end_to_end_us, waits)
+
+    @property
+    def total(self) -> int:
+        return sum(self.samples.values())
+
+    def share(self, category: str) -> float:
+        return self.samples[category] / self.total
+
+    def us(self, category: str) -> float:
+        return self.end_to_end_us * self.share(category)
+
+    @property
+    def unattributed(self) -> float:
+        return self.share(UNATTRIBUTED)
+
+    def target(self) -> Target:
+        return (
+            f"the parts add up: worker CPU left out of the breakdown's categories < "
+            f"{UNATTRIBUTED_TARGET:.0%} of end to end",
+            f"{self.unattributed:.1%} ({self.us(UNATTRIBUTED):.1f} of {self.end_to_end_us:.1f} µs)",
+            _yes(self.unattributed < UNATTRIBUTED_TARGET),
+        )
+
+
+def breakdown_section(profile: WorkerProfile, breakdown: Breakdown, *, timed: bool) -> list[str]:
+    """The CPU breakdown by category; `timed`: end to end is the timed drains' median (else the
+    profiled drain's own)."""
+    drained = profile.drained
+    source = (
+        "the timed drains' median" if timed else "the profiled drain's own, slowed a little by the sampling"
+    )
+    lines = [
+        "",
+        "## Where the worker's CPU goes (py-spy)",
+        "",
+        f"One more drain of the same backlog after the timed ones ({drained.events:,} events, a group "
+        "and a database of its own; not timed), with py-spy sampling the worker process at "
+        f"{profile.rate_hz} Hz from its partitions' assignment to the last commit (`--nonblocking`: the "
+        f"worker is never paused; idle threads are left out): {profile.samples:,} samples, i.e. "
+        f"{profile.sampled_seconds:,.1f} s found running, against {profile.cpu_seconds:,.1f} s of CPU "
+        "read from /proc meanwhile: py-spy counts a thread that waits for a core as running, and the "
+        "machine is shared. A wait after a preemption keeps the stack of the work it interrupted, which "
+        "keeps the shares; a wait after epoll returns shows as a sample stopped in the selector's "
+        f"`select`: those ({breakdown.waits:,}) are left out. "
+        "Each other sample's stack, read from the frame the event loop runs, goes to the first category that "
+        "names one of its frames, with everything it calls (`tests/benchmarks/stacks.py`); µs per event = "
+        f"the worker's CPU per event end to end ({breakdown.end_to_end_us:.1f} µs, {source}) x the "
+        "category's share of the samples. Flame graph, coloured by these categories: "
+        "[flamegraphs/worker-drain.svg](flamegraphs/worker-drain.svg) (its stacks in "
+        "`flamegraphs/worker-drain.collapsed.txt`); before the hot-path work of issue 23: "
+        "[flamegraphs/before.svg](flamegraphs/before.svg).",
+        "",
+        "| category | samples | share | µs per event |",
+        "|---|---:|---:|---:|",
+        *(f"| {name} | {count:,} | {breakdown.share(name):.1%} | {breakdown.us(name):.1f} |"
+          for name, count in breakdown.samples.items()),
+        f"| end to end | {breakdown.total:,} | 100.0% | {breakdown.end_to_end_us:.1f} |",
+        "",
+        f"Left out of the categories: {breakdown.unattributed:.1%} of end to end "
+        f"({breakdown.us(UNATTRIBUTED):.1f} µs per event); under {UNATTRIBUTED_TARGET:.0%}: "
+        f"{_yes(breakdown.unattributed < UNATTRIBUTED_TARGET)}.",
+    ]  # fmt: skip
+    if frames := unattributed_frames(profile.stacks):
+        lines.append("Its most sampled frames: " + "; ".join(f"`{f}` ({n:,})" for f, n in frames) + ".")
+    return lines
+
+
+def unattributed_frames(stacks: Mapping[str, int], top: int = 5) -> list[tuple[str, int]]:
+    """The innermost frames of the unattributed stacks, most sampled first."""
+    counts: dict[str, int] = {}
+    for stack, count in stacks.items():
+        if categorise(stack) == UNATTRIBUTED:
+            frame = stack.rpartition(";")[2]
+            counts[frame] = counts.get(frame, 0) + count
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"

@@ -127,8 +127,9 @@ def test_isolation_targets_pool_the_runs_of_a_mode() -> None:
         run(True, 9400, [100.0] * 49 + [400.0], [20.0]),
         run(False, 10000, [800.0], [20.0]),
     ]
-    (p99, ratio) = isolation_targets(runs)
+    (p99, during_over_idle, ratio) = isolation_targets(runs)
     assert p99[1].startswith("400 ms (100 incidents)")
+    assert during_over_idle[1] == "20.00 x (400 vs 20 ms)"
     assert p99[2] == "**no**"
     assert ratio[1].startswith("0.92 x (9,200 vs 10,000 events/s)")
     assert ratio[2] == "yes"

@@ -123,8 +123,8 @@ class BatchProcessor:
                 reports.log_rejection(letter, refused)
         await self.dead_letters.publish(letters)
         _count(batch, letters, blocked, self.routes)
-        written = [item for item in items if item.tp not in blocked]
-        stored = len(written) - sum(len(r.dead) for r in results)
+        written = len(items) if not blocked else sum(1 for item in items if item.tp not in blocked)
+        stored = written - sum(len(r.dead) for r in results)
         return BatchResult(
             commits={tp: records[-1].offset + 1 for tp, records in batch.items() if tp not in blocked},
             blocked={tp: records[0].offset for tp, records in batch.items() if tp in blocked},

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import itertools
+from collections.abc import Collection
 from typing import Any
 
 import structlog
@@ -38,11 +39,19 @@ def log_refused_by_mongodb(letter: DeadLetter) -> None:
 
 
 def log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> None:
-    """The canonical line: one per partition of the batch, with offsets and counts."""
-    by_partition: dict[int, list[int]] = defaultdict(list)
-    for index, item in enumerate(items):
-        by_partition[item.tp.partition].append(index)
-    for partition, indexes in by_partition.items():
+    """The canonical line: one per partition of the batch, with offsets and counts.
+
+    A partition's records are next to each other in `items` (a batch is prepared partition by
+    partition), so each line covers one run of them; the counts walk the indexes only when some
+    document was skipped or refused.
+    """
+    start = 0
+    for partition, run in itertools.groupby(items, key=_partition):
+        count = len(list(run))
+        indexes = range(start, start + count)
+        start += count
+        skipped = _among(outcome.skipped, indexes)
+        refused = _among(outcome.refused.keys(), indexes)
         first, last = items[indexes[0]], items[indexes[-1]]
         log.info(
             route.saved_event,
@@ -50,11 +59,21 @@ def log_saved(route: Route, items: list[Prepared], outcome: WriteOutcome) -> Non
             partition=partition,
             offset=first.record.offset,
             last_offset=last.record.offset,
-            event_id=first.event_id if len(indexes) == 1 else None,
-            stored=sum(1 for i in indexes if i not in outcome.skipped and i not in outcome.refused),
-            skipped=sum(1 for i in indexes if i in outcome.skipped),
-            refused=sum(1 for i in indexes if i in outcome.refused),
+            event_id=first.event_id if count == 1 else None,
+            stored=count - skipped - refused,
+            skipped=skipped,
+            refused=refused,
         )
+
+
+def _partition(item: Prepared) -> int:
+    partition: int = item.tp.partition  # aiokafka's TopicPartition is untyped
+    return partition
+
+
+def _among(positions: Collection[int], indexes: range) -> int:
+    """How many of `positions` fall in `indexes`."""
+    return sum(1 for position in positions if position in indexes) if positions else 0
 
 
 def log_blocked(route: Route, partitions: list[int], records: int, exc: WorkerError) -> None:
