@@ -51,7 +51,7 @@ CATEGORIES: tuple[Category, ...] = (
               "worker/ops/redaction.py", "worker/pipeline/reports.py")),
     Category("metrics (prometheus_client)", "#8c564b", ("prometheus_client/", "worker/ops/metrics.py")),
     Category("dead letters and the producer", "#9467bd",
-             ("worker/pipeline/dead_letters.py", "worker/kafka/producer.py", "aiokafka/producer/")),
+             ("worker/dead_letters/", "worker/kafka/producer.py", "aiokafka/producer/")),
     Category("commits and group membership (aiokafka's coordinator)", "#d62728",
              ("aiokafka/consumer/group_coordinator.py",),
              ("ConsumerLoop._commit (worker/pipeline/consumer.py)", "GroupConsumer.commit (worker/kafka/consumer.py)")),
