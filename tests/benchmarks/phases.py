@@ -30,7 +30,7 @@ from worker.kafka.clients import connection_options
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes
 from worker.pipeline.decode import decode_json_object, validate_event
-from worker.pipeline.prepare import Refused, prepare
+from worker.pipeline.prepare import Rejected, prepare
 from worker.pipeline.routes import Route
 from worker.settings import Settings
 
@@ -82,7 +82,7 @@ def prepare_cost(backlog: Backlog, routes: Mapping[str, Route]) -> Spent:
         outcome = prepare(
             route, raw, (), max_bytes=settings.max_event_bytes, max_depth=settings.max_nesting_depth
         )
-        if isinstance(outcome, Refused):
+        if isinstance(outcome, Rejected):
             raise RuntimeError(f"a benchmark event was refused: {outcome.reason} {outcome.detail}")
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_before
     return Spent(len(values), elapsed, cpu)
