@@ -1,7 +1,8 @@
 """What happens to a route's records when MongoDB stays unavailable after the retries.
 
-Each route's `policy` (worker.pipeline.routes.FailurePolicy, set by FAIL_CLOSED_ROUTES): fail-open dead-letters the records and goes on,
-fail-closed holds their partitions back (nothing committed past them) until MongoDB answers.
+Each route's `policy` (worker.pipeline.routes.FailurePolicy, set by FAIL_CLOSED_ROUTES):
+fail-open dead-letters the records and goes on, fail-closed holds their partitions back
+(nothing committed past them) until MongoDB answers.
 `on_outage` applies it to the records a route could not write; a document MongoDB refuses for
 good is not an outage and is dead-lettered whatever the policy (worker.pipeline.route_writes).
 """
