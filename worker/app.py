@@ -20,7 +20,7 @@ from worker.kafka.clients import create_producer
 from worker.kafka.probe import KafkaProbe
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.ops.about import startup_facts
-from worker.ops.collector import freeze_startup_objects
+from worker.ops.gc_tuning import freeze_startup_objects
 from worker.ops.health import Liveness
 from worker.ops.library_logs import route_library_logs
 from worker.ops.metrics import track_readiness

@@ -17,6 +17,10 @@ they raise these with `raise ... from exc`. Tenacity retries TransientError alon
 batch treats TransientError (once retries are spent) and OperationRefused as an outage
 of the route (fail-open: dead-lettered; fail-closed: held), and DocumentRefused as a
 property of one record (`persist_refused`). Any other PermanentError counts as an outage.
+
+Two words, each for one thing, in the code and the logs: *rejected* when the worker's own
+contract turns the input down (EventRejected, the pipeline's `Rejected`, `event_rejected`);
+*refused* when a server does (OperationRefused, DocumentRefused, `event_refused_by_mongodb`).
 """
 
 from __future__ import annotations

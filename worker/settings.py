@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     mongodb_write_concurrency: int = Field(default=2, ge=1, le=64)
     """MongoDB writes in flight at once across the routes; a freed slot goes to the waiting
     write of the route first in ROUTE_PRIORITY, unless a write passed over 8 times waits: it
-    goes first (worker.pipeline.priority.MAX_PASSES), so no route starves."""
+    goes first (worker.pipeline.write_gate.MAX_PASSES), so no route starves."""
     route_priority_hold_ms: int = Field(default=1000, ge=0, le=600_000)
     """While a route with a backlog (more than KAFKA_MAX_BATCH_RECORDS records of lag) is
     writing, the routes after it in ROUTE_PRIORITY wait up to this long for a write slot even

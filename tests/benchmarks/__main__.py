@@ -26,6 +26,7 @@ from tests.benchmarks.measure import Spent, percentile
 from tests.benchmarks.profile import WorkerProfile, profiled_drain
 from tests.benchmarks.report import (
     CONSUME,
+    CONTRACT,
     CPU_PARTS,
     NAIVE,
     PREPARE,
@@ -135,12 +136,12 @@ def throughput_phases(only: tuple[str, ...], latency_rate: float | None = None) 
     the worker alone for latency (its load is half the worker's rate)."""
     wanted: set[str] = set()
     if "throughput" in only:
-        wanted |= {CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER}
+        wanted |= {CONSUME, WRITE, WRITE_OPS, PREPARE, CONTRACT, NAIVE, WORKER}
     if "cpu" in only:
-        wanted |= {CONSUME, WRITE_OPS, PREPARE, WORKER}
+        wanted |= {CONSUME, WRITE_OPS, PREPARE, CONTRACT, WORKER}
     if "latency" in only and latency_rate is None:
         wanted.add(WORKER)
-    return [name for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER) if name in wanted]
+    return [name for name in (CONSUME, WRITE, WRITE_OPS, PREPARE, CONTRACT, NAIVE, WORKER) if name in wanted]
 
 
 def say(message: str) -> None:
@@ -263,6 +264,8 @@ async def repetitions(
             record(WRITE_OPS, ops, rep)
         if PREPARE in names:
             record(PREPARE, phases.prepare_cost(backlog, routes), rep)
+        if CONTRACT in names:
+            record(CONTRACT, phases.contract_cost(backlog, routes), rep)
         if NAIVE in names:
             naive = await phases.naive_baseline(
                 backlog, f"{run_id}_n{rep}", f"{run_id}-naive-{rep}", args.naive_events

@@ -29,11 +29,18 @@ CONSUME = "consume ceiling (aiokafka alone)"
 WRITE = "write ceiling (insert_many alone)"
 WRITE_OPS = "worker's write path alone (its writers, no Kafka)"
 PREPARE = "worker's CPU path alone (decode, validate, document)"
+CONTRACT = "the contract's libraries alone (orjson.loads + the route's pydantic model)"
 NAIVE = "naive baseline (insert_one, commit per record)"
 WORKER = "worker end to end"
 CEILING_TARGET = 0.9
 NAIVE_TARGET = 12.0
-CPU_PARTS = {CONSUME: "consume", PREPARE: "prepare", WRITE_OPS: "write", WORKER: "end to end"}
+CPU_PARTS = {
+    CONSUME: "consume",
+    PREPARE: "prepare",
+    CONTRACT: "contract",
+    WRITE_OPS: "write",
+    WORKER: "end to end",
+}
 """The phases whose CPU per event is reported, and their part in the CPU table."""
 
 

@@ -13,6 +13,8 @@ from tests.benchmarks.stacks import UNATTRIBUTED, categorise, counts, waiting
 PART_LABELS = {
     "consume": "consume only (aiokafka reading the backlog: the consume ceiling phase)",
     "prepare": "decode + validate + document (`worker.pipeline.prepare`: the CPU path phase)",
+    "contract": "of which the contract's libraries alone: orjson.loads + the route's pydantic model "
+    "(the contract phase; part of prepare, not added again)",
     "write": "BSON encoding + the driver's send (the worker's writers via PyMongo, client side: "
     "the write path phase)",
 }
@@ -40,8 +42,8 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
     lines += [
         f"| {PART_LABELS[name]} | {value:.1f} | {_range(parts[name])} |" for name, value in medians.items()
     ]
-    complete = len(medians) == len(PART_LABELS)
-    total = sum(medians.values())
+    complete = all(name in medians for name in SUMMED)
+    total = sum(medians[name] for name in SUMMED if name in medians)
     if complete:
         lines.append(f"| sum of the parts | {total:.1f} | |")
     if end_to_end:
@@ -66,7 +68,28 @@ def cpu_table(parts: Mapping[str, Sequence[float]], end_to_end: Sequence[float])
             f"One core carries about {1e6 / whole:,.0f} events/s once MongoDB is not the bottleneck "
             f"(1,000,000 / {whole:.1f} µs).",
         ]
+    if (floor := libraries_floor(medians)) is not None:
+        lines += ["", floor]
     return lines
+
+
+SUMMED = ("consume", "prepare", "write")
+"""The parts that add up to the worker's work (the contract phase is inside prepare)."""
+
+
+def libraries_floor(medians: Mapping[str, float]) -> str | None:
+    """What the libraries alone cost per event, as a multiple of consume only: aiokafka reading,
+    orjson + pydantic validating, PyMongo writing, each measured alone in this run."""
+    if not all(name in medians for name in ("consume", "contract", "write")):
+        return None
+    consume, contract, write = medians["consume"], medians["contract"], medians["write"]
+    floor = consume + contract + write
+    return (
+        f"The libraries alone, each measured alone in this run, cost {floor:.1f} µs per event "
+        f"({consume:.1f} consume + {contract:.1f} contract + {write:.1f} write path) = "
+        f"{floor / consume:.1f} x consume only: the floor under the worker's end-to-end figure with "
+        "these libraries, before any code of the worker's own."
+    )
 
 
 def _range(values: Sequence[float]) -> str:

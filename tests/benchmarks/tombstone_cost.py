@@ -45,7 +45,9 @@ def main() -> None:
             collection.insert_many([tombstone(i, factory, now) for i in range(start, start + BATCH)])
         stats = client.cost.command("collStats", "telemetry_buffer")
         one = len(bson.encode(tombstone(1, factory, now)))
-        print(f"tombstones: {TOMBSTONES:,}; BSON of one: {one} B (a pending document: {len(bson.encode(pending))} B)")
+        print(
+            f"tombstones: {TOMBSTONES:,}; BSON of one: {one} B (a pending document: {len(bson.encode(pending))} B)"
+        )
         for key in ("size", "storageSize", "totalIndexSize"):
             print(f"  {key:<15} {stats[key] / TOMBSTONES:8.1f} B per tombstone")
         for name, size in sorted(stats.get("indexSizes", {}).items()):

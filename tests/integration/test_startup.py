@@ -115,7 +115,7 @@ async def test_worker_never_consumes_before_mongodb_first_answers(
         incidents = client[unique_name]["incidents"]
         await wait_until(lambda: _count_is(incidents, 20), within=60, what="the 20 incidents stored")
         started = next(line for line in json_lines(worker.log_text()) if line["event"] == "worker_started")
-        assert started["gc_frozen_objects"] > 10_000  # worker.ops.collector: startup objects out of GC scans
+        assert started["gc_frozen_objects"] > 10_000  # worker.ops.gc_tuning: startup objects out of GC scans
     finally:
         assert worker.terminate() == 0
         await client.drop_database(unique_name)

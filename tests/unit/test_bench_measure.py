@@ -21,6 +21,7 @@ from tests.benchmarks.measure import (
 )
 from tests.benchmarks.report import (
     CONSUME,
+    CONTRACT,
     NAIVE,
     PREPARE,
     WORKER,
@@ -179,10 +180,10 @@ def test_the_latency_report_shows_each_process_s_cpu_share_by_window() -> None:
 def test_only_selects_the_phases_each_repetition_runs() -> None:
     """cpu needs the parts and the worker, latency the worker; throughput everything."""
     assert throughput_phases(("isolation",)) == []
-    assert throughput_phases(("cpu",)) == [CONSUME, WRITE_OPS, PREPARE, WORKER]
+    assert throughput_phases(("cpu",)) == [CONSUME, WRITE_OPS, PREPARE, CONTRACT, WORKER]
     assert throughput_phases(("latency",)) == [WORKER]
     assert throughput_phases(("latency",), latency_rate=1000.0) == []
-    assert throughput_phases(("throughput",)) == [CONSUME, WRITE, WRITE_OPS, PREPARE, NAIVE, WORKER]
+    assert throughput_phases(("throughput",)) == [CONSUME, WRITE, WRITE_OPS, PREPARE, CONTRACT, NAIVE, WORKER]
 
 
 def test_only_refuses_an_unknown_phase() -> None:
@@ -300,3 +301,15 @@ def test_the_report_has_a_telemetry_section_and_summary_lines() -> None:
     assert summary[2].startswith(
         "two loops ≥ 1.5 x one loop, where the servers are not the bottleneck: 2.00 x"
     )
+
+
+def test_the_contract_sits_inside_prepare_and_the_libraries_floor_is_their_sum() -> None:
+    """The contract's libraries are part of prepare: not added to the sum again; consume + contract +
+    write path, each measured alone, is the floor the worker cannot go under, as a multiple of consume."""
+    parts = {"consume": [4.0], "prepare": [10.0], "contract": [8.0], "write": [12.0]}
+    text = "\n".join(cpu_table(parts, [40.0]))
+    assert "| sum of the parts | 26.0 |" in text  # 4 + 10 + 12, the contract not again
+    assert (
+        "cost 24.0 µs per event (4.0 consume + 8.0 contract + 12.0 write path) = 6.0 x consume only" in text
+    )
+    assert "libraries alone" not in "\n".join(cpu_table({"consume": [4.0], "write": [12.0]}, [40.0]))

@@ -32,7 +32,7 @@ ENTRY = ";".join([
 ])  # fmt: skip
 """The main thread's frames down to the event loop, as py-spy writes them (`--nolineno`)."""
 TASK = ENTRY + ";Handle._run (asyncio/events.py)"
-LOOP = "ConsumerLoop.run (worker/pipeline/consumer.py);ConsumerLoop._handle (worker/pipeline/consumer.py)"
+LOOP = "ConsumerLoop.run (worker/pipeline/consumer_loop.py);ConsumerLoop._handle (worker/pipeline/consumer_loop.py)"
 BATCH = LOOP + ";BatchProcessor.process (worker/pipeline/batch.py)"
 
 
@@ -43,12 +43,12 @@ def stack(*frames: str) -> str:
 
 PREPARE = stack(BATCH, "BatchProcessor._prepare (worker/pipeline/batch.py)", "prepare (worker/pipeline/prepare.py)",
                 "_document (worker/pipeline/prepare.py)", "BaseModel.model_validate (pydantic/main.py)")  # fmt: skip
-WRITE = stack("RouteWrites._write_chunk (worker/pipeline/chunks.py)", "InsertWriter.write (worker/mongo/writers.py)",
+WRITE = stack("RouteWrites._write_chunk (worker/pipeline/route_writes.py)", "InsertWriter.write (worker/mongo/writers.py)",
               "AsyncCollection.insert_many (pymongo/asynchronous/collection.py)",
               "_SelectorSocketTransport.write (asyncio/selector_events.py)")  # fmt: skip
-SAVED_LINE = stack("RouteWrites._write_chunk (worker/pipeline/chunks.py)", "log_saved (worker/pipeline/reports.py)",
+SAVED_LINE = stack("RouteWrites._write_chunk (worker/pipeline/route_writes.py)", "log_saved (worker/pipeline/log_lines.py)",
                    "BytesLogger.msg (structlog/_output.py)")  # fmt: skip
-COMMIT = stack(LOOP, "ConsumerLoop._commit (worker/pipeline/consumer.py)",
+COMMIT = stack(LOOP, "ConsumerLoop._commit (worker/pipeline/consumer_loop.py)",
                "GroupConsumer.commit (worker/kafka/consumer.py)", "AIOKafkaConsumer.commit (aiokafka/consumer/consumer.py)",
                "AIOKafkaConnection.send (aiokafka/conn.py)")  # fmt: skip
 FETCH = stack("Fetcher._fetch_requests_routine (aiokafka/consumer/fetcher.py)",

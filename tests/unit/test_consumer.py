@@ -1,4 +1,4 @@
-"""Specification of worker.pipeline.consumer.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
+"""Specification of worker.pipeline.consumer_loop.ConsumerLoop with a fake consumer and processor: what is committed, paused, re-read."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from worker.errors import TransientError
 from worker.kafka.consumer import GroupConsumer
 from worker.pipeline.batch import BatchResult
-from worker.pipeline.consumer import ConsumerLoop, _FinishInFlightBatch, joined
+from worker.pipeline.consumer_loop import ConsumerLoop, _FinishInFlightBatch, joined
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 
@@ -346,7 +346,7 @@ async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) 
 async def test_each_round_tells_the_write_gate_each_topics_lag_but_paused_partitions_and_backoffs(
     fast_settings: Settings,
 ) -> None:
-    """The priority holds (worker.pipeline.priority) need what this loop can drain now: per topic,
+    """The priority holds (worker.pipeline.write_gate) need what this loop can drain now: per topic,
     high watermark minus committed over its partitions; a paused partition is left out, and a
     batch that failed counts 0 while the loop backs off (it writes nothing meanwhile)."""
     stop, told = asyncio.Event(), list[dict[str, int]]()

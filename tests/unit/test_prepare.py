@@ -22,7 +22,7 @@ from tests.unit.test_batch import (
     record,
 )
 from worker.dead_letters.headers import ERROR_TYPE_UNPROCESSABLE
-from worker.pipeline.prepare import Ready, Refused, prepare
+from worker.pipeline.prepare import Ready, Rejected, prepare
 from worker.settings import RouteName, Settings
 
 INCIDENTS_DLQ = f"{TOPICS[RouteName.INCIDENTS]}.dlq"
@@ -37,15 +37,15 @@ def incident(**changes: Any) -> dict[str, Any]:
     return {**EventFactory(seed=21).incident(), **changes}
 
 
-def prepared(pipeline: Pipeline, value: bytes | None, headers: Any = (), **limits: Any) -> Ready | Refused:
+def prepared(pipeline: Pipeline, value: bytes | None, headers: Any = (), **limits: Any) -> Ready | Rejected:
     route = pipeline.routes[TOPICS[RouteName.INCIDENTS]]
     limits = {"max_bytes": 1_048_576, "max_depth": 64} | limits
     return prepare(route, value, headers, **limits)
 
 
-def refusal(pipeline: Pipeline, value: bytes | None, headers: Any = (), **limits: Any) -> Refused:
+def refusal(pipeline: Pipeline, value: bytes | None, headers: Any = (), **limits: Any) -> Rejected:
     outcome = prepared(pipeline, value, headers, **limits)
-    assert isinstance(outcome, Refused), outcome
+    assert isinstance(outcome, Rejected), outcome
     return outcome
 
 

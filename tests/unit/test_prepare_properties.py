@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tests.demo.events import EventFactory
 from tests.unit.test_batch import TOPICS, make_pipeline
 from worker.dead_letters.headers import ERROR_TYPE_VALIDATION
-from worker.pipeline.prepare import Ready, Refused, prepare
+from worker.pipeline.prepare import Ready, Rejected, prepare
 from worker.pipeline.routes import Route
 from worker.settings import RouteName, Settings
 
@@ -134,7 +134,7 @@ def routes() -> dict[RouteName, Route]:
     return {name: pipeline.routes[TOPICS[name]] for name in RouteName}
 
 
-def assert_total(route: Route, raw: bytes | None, headers: Any = ()) -> Ready | Refused:
+def assert_total(route: Route, raw: bytes | None, headers: Any = ()) -> Ready | Rejected:
     """The property: a document BSON encodes, or a validation refusal with a known reason."""
     outcome = prepare(route, raw, headers, max_bytes=MAX_BYTES, max_depth=MAX_DEPTH)
     if isinstance(outcome, Ready):
@@ -182,7 +182,7 @@ def test_any_json_text_ends_in_a_document_or_a_refusal(
     """Any JSON-like text (odd keys, huge numbers, surrogates, nesting) is prepared without raising."""
     outcome = assert_total(routes[name], to_json(value, ascii_only=ascii_only))
     if not isinstance(value, dict):
-        assert isinstance(outcome, Refused)
+        assert isinstance(outcome, Rejected)
 
 
 @PROPERTY

@@ -30,7 +30,7 @@ from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.assembly import batch_processor, group_consumers, member_routes, routes_for
 from worker.pipeline.batch import WRITE_CHUNK, BatchProcessor
-from worker.pipeline.priority import GRACE_S, MAX_PASSES, WriteGate
+from worker.pipeline.write_gate import GRACE_S, MAX_PASSES, WriteGate
 from worker.settings import RouteName, Settings
 
 FIRST, SECOND, THIRD = 0, 1, 2

@@ -15,9 +15,9 @@ from worker.kafka.clients import create_consumer
 from worker.kafka.consumer import GroupConsumer
 from worker.mongo.gateway import MongoGateway
 from worker.pipeline.batch import BatchProcessor
-from worker.pipeline.consumer import ConsumerLoop
-from worker.pipeline.priority import WriteGate
+from worker.pipeline.consumer_loop import ConsumerLoop
 from worker.pipeline.routes import Route, build_routes
+from worker.pipeline.write_gate import WriteGate
 from worker.retry import RetryPolicy, with_retries
 from worker.settings import RouteName, Settings
 
@@ -77,7 +77,7 @@ def member_loops(
 
 
 def write_gate(settings: Settings) -> WriteGate:
-    """The gate the routes' writes share (worker.pipeline.priority), with the settings' holds."""
+    """The gate the routes' writes share (worker.pipeline.write_gate), with the settings' holds."""
     return WriteGate(
         settings.mongodb_write_concurrency,
         backlog=settings.kafka_max_batch_records,

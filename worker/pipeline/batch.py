@@ -1,6 +1,6 @@
 """One polled batch -> documents written, dead letters sent, offsets to commit.
 
-The processor decides; the consumer loop (worker.pipeline.consumer) moves offsets. A partition
+The processor decides; the consumer loop (worker.pipeline.consumer_loop) moves offsets. A partition
 whose fail-closed route could not be written is "blocked": nothing of it is committed
 or dead-lettered, and the loop re-reads it from its first offset later.
 """
@@ -16,14 +16,15 @@ from worker.dead_letters.letters import DeadLetter, UnprocessableLetter, error_c
 from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.kafka.consumer import TopicPartition
 from worker.ops import metrics
-from worker.pipeline import reports
-from worker.pipeline.chunks import WRITE_CHUNK, Retrying, RouteResult, RouteWrites
-from worker.pipeline.prepare import Refused, prepare
-from worker.pipeline.priority import WriteGate
+from worker.pipeline import log_lines
+from worker.pipeline.failure_policy import RouteResult
+from worker.pipeline.prepare import Rejected, prepare
 from worker.pipeline.records import Batch, Prepared, Record, source_of
+from worker.pipeline.route_writes import WRITE_CHUNK, Retrying, RouteWrites
 from worker.pipeline.routes import Route
+from worker.pipeline.write_gate import WriteGate
 
-Rejected = list[tuple[DeadLetter, Refused]]
+Rejections = list[tuple[DeadLetter, Rejected]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class BatchProcessor:
         is sent as soon as it is prepared, so decoding the next chunk overlaps the server's work.
         """
         writes: dict[str, RouteWrites] = {}  # in the order their first chunk started
-        rejected: Rejected = []
+        rejected: Rejections = []
         try:
             items = await self._prepare_all(batch, writes, rejected)
             results = await asyncio.gather(*(route_writes.finish() for route_writes in writes.values()))
@@ -78,7 +79,7 @@ class BatchProcessor:
         self.dead_letters.forget(partitions)
 
     async def _prepare_all(
-        self, batch: Batch, writes: dict[str, RouteWrites], rejected: Rejected
+        self, batch: Batch, writes: dict[str, RouteWrites], rejected: Rejections
     ) -> list[Prepared]:
         """Prepare every record; start each route's chunk as it fills, and the rest at the end."""
         items: list[Prepared] = []
@@ -91,7 +92,7 @@ class BatchProcessor:
                 outcome = prepare(
                     route, record.value, record.headers, max_bytes=max_bytes, max_depth=max_depth
                 )
-                if isinstance(outcome, Refused):
+                if isinstance(outcome, Rejected):
                     rejected.append((_rejection_letter(record, route.dlq_topic, outcome), outcome))
                     continue
                 chunk.append(Prepared(tp, record, outcome.document, outcome.event_id))
@@ -112,15 +113,15 @@ class BatchProcessor:
         writes[topic].start(items)
 
     async def _conclude(
-        self, batch: Batch, items: list[Prepared], rejected: Rejected, results: Sequence[RouteResult]
+        self, batch: Batch, items: list[Prepared], rejected: Rejections, results: Sequence[RouteResult]
     ) -> BatchResult:
         """Publish the dead letters of partitions not blocked, count, and say what to commit."""
         blocked = set().union(*(result.blocked for result in results))
         letters = [letter for result in results for letter in result.dead if _tp(letter) not in blocked]
-        for letter, refused in rejected:
+        for letter, rejection in rejected:
             if _tp(letter) not in blocked:
                 letters.append(letter)
-                reports.log_rejection(letter, refused)
+                log_lines.log_rejection(letter, rejection)
         await self.dead_letters.publish(letters)
         _count(batch, letters, blocked, self.routes)
         written = len(items) if not blocked else sum(1 for item in items if item.tp not in blocked)
@@ -153,9 +154,14 @@ def _tp(letter: DeadLetter) -> TopicPartition:
     return source_of(letter.record)
 
 
-def _rejection_letter(record: Record, dlq_topic: str, refused: Refused) -> DeadLetter:
-    if refused.error is None:
-        return DeadLetter(record, dlq_topic, refused.error_type, refused.reason, refused.detail)
+def _rejection_letter(record: Record, dlq_topic: str, rejection: Rejected) -> DeadLetter:
+    if rejection.error is None:
+        return DeadLetter(record, dlq_topic, rejection.error_type, rejection.reason, rejection.detail)
     return UnprocessableLetter(
-        record, dlq_topic, refused.error_type, refused.reason, refused.detail, error_class(refused.error)
+        record,
+        dlq_topic,
+        rejection.error_type,
+        rejection.reason,
+        rejection.detail,
+        error_class(rejection.error),
     )

@@ -158,7 +158,7 @@ def validate_event(model: type[ModelT], value: dict[str, Any]) -> ModelT:
 
 
 def schema_violation(exc: ValidationError, *, event_id: str | None = None) -> EventRejected:
-    """The refusal of an event its contract rejects, naming every violated field."""
+    """The rejection of an event its contract refuses, naming every violated field."""
     problems = "; ".join(
         f"{'.'.join(str(part) for part in err['loc']) or '/'}: {err['msg']}"
         for err in exc.errors(include_url=False)

@@ -1,7 +1,7 @@
-"""The per-record path, total: a record's value and headers become a document or a refusal.
+"""The per-record path, total: a record's value and headers become a document or a rejection.
 
 Nothing raised while decoding, validating or building the document escapes. Input the
-contract refuses becomes a `validation` refusal with its reason code; any other exception
+contract rejects becomes a `validation` rejection with its reason code; any other exception
 (a bug, or input no check foresaw) an `unprocessable` one that names the exception class,
 so one record can never stop its partition.
 """
@@ -36,7 +36,7 @@ class Ready(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Refused:
+class Rejected:
     """A record to dead-letter, and why."""
 
     error_type: str
@@ -49,16 +49,16 @@ class Refused:
 
 def prepare(
     route: Route, value: bytes | None, headers: Sequence[tuple[str, Any]], *, max_bytes: int, max_depth: int
-) -> Ready | Refused:
+) -> Ready | Rejected:
     """The document `value` becomes on `route`, or why it cannot; never raises."""
     try:
         return _document(route, value, max_bytes=max_bytes, max_depth=max_depth)
     except EventRejected as exc:
         event_id = exc.event_id or header_event_id(headers)
-        return Refused(ERROR_TYPE_VALIDATION, exc.reason, exc.detail, event_id)
-    except Exception as exc:  # the path is total: an unforeseen failure refuses this record alone
+        return Rejected(ERROR_TYPE_VALIDATION, exc.reason, exc.detail, event_id)
+    except Exception as exc:  # the path is total: an unforeseen failure rejects this record alone
         detail = f"{type(exc).__name__} while preparing the record: {_text(exc)}"
-        return Refused(ERROR_TYPE_UNPROCESSABLE, "unexpected_error", detail, header_event_id(headers), exc)
+        return Rejected(ERROR_TYPE_UNPROCESSABLE, "unexpected_error", detail, header_event_id(headers), exc)
 
 
 def _document(route: Route, raw: bytes | None, *, max_bytes: int, max_depth: int) -> Ready:
@@ -89,5 +89,5 @@ def _text(exc: BaseException) -> str:
     """`str(exc)`, or its class name when even that raises."""
     try:
         return str(exc)
-    except Exception:  # a broken __str__ must not break the refusal
+    except Exception:  # a broken __str__ must not break the rejection
         return type(exc).__name__

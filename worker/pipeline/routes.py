@@ -47,7 +47,7 @@ class Route:
     saved_event: str
     policy: FailurePolicy
     priority: int = 0
-    """Its place in ROUTE_PRIORITY: 0 is served first when writes wait (worker.pipeline.priority)."""
+    """Its place in ROUTE_PRIORITY: 0 is served first when writes wait (worker.pipeline.write_gate)."""
     validate: Callable[[object], EventModel] = field(init=False, repr=False, compare=False)
     """`model.model_validate` without its wrapper (the same validator, one call less per record);
     raises pydantic's ValidationError."""

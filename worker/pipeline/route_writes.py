@@ -14,16 +14,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from worker.dead_letters.headers import ERROR_TYPE_PERSIST_FAILED, ERROR_TYPE_PERSIST_REFUSED
+from worker.dead_letters.headers import ERROR_TYPE_PERSIST_REFUSED
 from worker.dead_letters.letters import DeadLetter
-from worker.errors import DocumentRefused, OperationRefused, TransientError, WorkerError
-from worker.kafka.consumer import TopicPartition
+from worker.errors import DocumentRefused, WorkerError
 from worker.mongo.writers import WriteOutcome
 from worker.ops import metrics
-from worker.pipeline import reports
-from worker.pipeline.priority import WriteGate
+from worker.pipeline import log_lines
+from worker.pipeline.failure_policy import RouteResult, on_outage
 from worker.pipeline.records import Prepared
-from worker.pipeline.routes import FailurePolicy, Route
+from worker.pipeline.routes import Route
+from worker.pipeline.write_gate import WriteGate
 
 WRITE_CHUNK = 250
 """Records per bulk write (a batch of one route is written in chunks, one after the other)."""
@@ -37,12 +37,6 @@ class Retrying(Protocol):
     def __call__(
         self, operation: str, call: Callable[[Documents], Awaitable[WriteOutcome]], argument: Documents
     ) -> Awaitable[WriteOutcome]: ...
-
-
-@dataclass(slots=True)
-class RouteResult:
-    dead: list[DeadLetter] = field(default_factory=list)
-    blocked: set[TopicPartition] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +81,7 @@ class RouteWrites:
             written = [item for items, _ in done for item in items]
             result.dead = self._refused(written, _joined(done))
         if failure is not None:
-            lost = _write_failed(self._route, failed, failure)
+            lost = on_outage(self._route, failed, failure)
             result.dead.extend(lost.dead)
             result.blocked |= lost.blocked
         return result
@@ -100,9 +94,9 @@ class RouteWrites:
             for index, reason in outcome.refused.items()
         ]
         for letter in dead:
-            reports.log_refused_by_mongodb(letter)
+            log_lines.log_refused_by_mongodb(letter)
         metrics.RECORDS_SKIPPED.labels(route.name.value).inc(len(outcome.skipped))
-        reports.log_saved(route, written, outcome)
+        log_lines.log_saved(route, written, outcome)
         return dead
 
     async def _write_chunk(
@@ -155,29 +149,3 @@ def _joined(done: list[tuple[list[Prepared], WriteOutcome]]) -> WriteOutcome:
         refused.update({base + index: reason for index, reason in outcome.refused.items()})
         base += len(items)
     return WriteOutcome(stored=stored, skipped=frozenset(skipped), refused=refused)
-
-
-def _write_failed(route: Route, items: list[Prepared], exc: WorkerError) -> RouteResult:
-    """An outage of the route: fail-closed blocks the partitions, fail-open dead-letters the records."""
-    partitions = sorted({item.tp.partition for item in items})
-    metrics.PERSIST_FAILURES.labels(route.name.value, route.policy.value).inc()
-    if route.policy is FailurePolicy.FAIL_CLOSED:
-        reports.log_blocked(route, partitions, len(items), exc)
-        return RouteResult(blocked={item.tp for item in items})
-    reports.log_failed(route, partitions, len(items), exc)
-    reason = _failure_reason(exc)
-    return RouteResult(
-        dead=[
-            DeadLetter(item.record, route.dlq_topic, ERROR_TYPE_PERSIST_FAILED, reason, str(exc))
-            for item in items
-        ]
-    )
-
-
-def _failure_reason(exc: WorkerError) -> str:
-    """The `x-error-reason` of a route's records dead-lettered because of an outage."""
-    if isinstance(exc, TransientError):
-        return "retries_exhausted"
-    if isinstance(exc, OperationRefused):
-        return "operation_refused"
-    return "write_error"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.ops.collector import YOUNG_THRESHOLD, freeze_startup_objects
+from worker.ops.gc_tuning import YOUNG_THRESHOLD, freeze_startup_objects
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The write gate shared by the routes: at most N MongoDB writes in flight, highest route first.
 
-Each route writes its chunks one after the other (worker.pipeline.chunks); with one batch loop
+Each route writes its chunks one after the other (worker.pipeline.route_writes); with one batch loop
 per route (ROUTE_ISOLATION) the routes' writes meet here. A write attempt takes one of
 MONGODB_WRITE_CONCURRENCY slots (never across a retry's backoff); when none is free it waits,
 and a freed slot goes to the waiting write of the route first in ROUTE_PRIORITY, first come,

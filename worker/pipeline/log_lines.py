@@ -1,4 +1,4 @@
-"""The pipeline's log lines about records: rejected, refused, saved, blocked or failed."""
+"""The pipeline's log lines about records: rejected (contract), refused (MongoDB), saved, blocked, failed."""
 
 from __future__ import annotations
 
@@ -11,27 +11,27 @@ import structlog
 from worker.dead_letters.letters import DeadLetter, error_class
 from worker.errors import TransientError, WorkerError
 from worker.mongo.writers import WriteOutcome
-from worker.pipeline.prepare import Refused
+from worker.pipeline.prepare import Rejected
 from worker.pipeline.records import Prepared, coordinates
 from worker.pipeline.routes import Route
 
 log = structlog.get_logger(__name__)
 
 
-def log_rejection(letter: DeadLetter, refused: Refused) -> None:
-    """Warning for input the contract refuses; error, with the stack, for an unforeseen failure."""
+def log_rejection(letter: DeadLetter, rejection: Rejected) -> None:
+    """Warning for input the contract rejects; error, with the stack, for an unforeseen failure."""
     fields: dict[str, Any] = {
         **coordinates(letter.record),
-        "event_id": refused.event_id,
+        "event_id": rejection.event_id,
         "reason": letter.reason,
         "detail": letter.message,
         "dlq_topic": letter.dlq_topic,
     }
-    if refused.error is None:
+    if rejection.error is None:
         log.warning("event_rejected", **fields)
         return
-    fields.update(error_type=refused.error_type, error_class=error_class(refused.error))
-    log.error("event_rejected", **fields, exc_info=refused.error)
+    fields.update(error_type=rejection.error_type, error_class=error_class(rejection.error))
+    log.error("event_rejected", **fields, exc_info=rejection.error)
 
 
 def log_refused_by_mongodb(letter: DeadLetter) -> None:
