@@ -26,11 +26,7 @@ from worker.ops.library_logs import route_library_logs
 from worker.ops.metrics import track_readiness
 from worker.ops.signals import StopOnSignals
 from worker.ops.tasks import close_on_exit, finish_task, run_together, waiting_on
-
-# batch_processor and routes_for: re-exported for commands/dlq_replay.py and tests/benchmarks until the merge
-from worker.pipeline.assembly import batch_processor as batch_processor
-from worker.pipeline.assembly import group_consumers, member_loops, member_routes
-from worker.pipeline.assembly import routes_for as routes_for
+from worker.pipeline.assembly import group_consumers, member_loops, member_routes, routes_for
 from worker.pipeline.routes import Route
 from worker.settings import Settings
 from worker.startup import StartupError as StartupError  # cli.py maps it to exit 3

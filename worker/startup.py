@@ -19,8 +19,8 @@ import structlog
 from pymongo.asynchronous.database import AsyncDatabase
 
 from worker.errors import WorkerError
+from worker.kafka.diagnose import kafka_failure
 from worker.kafka.errors import converted
-from worker.kafka.failures import kafka_failure
 from worker.kafka.probe import KafkaProbe
 from worker.mongo.collections import Document
 from worker.mongo.gateway import MongoGateway

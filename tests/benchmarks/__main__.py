@@ -42,9 +42,9 @@ from tests.benchmarks.stacks import shares
 from tests.benchmarks.telemetry import TelemetryRun, drain_run, ingest_run, seed_buffer
 from tests.benchmarks.worker_run import Drain, FloorProcess, drain
 from tests.standins import LocalKafka, LocalMongo
-from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
 from worker.ops.logging import configure_logging
+from worker.pipeline.assembly import routes_for
 from worker.settings import RouteName, Settings
 
 PHASES = ("throughput", "cpu", "latency", "memory", "isolation", "telemetry")

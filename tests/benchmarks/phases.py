@@ -25,10 +25,10 @@ from pymongo.errors import DuplicateKeyError
 
 from tests.benchmarks.backlog import Backlog, events
 from tests.benchmarks.measure import Spent, cpu_seconds
-from worker.app import routes_for
 from worker.kafka.clients import connection_options
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.indexes import ensure_indexes
+from worker.pipeline.assembly import routes_for
 from worker.pipeline.decode import decode_json_object, validate_event
 from worker.pipeline.prepare import Rejected, prepare
 from worker.pipeline.routes import Route

@@ -118,7 +118,7 @@ async def running_loop(settings: Settings, stop: asyncio.Event) -> AsyncIterator
         stop=stop,
         batch_size=settings.redelivery_batch_size,
         idle_poll_s=settings.redelivery_idle_poll_s,
-        backoff=RetryPolicy.for_redelivery(settings),
+        retry_policy=RetryPolicy.for_redelivery(settings),
     )
     task = asyncio.create_task(loop.run())
     try:

@@ -107,7 +107,7 @@ async def test_a_batch_of_the_loop_costs_three_mongodb_commands_whatever_its_siz
         loop = RedeliveryLoop(buffer=buffer_for(settings, gateway.database),
                               publisher=TelemetryPublisher(producer=producer, topic=settings.kafka_telemetry_delivery_topic),
                               stop=asyncio.Event(), batch_size=size, idle_poll_s=1.0,
-                              backoff=RetryPolicy.for_redelivery(settings))  # fmt: skip
+                              retry_policy=RetryPolicy.for_redelivery(settings))  # fmt: skip
         commands.take()
         report = await loop.deliver_batch(size)
     finally:
@@ -146,7 +146,7 @@ async def test_a_lapsed_lease_makes_the_document_due_again_and_a_live_one_does_n
     """A claim moves `due_at` to the lease's end: nobody else claims the document before it, anybody after it."""
     await mongo_db.telemetry_buffer.insert_many(buffered_documents(3, seed=63))
     backoff = RetryPolicy.for_redelivery(Settings())
-    buffer = TelemetryBuffer(database=lambda: mongo_db, lease_s=1.0, backoff=backoff, dedup_window_s=60)
+    buffer = TelemetryBuffer(database=lambda: mongo_db, lease_s=1.0, retry_policy=backoff, dedup_window_s=60)
     first = await buffer.claim_due(buffer.new_lease_owner(), 3)
     assert len(first.documents) == 3
     assert (await buffer.claim_due(buffer.new_lease_owner(), 3)).documents == []

@@ -21,6 +21,6 @@ def loop_from(
         stop=stop,
         batch_size=settings.redelivery_batch_size,
         idle_poll_s=settings.redelivery_idle_poll_s,
-        backoff=RetryPolicy.for_redelivery(settings),
+        retry_policy=RetryPolicy.for_redelivery(settings),
         liveness=liveness,
     )

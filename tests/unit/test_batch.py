@@ -26,7 +26,7 @@ from worker.dead_letters.letters import DeadLetter
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.pipeline.assembly import batch_processor
-from worker.pipeline.batch import BatchProcessor, BatchResult
+from worker.pipeline.batch import BatchOutcome, BatchProcessor
 from worker.pipeline.routes import FailurePolicy, Route
 from worker.settings import RouteName, Settings
 
@@ -121,7 +121,7 @@ class Pipeline:
     dead_letters: FakeDeadLetters
     routes: dict[str, Route]
 
-    async def process(self, *records: FakeRecord) -> BatchResult:
+    async def process(self, *records: FakeRecord) -> BatchOutcome:
         batch: dict[TopicPartition, list[FakeRecord]] = {}
         for record in records:
             batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
@@ -196,7 +196,7 @@ async def test_good_records_reach_their_writer_as_documents(
     model, to_document, _, _ = ROUTE_PARTS[name]
     assert pipeline.writers[name].calls == [[to_document(model.model_validate(event)) for event in events]]
     assert pipeline.dead_letters.letters == []
-    assert result == BatchResult(
+    assert result == BatchOutcome(
         commits={TopicPartition(TOPICS[name], 0): 13}, blocked={}, stored=3, dead_lettered=0
     )
 
@@ -512,7 +512,7 @@ async def test_a_route_with_only_rejected_records_is_not_written(pipeline: Pipel
     result = await pipeline.process(
         record(RouteName.INCIDENTS, 0, b"x"), record(RouteName.INCIDENTS, 1, b"y")
     )
-    assert result == BatchResult(commits={INC: 2}, blocked={}, stored=0, dead_lettered=2)
+    assert result == BatchOutcome(commits={INC: 2}, blocked={}, stored=0, dead_lettered=2)
     assert pipeline.writers[RouteName.INCIDENTS].calls == []
 
 

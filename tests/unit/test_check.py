@@ -14,7 +14,7 @@ from aiokafka.errors import KafkaConnectionError
 from worker.commands import check
 from worker.commands.exits import ExitCode
 from worker.errors import TransientError
-from worker.kafka.failures import KafkaUnavailable
+from worker.kafka.diagnose import KafkaUnavailable
 from worker.kafka.probe import cluster_topics
 from worker.kafka.topics import NeededTopic, TopicFinding, compare_topics, needed_topics
 from worker.mongo.gateway import create_client

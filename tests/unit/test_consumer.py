@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 
 from worker.errors import TransientError
 from worker.kafka.consumer import GroupConsumer
-from worker.pipeline.batch import BatchResult
+from worker.pipeline.batch import BatchOutcome
 from worker.pipeline.consumer_loop import ConsumerLoop, _FinishInFlightBatch, joined
 from worker.retry import RetryPolicy
 from worker.settings import Settings
@@ -84,7 +84,7 @@ class FakeConsumer:
 class FakeProcessor:
     """Returns the queued results (or raises the queued exceptions) and records the batches it saw."""
 
-    outcomes: list[BatchResult | Exception]
+    outcomes: list[BatchOutcome | Exception]
     seen: list[Mapping[TopicPartition, Sequence[Any]]] = field(default_factory=list)
     settled_offsets: list[dict[TopicPartition, int]] = field(default_factory=list)
     forgotten: list[TopicPartition] = field(default_factory=list)
@@ -95,7 +95,7 @@ class FakeProcessor:
     def forget(self, partitions: Sequence[TopicPartition]) -> None:
         self.forgotten.extend(partitions)
 
-    async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchResult:
+    async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchOutcome:
         self.seen.append(dict(batch))
         outcome = self.outcomes.pop(0)
         if isinstance(outcome, Exception):
@@ -133,14 +133,14 @@ def records(*offsets: int) -> list[FakeRecord]:
 
 def result(
     commits: dict[TopicPartition, int], blocked: dict[TopicPartition, int] | None = None
-) -> BatchResult:
-    return BatchResult(commits=commits, blocked=blocked or {}, stored=0, dead_lettered=0)
+) -> BatchOutcome:
+    return BatchOutcome(commits=commits, blocked=blocked or {}, stored=0, dead_lettered=0)
 
 
 async def run(
     settings: Settings,
     batches: list[dict[TopicPartition, list[FakeRecord]]],
-    *outcomes: BatchResult | Exception,
+    *outcomes: BatchOutcome | Exception,
 ) -> tuple[FakeConsumer, FakeProcessor]:
     stop = asyncio.Event()
     consumer = FakeConsumer(stop, batches)
@@ -276,7 +276,7 @@ async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings:
     consumer = FakeConsumer(stop, [{A0: records(3)}])
     failed = asyncio.Event()
 
-    async def fail(batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchResult:
+    async def fail(batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchOutcome:
         failed.set()
         raise TransientError("dead-letter publish failed")
 
@@ -353,7 +353,7 @@ async def test_each_round_tells_the_write_gate_each_topics_lag_but_paused_partit
     batches = [{A0: records(3, 4), B0: records(9)}, {A0: records(5)}]
     consumer = FakeConsumer(stop, batches, assigned={A0, A1, B0}, highwaters={A0: 50, A1: 20, B0: 30},
                             positions={A1: 15})  # fmt: skip
-    outcomes: list[BatchResult | Exception] = [
+    outcomes: list[BatchOutcome | Exception] = [
         result({A0: 5}, blocked={B0: 9}), TransientError("dead-letter topic down")
     ]
     loop = make_loop(consumer=consumer, processor=FakeProcessor(outcomes), settings=fast_settings,

@@ -18,8 +18,8 @@ from aiokafka.structs import TopicPartition
 
 from worker.errors import DocumentRefused, TransientError, WorkerError
 from worker.kafka.consumer import GroupConsumer
+from worker.kafka.diagnose import kafka_failure
 from worker.kafka.errors import convert, converted, refused_as_such
-from worker.kafka.failures import kafka_failure
 from worker.kafka.producer import acknowledged, enqueue
 from worker.settings import Settings
 

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from worker.commands.exits import ExitCode
 from worker.errors import WorkerError
-from worker.kafka.failures import KafkaRefused, KafkaUnavailable
+from worker.kafka.diagnose import KafkaRefused, KafkaUnavailable
 from worker.kafka.probe import cluster_topics
 from worker.kafka.topics import TopicFinding, compare_topics, needed_topics
 from worker.mongo.diagnose import mongodb_failure

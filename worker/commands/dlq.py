@@ -19,7 +19,7 @@ from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.dead_letters.replay import DeadLetterReplay, DlqReplayOptions, Summary
 from worker.dead_letters.targets import ProcessorFactory
 from worker.errors import WorkerError
-from worker.kafka.failures import KafkaRefused, KafkaUnavailable
+from worker.kafka.diagnose import KafkaRefused, KafkaUnavailable
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway
 from worker.ops.messages import report_failure

@@ -18,8 +18,8 @@ from typing import Any
 from worker.commands.exits import ExitCode
 from worker.commands.output import print_tables, reporting, table
 from worker.errors import WorkerError
+from worker.kafka.diagnose import kafka_failure
 from worker.kafka.errors import converted
-from worker.kafka.failures import kafka_failure
 from worker.mongo.diagnose import mongodb_failure
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.ops.messages import report_failure

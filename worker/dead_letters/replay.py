@@ -39,7 +39,7 @@ from worker.dead_letters.targets import (
 from worker.errors import OperationRefused
 from worker.kafka.clients import create_consumer
 from worker.kafka.consumer import TopicPartition
-from worker.kafka.failures import KafkaRefused, KafkaUnavailable, kafka_errors
+from worker.kafka.diagnose import KafkaRefused, KafkaUnavailable, kafka_errors
 from worker.pipeline.records import Record
 from worker.settings import RouteName, Settings
 

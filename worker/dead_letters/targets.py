@@ -21,7 +21,7 @@ from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.errors import OperationRefused, WorkerError
 from worker.kafka.clients import ProducerPurpose, create_producer
 from worker.kafka.consumer import TopicPartition
-from worker.kafka.failures import kafka_errors
+from worker.kafka.diagnose import kafka_errors
 from worker.mongo.gateway import MongoGateway, gateway_for
 from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.pipeline.records import Record

@@ -5,7 +5,7 @@
     any other KafkaError, OSError, TimeoutError      TransientError    (the cluster may answer later)
 
 The converted error's text is "<aiokafka class>: <message>" and its `__cause__` the original
-exception (`worker.kafka.failures.kafka_failure` reads it to tell the operator why).
+exception (`worker.kafka.diagnose.kafka_failure` reads it to tell the operator why).
 """
 
 from __future__ import annotations

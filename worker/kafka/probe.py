@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError
 
 from worker.errors import TransientError
 from worker.kafka.clients import create_metadata_client
-from worker.kafka.failures import KafkaRefused, KafkaUnavailable, kafka_failure
+from worker.kafka.diagnose import KafkaRefused, KafkaUnavailable, kafka_failure
 from worker.settings import Settings
 
 

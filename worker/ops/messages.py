@@ -3,7 +3,7 @@
     cannot reach MongoDB at db1:27017 (connection refused); check MONGODB_URI
     Kafka at broker:9092 refused us (authentication failed); check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD
 
-The adapters (worker.mongo.diagnose, worker.kafka.failures) turn a library error into a
+The adapters (worker.mongo.diagnose, worker.kafka.diagnose) turn a library error into a
 `ServerFailure`; the library's own long text (a topology dump) is `detail`, logged at DEBUG.
 """
 

@@ -28,7 +28,7 @@ Rejections = list[tuple[DeadLetter, Rejected]]
 
 
 @dataclass(frozen=True, slots=True)
-class BatchResult:
+class BatchOutcome:
     commits: dict[TopicPartition, int]
     """Offset to commit (last processed + 1) per partition that is fully safe."""
     blocked: dict[TopicPartition, int]
@@ -53,7 +53,7 @@ class BatchProcessor:
     max_event_bytes: int
     max_depth: int
 
-    async def process(self, batch: Batch) -> BatchResult:
+    async def process(self, batch: Batch) -> BatchOutcome:
         """Write every good record, dead-letter the rest; raises TransientError if the DLQ is down.
 
         A route's records are written in chunks of WRITE_CHUNK, one after the other: each chunk
@@ -114,7 +114,7 @@ class BatchProcessor:
 
     async def _conclude(
         self, batch: Batch, items: list[Prepared], rejected: Rejections, results: Sequence[RouteResult]
-    ) -> BatchResult:
+    ) -> BatchOutcome:
         """Publish the dead letters of partitions not blocked, count, and say what to commit."""
         blocked = set().union(*(result.blocked for result in results))
         letters = [letter for result in results for letter in result.dead if _tp(letter) not in blocked]
@@ -126,7 +126,7 @@ class BatchProcessor:
         _count(batch, letters, blocked, self.routes)
         written = len(items) if not blocked else sum(1 for item in items if item.tp not in blocked)
         stored = written - sum(len(r.dead) for r in results)
-        return BatchResult(
+        return BatchOutcome(
             commits={tp: records[-1].offset + 1 for tp, records in batch.items() if tp not in blocked},
             blocked={tp: records[0].offset for tp, records in batch.items() if tp in blocked},
             stored=stored,

@@ -21,7 +21,7 @@ from worker.kafka.consumer import GroupConsumer, TopicPartition
 from worker.kafka.lag import CommitLag
 from worker.ops import metrics
 from worker.ops.waiting import wait_for_stop
-from worker.pipeline.batch import BatchProcessor, BatchResult
+from worker.pipeline.batch import BatchOutcome, BatchProcessor
 from worker.pipeline.records import Batch
 
 log = structlog.get_logger(__name__)
@@ -168,7 +168,7 @@ class ConsumerLoop:
         self._hold_back(result.blocked)
         return None
 
-    async def _commit(self, result: BatchResult) -> None:
+    async def _commit(self, result: BatchOutcome) -> None:
         assigned = self._consumer.assignment()
         offsets = {tp: offset for tp, offset in result.commits.items() if tp in assigned}
         if not offsets:

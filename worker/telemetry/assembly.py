@@ -30,11 +30,11 @@ log = structlog.get_logger(__name__)
 
 
 def buffer_for(settings: Settings, database: Callable[[], AsyncDatabase[Document]]) -> TelemetryBuffer:
-    """The telemetry_buffer's claims with the lease, backoff and dedup window of `settings`."""
+    """The telemetry_buffer's claims with the lease, retry policy and dedup window of `settings`."""
     return TelemetryBuffer(
         database=database,
         lease_s=settings.redelivery_lease_s,
-        backoff=RetryPolicy.for_redelivery(settings),
+        retry_policy=RetryPolicy.for_redelivery(settings),
         dedup_window_s=settings.telemetry_dedup_window_s,
     )
 
@@ -53,7 +53,7 @@ def loop_for(
         stop=stop,
         batch_size=settings.redelivery_batch_size,
         idle_poll_s=settings.redelivery_idle_poll_s,
-        backoff=RetryPolicy.for_redelivery(settings),
+        retry_policy=RetryPolicy.for_redelivery(settings),
         ready=lambda: gateway.connected,
         liveness=liveness,
     )
@@ -62,12 +62,12 @@ def loop_for(
 async def start_producer(
     producer: AIOKafkaProducer,
     *,
-    backoff: RetryPolicy,
+    retry_policy: RetryPolicy,
     beat_s: float,
     stop: asyncio.Event,
     liveness: Liveness,
 ) -> bool:
-    """Start `producer`, retrying with `backoff`; False if `stop` came first. Beats within `beat_s`."""
+    """Start `producer`, retrying per `retry_policy`; False if `stop` came first. Beats within `beat_s`."""
     attempt = 0
     while not stop.is_set():
         attempt += 1
@@ -76,7 +76,7 @@ async def start_producer(
             await converted(producer.start())
             return True
         except WorkerError as exc:
-            delay = backoff.backoff_s(attempt)
+            delay = retry_policy.backoff_s(attempt)
             REDELIVERY_FAILURES.labels(stage="kafka_connect").inc()
             log.warning("telemetry_redelivery_failed", stage="kafka_connect", attempt=attempt,
                         error=str(exc), retry_in_s=round(delay, 3))  # fmt: skip
@@ -95,8 +95,10 @@ async def redeliver_until_stopped(
     producer = create_delivery_producer(settings)
     liveness = liveness or Liveness()
     try:
-        backoff, lease_s = RetryPolicy.for_redelivery(settings), settings.redelivery_lease_s
-        if not await start_producer(producer, backoff=backoff, beat_s=lease_s, stop=stop, liveness=liveness):
+        retry_policy, lease_s = RetryPolicy.for_redelivery(settings), settings.redelivery_lease_s
+        if not await start_producer(
+            producer, retry_policy=retry_policy, beat_s=lease_s, stop=stop, liveness=liveness
+        ):
             return
         loop = loop_for(settings, gateway, producer, stop, liveness)
         log.info("telemetry_redelivery_started", topic=settings.kafka_telemetry_delivery_topic,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from worker.errors import WorkerError
@@ -119,12 +119,6 @@ class BatchRun:
     stop: asyncio.Event
     keep: bool = False
     """Release the delivered (replay --keep) instead of making tombstones of them."""
-    lease_s: InitVar[float | None] = None
-    """Until commands/replay.py stops passing it (the buffer's lease is the batch's): must equal it."""
-
-    def __post_init__(self, lease_s: float | None) -> None:
-        if lease_s is not None and lease_s != self.buffer.lease_s:
-            raise ValueError(f"a batch holds the buffer's lease ({self.buffer.lease_s} s), not {lease_s} s")
 
     async def deliver(self, claims: ClaimSource, owner: str, size: int) -> BatchReport:
         """Claim up to `size` documents for `owner`, send them, settle them; never raises WorkerError."""

@@ -130,8 +130,8 @@ class TelemetryBuffer:
     """Claims and settles buffered telemetry; every PyMongo error leaves as Transient/PermanentError.
 
     `lease_s` is how long a claim holds a document: the batches and the loop pace themselves by it.
-    `backoff` schedules the next attempt after a failed one and parks a document after
-    `backoff.attempts` claims; `dedup_window_s` 0 deletes the delivered instead of keeping tombstones.
+    `retry_policy` schedules the next attempt after a failed one and parks a document after
+    `retry_policy.attempts` claims; `dedup_window_s` 0 deletes the delivered instead of keeping tombstones.
     """
 
     def __init__(
@@ -139,12 +139,12 @@ class TelemetryBuffer:
         *,
         database: Callable[[], AsyncDatabase[Document]],
         lease_s: float,
-        backoff: RetryPolicy,
+        retry_policy: RetryPolicy,
         dedup_window_s: float,
     ) -> None:
         self._database = database
         self._lease_s = lease_s
-        self._backoff = backoff
+        self._retry_policy = retry_policy
         self.dedup_window_s = dedup_window_s
         self._replica = replica_name()
 
@@ -154,7 +154,7 @@ class TelemetryBuffer:
 
     @property
     def max_attempts(self) -> int:
-        return self._backoff.attempts
+        return self._retry_policy.attempts
 
     def _collection(self) -> AsyncCollection[Document]:
         return self._database()[TELEMETRY_BUFFER]
@@ -272,7 +272,9 @@ class TelemetryBuffer:
 
     def _rescheduled(self, attempt: Attempt, now: datetime) -> Document:
         """Free again after the backoff; a parked document (replayed) stays out of the loop's claims."""
-        next_attempt = now + timedelta(seconds=self._backoff.backoff_s(int(attempt.document["retry_count"])))
+        next_attempt = now + timedelta(
+            seconds=self._retry_policy.backoff_s(int(attempt.document["retry_count"]))
+        )
         document = _without(attempt.document, *_LEASE_FIELDS)
         document.update(next_attempt_at=next_attempt, last_error=attempt.error, last_attempt_at=now)
         if not document.get("parked"):

@@ -49,7 +49,8 @@ PURGE_EVERY_S = 60.0
 class RedeliveryLoop:
     """Runs batches until `stop` is set; returns after the batch in hand.
 
-    `backoff` is the pause after consecutive failed batches (its `attempts`: the parking limit, logged).
+    `retry_policy` gives the pause after consecutive failed batches (its `attempts`: the parking
+    limit, logged).
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class RedeliveryLoop:
         stop: asyncio.Event,
         batch_size: int,
         idle_poll_s: float,
-        backoff: RetryPolicy,
+        retry_policy: RetryPolicy,
         ready: Callable[[], bool] = lambda: True,
         liveness: Liveness | None = None,
     ) -> None:
@@ -69,7 +70,7 @@ class RedeliveryLoop:
         self._stop = stop
         self._batch_size = batch_size
         self._idle_poll_s = idle_poll_s
-        self._backoff = backoff
+        self._retry_policy = retry_policy
         self._batch = BatchRun(buffer=buffer, publisher=publisher, stop=stop)
         self._ready = ready
         self.failures = 0
@@ -129,12 +130,12 @@ class RedeliveryLoop:
         report = await self._batch.deliver(DueClaims(self._buffer), self._buffer.new_lease_owner(), size)
         if report.settled is not None:
             _log_batch(report, report.settled, self._publisher.topic, time.monotonic() - started,
-                       self._backoff.attempts)  # fmt: skip
+                       self._retry_policy.attempts)  # fmt: skip
         return report
 
     def log_failure(self, report: BatchReport) -> float:
         """Count and log a failed batch; the pause before the next one."""
-        delay = self._backoff.backoff_s(self.failures)
+        delay = self._retry_policy.backoff_s(self.failures)
         errors = [a.error for a in report.attempts if a.error]
         stage = report.stage or "kafka"
         REDELIVERY_FAILURES.labels(stage=stage).inc()

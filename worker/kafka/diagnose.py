@@ -1,4 +1,4 @@
-"""Kafka as the commands see it: aiokafka errors in a few words, for an operator."""
+"""Kafka errors for an operator: what went wrong in a few words (as worker.mongo.diagnose for MongoDB)."""
 
 from __future__ import annotations
 
