@@ -37,7 +37,7 @@ from tests.benchmarks.report import (
 )
 from tests.benchmarks.telemetry import TelemetryRun, drain_run, ingest_run, seed_buffer
 from tests.benchmarks.worker_run import Drain, drain
-from tests.standins import LocalKafka, LocalMongo
+from tests.support.standins import LocalKafka, LocalMongo
 from worker.app import routes_for
 from worker.mongo.gateway import MongoGateway
 from worker.ops.logging import configure_logging

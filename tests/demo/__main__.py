@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 from pymongo import AsyncMongoClient
 
-from tests.demo.events import DemoEvent, EventFactory
 from tests.demo.keep import keep_requested, program, try_it, wait_for_ctrl_c
 from tests.demo.publish import ensure_topics, publish, read_dead_letters
 from tests.demo.tables import (
@@ -37,7 +36,8 @@ from tests.demo.tables import (
     route_counters,
     sample_line,
 )
-from tests.standins import LocalKafka, LocalMongo, free_port
+from tests.support.events import DemoEvent, EventFactory
+from tests.support.standins import LocalKafka, LocalMongo, free_port
 from worker.mongo import queries
 from worker.settings import RouteName, Settings
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from tests.demo.events import EventFactory
 from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
     Outgoing,
@@ -27,6 +26,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
 from worker.settings import RouteName, Settings
 
 DOC = Path(__file__).parents[2] / "docs" / "reliability.md"

@@ -29,8 +29,6 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from structlog.testing import capture_logs
 
-from tests.conftest import ServerKinds
-from tests.demo.events import EventFactory
 from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
     COLLECTION,
@@ -40,6 +38,8 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
+from tests.support.servers import ServerKinds
 from worker.errors import TransientError, WorkerError
 from worker.mongo.gateway import open_gateway
 from worker.mongo.writers import InsertWriter

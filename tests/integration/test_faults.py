@@ -11,7 +11,6 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
     WorkerProcess,
     committed_offsets,
@@ -24,7 +23,8 @@ from tests.integration.harness import (
     settled,
     wait_until,
 )
-from tests.standins import free_port
+from tests.support.events import EventFactory
+from tests.support.standins import free_port
 from worker.settings import RouteName, Settings
 
 COLLECTIONS = ("validation_audit", "workflow_results", "incidents", "telemetry_buffer")

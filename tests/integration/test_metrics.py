@@ -22,8 +22,8 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from tests.processes import stop
-from tests.standins import free_port
+from tests.support.processes import stop
+from tests.support.standins import free_port
 from worker.settings import RouteName, Settings
 from worker.telemetry import stats as buffer_stats
 

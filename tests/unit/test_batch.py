@@ -21,7 +21,7 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.writers import InsertWriter, WriteOutcome
 from worker.pipeline.assembly import batch_processor

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import capture_logs
 
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from tests.unit.test_batch import INC, TOPICS, Document, FakeWriter, Pipeline, good_record, make_pipeline
 from worker.errors import TransientError
 from worker.mongo.writers import WriteOutcome

@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import ValidationError
 
 from schemas import export
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.pipeline.dead_letters import DeadLetter
 from worker.settings import RouteName, Settings
 

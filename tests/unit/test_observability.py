@@ -68,7 +68,7 @@ async def test_each_retry_is_counted_in_the_metrics() -> None:
 
 async def test_metrics_endpoint_serves_prometheus_text_over_http() -> None:
     """GET /metrics over a real socket answers Prometheus text with the worker's counters."""
-    from tests.standins import free_port
+    from tests.support.standins import free_port
 
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_http(port, health(), stop))

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from schemas.documents import incident_document
 from schemas.events import IncidentEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from tests.unit.test_batch import (
     INC,
     TOPICS,

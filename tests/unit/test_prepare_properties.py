@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from tests.unit.test_batch import TOPICS, make_pipeline
 from worker.pipeline.dead_letters import ERROR_TYPE_VALIDATION
 from worker.pipeline.prepare import Ready, Refused, prepare

@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
+from tests.support.virtual_time import run_virtually
 from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
-from tests.unit.virtual_time import run_virtually
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
