@@ -12,7 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.support.events import EventFactory
-from tests.unit.test_batch import INC, TOPICS, Document, FakeWriter, Pipeline, good_record, make_pipeline
+from tests.support.pipeline import INC, Document, FakeWriter, Pipeline, good_record, make_pipeline
+from tests.support.routes import TOPICS
 from worker.errors import TransientError
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.batch import WRITE_CHUNK

@@ -13,14 +13,8 @@ from structlog.testing import capture_logs
 from schemas.documents import incident_document
 from schemas.events import IncidentEvent
 from tests.support.events import EventFactory
-from tests.unit.test_batch import (
-    INC,
-    TOPICS,
-    Pipeline,
-    letters_summary,
-    make_pipeline,
-    record,
-)
+from tests.support.pipeline import INC, Pipeline, letters_summary, make_pipeline, record
+from tests.support.routes import TOPICS
 from worker.pipeline.dead_letters import ERROR_TYPE_UNPROCESSABLE
 from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.settings import RouteName, Settings

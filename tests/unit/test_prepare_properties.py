@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support.events import EventFactory
-from tests.unit.test_batch import TOPICS, make_pipeline
+from tests.support.pipeline import make_pipeline
+from tests.support.routes import TOPICS
 from worker.pipeline.dead_letters import ERROR_TYPE_VALIDATION
 from worker.pipeline.prepare import Ready, Refused, prepare
 from worker.pipeline.routes import Route
