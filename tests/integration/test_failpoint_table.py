@@ -31,7 +31,6 @@ from structlog.testing import capture_logs
 
 from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
-    COLLECTION,
     prepare_topics,
     read_topic,
     running_worker,
@@ -39,6 +38,7 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from tests.support.servers import ServerKinds
 from worker.errors import TransientError, WorkerError
 from worker.mongo.gateway import open_gateway

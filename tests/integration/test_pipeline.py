@@ -11,7 +11,6 @@ from structlog.testing import capture_logs
 
 from schemas.documents import canonical_hash
 from tests.integration.harness import (
-    COLLECTION,
     committed_offsets,
     prepare_topics,
     publish,
@@ -21,6 +20,7 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import RouteName, Settings
 

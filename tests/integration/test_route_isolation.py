@@ -13,7 +13,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from tests.integration.harness import (
-    COLLECTION,
     prepare_topics,
     publish,
     publish_good,
@@ -24,6 +23,7 @@ from tests.integration.harness import (
 from tests.support.events import EventFactory
 from tests.support.faultproxy import FaultProxy
 from tests.support.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.routes import COLLECTION
 from worker.settings import RouteName, Settings
 
 EXCEEDED_TIME_LIMIT = {"ok": 0.0, "code": 262, "codeName": "ExceededTimeLimit", "errmsg": "operation timed out"}
