@@ -145,3 +145,17 @@ def loop_from(
         mock.patch.object(assembly, "TelemetryPublisher", lambda **_: publisher),
     ):
         return assembly.loop_for(settings, FakeGateway(), FakeProducer(), stop, liveness)  # type: ignore[arg-type]
+
+
+def record_pauses(loop: RedeliveryLoop, stop: asyncio.Event, *, until: int) -> list[float]:
+    """The list of the loop's pauses (the seconds of each), taken at once instead of waited out; the
+    pause number `until` sets `stop`."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == until:
+            stop.set()
+
+    loop._pause = pause  # type: ignore[method-assign]
+    return pauses

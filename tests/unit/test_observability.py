@@ -7,7 +7,7 @@ import time
 
 from prometheus_client import REGISTRY
 
-from tests.support.telemetry import FakeBuffer, FakePublisher, due_documents, loop_from
+from tests.support.telemetry import FakeBuffer, FakePublisher, due_documents, loop_from, record_pauses
 from worker.errors import TransientError
 from worker.ops.health import Health, Liveness
 from worker.ops.http import respond, serve_http
@@ -179,14 +179,7 @@ async def test_each_failed_redelivery_batch_is_counted_by_stage() -> None:
     stop = asyncio.Event()
     buffer = FakeBuffer(due_documents(10), settles_as=Settled(rescheduled=3))
     loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 2:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    record_pauses(loop, stop, until=2)
     before = failure_count("kafka")
     await loop.run()
     assert failure_count("kafka") == before + 2

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from tests.support.kafka import FakeProducer
-from tests.support.telemetry import FakeBuffer, FakePublisher, loop_from
+from tests.support.telemetry import FakeBuffer, FakePublisher, loop_from, record_pauses
 from worker.errors import TransientError
 from worker.retry import RetryPolicy
 from worker.settings import Settings
@@ -146,14 +146,7 @@ async def test_while_kafka_is_down_the_loop_backs_off_and_probes_one_document_at
     stop = asyncio.Event()
     buffer = FakeBuffer(endless=True)
     loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 5:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    waits = record_pauses(loop, stop, until=5)
     await loop.run()
     assert waits == [1, 2, 4, 4, 4]
     assert buffer.claimed == 50 + 4, "a full batch, then one probe per try"
@@ -168,14 +161,7 @@ async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Ex
     stop = asyncio.Event()
     buffer = FakeBuffer(endless=True, claim_error=error)  # MongoDB unreachable, or a bug
     loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 3:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    waits = record_pauses(loop, stop, until=3)
     with capture_logs() as logs:
         await loop.run()
     assert waits == [1, 2, 2] and buffer.claims == 3
