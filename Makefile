@@ -44,8 +44,9 @@ test: setup lint  ## lint, type-check, unit and integration tests against real s
 	$(VENV)/bin/python -m compileall -q worker schemas tests
 	$(VENV)/bin/pytest $(PYTEST_XDIST)
 
+# The unit tests, and those of the tests' own tools (support, demo, benchmarks) but the one needing a server.
 unit: setup
-	$(VENV)/bin/pytest $(PYTEST_XDIST) tests/unit
+	$(VENV)/bin/pytest $(PYTEST_XDIST) -m "not integration" tests/unit tests/support tests/demo tests/benchmarks
 
 integration: setup
 	$(VENV)/bin/pytest $(PYTEST_XDIST) tests/integration

@@ -41,7 +41,7 @@ from tests.benchmarks.report import (
 from tests.benchmarks.stacks import shares
 from tests.benchmarks.telemetry import TelemetryRun, drain_run, ingest_run, seed_buffer
 from tests.benchmarks.worker_run import Drain, FloorProcess, drain
-from tests.standins import LocalKafka, LocalMongo
+from tests.support.standins import LocalKafka, LocalMongo
 from worker.mongo.gateway import MongoGateway
 from worker.ops.logging import configure_logging
 from worker.pipeline.assembly import routes_for

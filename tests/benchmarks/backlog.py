@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import TopicPartition
 
-from tests.demo.events import DemoEvent, EventFactory
+from tests.support.events import DemoEvent, EventFactory
 from worker.settings import RouteName, Settings
 
 PARTITIONS = 3

@@ -29,7 +29,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError
 
-from tests.integration.harness import COLLECTION
+from tests.support.routes import COLLECTION
 from worker.kafka.clients import create_consumer
 from worker.mongo.indexes import ensure_indexes
 from worker.settings import RouteName, Settings

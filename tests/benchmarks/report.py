@@ -221,7 +221,7 @@ def _throughput(results: Results) -> list[str]:
         "## Throughput",
         "",
         f"Backlog: {results.events:,} pre-produced events, the four kinds in turn (validation, results,",
-        "incidents, telemetry; realistic payloads from `tests/demo/events.py`), 3 partitions per topic.",
+        "incidents, telemetry; realistic payloads from `tests/support/events.py`), 3 partitions per topic.",
     ]
     if results.has(NAIVE):
         lines.append(f"Naive baseline: the first {results.naive_events:,} records of the same backlog.")

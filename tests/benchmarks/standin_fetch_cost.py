@@ -18,7 +18,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.benchmarks.measure import cpu_seconds
-from tests.standins import LocalKafka
+from tests.support.standins import LocalKafka
 
 VALUE = b"x" * 600
 CASES = ((0, False), (3_000, True), (9_000, True), (9_000, False))

@@ -24,8 +24,8 @@ from schemas.events import TelemetryEvent
 from tests.benchmarks.backlog import PARTITIONS, produce_backlog
 from tests.benchmarks.measure import cpu_seconds, span_rate, tenth_rates
 from tests.benchmarks.worker_run import START_POLL_S, buffered_writes, drain, log_lines, wait_for_log
-from tests.demo.events import EventFactory
 from tests.integration.harness import RedeliverProcess, ensure_topics
+from tests.support.events import EventFactory
 from worker.mongo.collections import TELEMETRY_BUFFER
 from worker.mongo.indexes import ensure_indexes, expected_indexes
 from worker.settings import RouteName, Settings

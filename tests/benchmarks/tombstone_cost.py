@@ -18,8 +18,8 @@ from pymongo import MongoClient
 
 from schemas.documents import document_id, telemetry_buffer_document
 from schemas.events import TelemetryEvent
-from tests.demo.events import EventFactory
-from tests.standins import LocalSecantus
+from tests.support.events import EventFactory
+from tests.support.standins import LocalSecantus
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.telemetry.buffer import DELIVERED
 

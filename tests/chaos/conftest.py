@@ -20,7 +20,7 @@ from typing import Literal
 import pytest
 
 from tests.chaos.invariant import Counts
-from tests.conftest import ServerKinds, current_kinds
+from tests.support.servers import ServerKinds, current_kinds
 
 _HERE = Path(__file__).parent
 TABLE_START = "<!-- chaos-table:start -->"

@@ -42,9 +42,10 @@ import orjson
 
 from schemas.documents import document_id
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
-from tests.integration.harness import COLLECTION, publish_records, read_topic
+from tests.integration.harness import publish_records, read_topic
 from tests.integration.telemetry_support import read_delivered
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from worker.settings import RouteName, Settings
 
 CHAOS_HEADER = "chaos-id"

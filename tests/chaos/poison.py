@@ -28,7 +28,7 @@ import orjson
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.settings import RouteName
 
 REQUIRED = {

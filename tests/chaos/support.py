@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from tests.chaos.invariant import Published, good_events
-from tests.demo.events import EventFactory
 from tests.integration.harness import WorkerProcess, input_topics, prepare_topics, settings_for, wait_until
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from worker.settings import RouteName, Settings
 
 # tansu hands a dead member's partitions over only after the session timeout, and a new group's
@@ -127,8 +128,6 @@ def count_events(worker: WorkerProcess, name: str) -> int:
 
 
 async def stored_total(db: Any) -> int:
-    from tests.integration.harness import COLLECTION
-
     return sum([await db[name].count_documents({}) for name in COLLECTION.values()])
 
 

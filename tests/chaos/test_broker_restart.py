@@ -24,9 +24,9 @@ from typing import Any
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import PENDING, check_invariant, publish_all, read_dead_letters
 from tests.chaos.support import chaos_settings, count_events, good_count, mixed_stream, wait_all_committed
-from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, ensure_topics, input_topics, wait_until
 from tests.integration.telemetry_support import read_delivered
+from tests.support.servers import ServerKinds
 from worker.settings import Settings
 
 

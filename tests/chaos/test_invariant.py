@@ -3,22 +3,16 @@ dead-lettered, duplicated, lost and unexpected."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tests.chaos.invariant import CHAOS_HEADER, Deliveries, Published, judge
+from tests.support.kafka import FakeRecord
 from worker.settings import RouteName
 
 
-@dataclass
-class FakeDeadLetter:
-    headers: list[tuple[str, bytes]]
-    topic: str = "t.incidents.dlq"
-    offset: int = 0
-
-
-def dead(chaos_id: str, reason: str = "not_json", error_type: str = "validation") -> FakeDeadLetter:
-    return FakeDeadLetter([(CHAOS_HEADER, chaos_id.encode()), ("x-error-reason", reason.encode()),
-                           ("x-error-type", error_type.encode())])  # fmt: skip
+def dead(chaos_id: str, reason: str = "not_json", error_type: str = "validation") -> FakeRecord:
+    """A record read from a dead-letter topic, as its headers describe it."""
+    headers = ((CHAOS_HEADER, chaos_id.encode()), ("x-error-reason", reason.encode()),
+               ("x-error-type", error_type.encode()))  # fmt: skip
+    return FakeRecord(topic="t.incidents.dlq", offset=0, headers=headers)
 
 
 GOOD_INCIDENT = Published("a", RouteName.INCIDENTS, b"{}", document_id="inc-a")

@@ -22,8 +22,8 @@ from tests.chaos.support import (
     prepare_chaos_topics,
     wait_all_committed,
 )
-from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, wait_until
+from tests.support.servers import ServerKinds
 from worker.commands.dlq import dlq_replay_command
 from worker.dead_letters.replay import DlqReplayOptions
 from worker.settings import RouteName, Settings

@@ -1,6 +1,6 @@
 """MongoDB refusing writes with an authorization error (code 13, Unauthorized) mid-stream, then
 healing: the fault proxy between the worker and MongoDB answers insert, update and findAndModify
-with `{ok: 0, code: 13, codeName: "Unauthorized"}` and does not perform them (tests/mongo_faults.py).
+with `{ok: 0, code: 13, codeName: "Unauthorized"}` and does not perform them (tests/support/mongo_faults.py).
 
 Two routes are fail-closed (results, incidents), two fail-open (validation, telemetry). Wave A
 is stored and committed before the refusal; wave B (good events only) is published while
@@ -30,10 +30,10 @@ from tests.chaos.support import (
     prepare_chaos_topics,
     wait_all_committed,
 )
-from tests.conftest import ServerKinds
-from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess
-from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.faultproxy import FaultProxy
+from tests.support.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.servers import ServerKinds
 from worker.settings import RouteName, Settings
 
 CLOSED = (RouteName.RESULTS, RouteName.INCIDENTS)

@@ -19,8 +19,8 @@ from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import Published, check_invariant, expected_document_id, good_events, publish_all
 from tests.chaos.poison import FREE_FORM, TIMESTAMP_FIELD, edge_poison, generate_poison
 from tests.chaos.support import chaos_settings, committed_or_stalled, good_count, prepare_chaos_topics
-from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess
+from tests.support.servers import ServerKinds
 from worker.settings import RouteName
 
 MAX_EVENT_BYTES = 8192

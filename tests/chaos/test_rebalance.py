@@ -19,8 +19,8 @@ from tests.chaos.support import (
     stored_total,
     wait_all_committed,
 )
-from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, wait_until
+from tests.support.servers import ServerKinds
 
 
 @pytest.mark.parametrize("replicas", [2, 3])

@@ -15,9 +15,9 @@ from typing import Any
 
 from tests.chaos.conftest import Record, Scale, servers_label
 from tests.chaos.invariant import Counts
-from tests.conftest import ServerKinds
 from tests.integration.harness import RedeliverProcess, WorkerProcess, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
+from tests.support.servers import ServerKinds
 
 # Two loops drain about 1,500 documents/s here (claims by the batch) and a victim takes a second
 # or two to come up; a round that starts with fewer buffered documents than this is topped up

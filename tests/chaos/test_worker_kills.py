@@ -18,8 +18,8 @@ from tests.chaos.support import (
     stored_total,
     wait_all_committed,
 )
-from tests.conftest import ServerKinds
 from tests.integration.harness import WorkerProcess, settled, wait_until
+from tests.support.servers import ServerKinds
 
 
 async def test_sigkill_at_random_moments_while_draining(

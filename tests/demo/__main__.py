@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 from pymongo import AsyncMongoClient
 
-from tests.demo.events import DemoEvent, EventFactory
 from tests.demo.keep import keep_requested, program, try_it, wait_for_ctrl_c
 from tests.demo.publish import ensure_topics, publish, read_dead_letters
 from tests.demo.tables import (
@@ -37,19 +36,15 @@ from tests.demo.tables import (
     route_counters,
     sample_line,
 )
-from tests.standins import LocalKafka, LocalMongo, free_port
+from tests.support.events import DemoEvent, EventFactory
+from tests.support.routes import COLLECTION
+from tests.support.standins import LocalKafka, LocalMongo, free_port
 from worker.mongo import queries
 from worker.settings import RouteName, Settings
 
 EVENTS = 600
 MALFORMED_RATIO = 0.08
 DUPLICATES = 60
-COLLECTIONS = {
-    RouteName.VALIDATION: "validation_audit",
-    RouteName.RESULTS: "workflow_results",
-    RouteName.INCIDENTS: "incidents",
-    RouteName.TELEMETRY: "telemetry_buffer",
-}
 WORK_DIR = Path("demo-data")
 HASH_SHOWN = 16
 """Hex digits of validation_audit.hash shown (the whole sha256 has 64)."""
@@ -136,7 +131,7 @@ async def wait_for_landing(
         # The counters first: a record is counted once written, so the documents read after are there.
         counters = await read_counters(port)
         landed = Landed(
-            documents={name: await db[name].count_documents({}) for name in COLLECTIONS.values()},
+            documents={name: await db[name].count_documents({}) for name in COLLECTION.values()},
             dead_letters=len(await read_dead_letters(settings, idle_ms=300)),
             counters=counters,
         )
@@ -146,7 +141,7 @@ async def wait_for_landing(
 
 
 def show_landed(landed: Landed, expected: Expected, port: int) -> None:
-    rows = [(name, landed.documents[name], expected.documents[route]) for route, name in COLLECTIONS.items()]
+    rows = [(name, landed.documents[name], expected.documents[route]) for route, name in COLLECTION.items()]
     show(format_table("Documents per collection", ("collection", "documents", "expected"), rows))
     print(f"\nDead-lettered: {landed.dead_letters} (expected {expected.malformed}, the malformed events)")
     title = (
@@ -249,7 +244,7 @@ def demo_environment(bootstrap: str, mongo_uri: str, http_port: int) -> dict[str
 
 def verdict(landed: Landed, expected: Expected) -> bool:
     """Every event stored once or dead-lettered, every duplicate skipped, on every route."""
-    stored_once = all(landed.documents[COLLECTIONS[r]] == n for r, n in expected.documents.items())
+    stored_once = all(landed.documents[COLLECTION[r]] == n for r, n in expected.documents.items())
     skipped = all(
         landed.counters.get(r.value, {}).get("skipped") == n for r, n in expected.duplicates.items()
     )

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from tests.demo.events import DemoEvent, EventFactory
+from tests.support.events import DemoEvent, EventFactory
 from worker.kafka.clients import ProducerPurpose, connection_options, create_admin, create_producer
 from worker.settings import RouteName, Settings
 

@@ -18,20 +18,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from tests.demo.events import EventFactory
 from tests.demo.publish import read_until_idle
-from tests.processes import stop
+from tests.support.events import EventFactory
+from tests.support.processes import stop
 from worker.app import run_worker
-from worker.mongo import collections
 from worker.settings import RouteName, Settings
-
-COLLECTION = {
-    RouteName.VALIDATION: collections.VALIDATION_AUDIT,
-    RouteName.RESULTS: collections.WORKFLOW_RESULTS,
-    RouteName.INCIDENTS: collections.INCIDENTS,
-    RouteName.TELEMETRY: collections.TELEMETRY_BUFFER,
-}
-"""Where each route's documents are stored."""
 
 FAST_RETRIES = {
     "retry_max_attempts": 2,

@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.documents import telemetry_buffer_document
 from schemas.events import TelemetryEvent
-from tests.demo.events import EventFactory
 from tests.integration.harness import settings_for
+from tests.support.events import EventFactory
 from worker.mongo.gateway import gateway_for
 from worker.retry import RetryPolicy
 from worker.settings import Settings

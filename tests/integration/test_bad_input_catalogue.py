@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from tests.demo.events import EventFactory
 from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
     Outgoing,
@@ -27,13 +26,14 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from worker.settings import RouteName, Settings
 
 DOC = Path(__file__).parents[2] / "docs" / "reliability.md"
 START, END = "<!-- bad-input-catalogue:start -->", "<!-- bad-input-catalogue:end -->"
 STORED = "stored"
 VAL, RES, INC, TEL = RouteName.VALIDATION, RouteName.RESULTS, RouteName.INCIDENTS, RouteName.TELEMETRY
-COLLECTION = {VAL: "validation_audit", RES: "workflow_results", INC: "incidents", TEL: "telemetry_buffer"}
 factory = EventFactory(seed=41)
 
 

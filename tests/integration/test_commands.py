@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
     prepare_topics,
     publish,
@@ -19,6 +18,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
 from worker.kafka.topics import needed_topics
 from worker.mongo import queries
 from worker.mongo.indexes import EXPECTED_INDEXES
@@ -193,7 +193,7 @@ async def test_running_worker_serves_readiness_and_metrics(
     unique_name: str, kafka_bootstrap: str, mongo_uri: str, create_topics: Any, mongo_db: Any
 ) -> None:
     """While running, /readyz answers 200 and /metrics counts the stored records of each route."""
-    from tests.standins import free_port
+    from tests.support.standins import free_port
 
     port = free_port()
     settings = settings_for(name=unique_name, bootstrap=kafka_bootstrap, mongo_uri=mongo_uri, http_port=port)

@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -19,6 +18,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
 from worker.commands.dlq import dlq_replay_command
 from worker.dead_letters.letters import DeadLetter
 from worker.dead_letters.replay import DlqReplayOptions

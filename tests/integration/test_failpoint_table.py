@@ -29,17 +29,17 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from structlog.testing import capture_logs
 
-from tests.conftest import ServerKinds
-from tests.demo.events import EventFactory
 from tests.generated_blocks import write_when_asked
 from tests.integration.harness import (
-    COLLECTION,
     prepare_topics,
     read_topic,
     running_worker,
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
+from tests.support.servers import ServerKinds
 from worker.errors import TransientError, WorkerError
 from worker.mongo.gateway import open_gateway
 from worker.mongo.writers import InsertWriter

@@ -7,8 +7,6 @@ from typing import Any
 
 import orjson
 
-from tests.demo.events import EventFactory
-from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -19,7 +17,9 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.events import EventFactory
+from tests.support.faultproxy import FaultProxy
+from tests.support.mongo_faults import WriteRefusal, through_proxy, upstream_of
 from worker.settings import RouteName, Settings
 
 PARTITIONS = 3

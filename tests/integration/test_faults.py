@@ -11,7 +11,6 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
     WorkerProcess,
     committed_offsets,
@@ -24,14 +23,14 @@ from tests.integration.harness import (
     settled,
     wait_until,
 )
-from tests.standins import free_port
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
+from tests.support.standins import free_port
 from worker.settings import RouteName, Settings
-
-COLLECTIONS = ("validation_audit", "workflow_results", "incidents", "telemetry_buffer")
 
 
 async def total_documents(db: Any) -> int:
-    return sum([await db[name].count_documents({}) for name in COLLECTIONS])
+    return sum([await db[name].count_documents({}) for name in COLLECTION.values()])
 
 
 async def committed_total(settings: Settings, partitions: int = 3) -> int:
@@ -71,7 +70,7 @@ async def test_sigkill_at_any_moment_then_restart_stores_every_event_once(
     await wait_until(lambda: _committed_is(settings, len(events)), within=180, what="every offset committed")
     assert worker.terminate() == 0
     assert kills_mid_drain == 3, "each kill must land while the backlog is still draining"
-    for route, name in zip(RouteName, COLLECTIONS, strict=True):
+    for route, name in COLLECTION.items():
         assert await mongo_db[name].count_documents({}) == sum(1 for e in events if e.route == route)
 
 

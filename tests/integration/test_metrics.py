@@ -22,8 +22,9 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
-from tests.processes import stop
-from tests.standins import free_port
+from tests.support.processes import stop
+from tests.support.routes import COLLECTION
+from tests.support.standins import free_port
 from worker.settings import RouteName, Settings
 from worker.telemetry import stats as buffer_stats
 
@@ -81,7 +82,7 @@ async def test_commit_lag_goes_to_zero_once_a_backlog_is_drained(
             return all(lag == {0: 0.0, 1: 0.0, 2: 0.0} for lag in per_topic)
 
         await wait_until(drained, within=120, what="lag 0 on all 12 partitions")
-        for collection in ("validation_audit", "workflow_results", "incidents", "telemetry_buffer"):
+        for collection in COLLECTION.values():
             assert await mongo_db[collection].count_documents({}) == 40
 
 

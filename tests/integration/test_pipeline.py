@@ -10,9 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from schemas.documents import canonical_hash
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
-    COLLECTION,
     committed_offsets,
     prepare_topics,
     publish,
@@ -21,6 +19,8 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
+from tests.support.routes import COLLECTION
 from worker.mongo.indexes import EXPECTED_INDEXES
 from worker.settings import RouteName, Settings
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
-from tests.faultproxy import FaultProxy
 from tests.integration.harness import WorkerProcess, prepare_topics, publish_good, settings_for, wait_until
-from tests.mongo_faults import through_proxy, upstream_of
-from tests.processes import stop
-from tests.standins import free_port
+from tests.support.faultproxy import FaultProxy
+from tests.support.mongo_faults import through_proxy, upstream_of
+from tests.support.processes import stop
+from tests.support.standins import free_port
 from worker.settings import RouteName, Settings
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yaml"

@@ -21,7 +21,7 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.mongo import queries
 from worker.mongo.indexes import ensure_indexes
 from worker.mongo.queries import GUIDE_QUERIES

@@ -19,7 +19,7 @@ from tests.integration.telemetry_support import (
     redelivery_settings,
     running_loop,
 )
-from tests.standins import free_port
+from tests.support.standins import free_port
 from worker.commands.cli import parse_instant
 from worker.commands.telemetry import replay_command
 from worker.mongo.gateway import gateway_for

@@ -12,10 +12,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from tests.demo.events import EventFactory
-from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
-    COLLECTION,
     prepare_topics,
     publish,
     publish_good,
@@ -23,7 +20,10 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from tests.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.events import EventFactory
+from tests.support.faultproxy import FaultProxy
+from tests.support.mongo_faults import WriteRefusal, through_proxy, upstream_of
+from tests.support.routes import COLLECTION
 from worker.settings import RouteName, Settings
 
 EXCEEDED_TIME_LIMIT = {"ok": 0.0, "code": 262, "codeName": "ExceededTimeLimit", "errmsg": "operation timed out"}

@@ -18,7 +18,6 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.demo.publish import read_until_idle
-from tests.faultproxy import FaultProxy
 from tests.integration.harness import (
     RedeliverProcess,
     WorkerProcess,
@@ -31,7 +30,8 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
-from tests.standins import LocalKafka, StandInError, find_tansu, free_port
+from tests.support.faultproxy import FaultProxy
+from tests.support.standins import LocalKafka, StandInError, find_tansu, free_port
 from worker.settings import RouteName
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import prepare_topics, publish, running_worker, wait_until
 from tests.integration.telemetry_support import buffered_documents, read_delivered, redelivery_settings
+from tests.support.events import EventFactory
 from worker.settings import RouteName, Settings
 from worker.telemetry.assembly import buffer_for
 from worker.telemetry.buffer import Attempt

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.demo.events import EventFactory
 from tests.integration import librdkafka
 from tests.integration.harness import prepare_topics, running_worker, settings_for, wait_until
+from tests.support.events import EventFactory
 from worker.settings import RouteName
 
 

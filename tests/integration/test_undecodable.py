@@ -13,7 +13,6 @@ from aiokafka.errors import UnsupportedCodecError
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.demo.events import EventFactory
 from tests.integration.harness import (
     committed_offsets,
     prepare_topics,
@@ -21,6 +20,7 @@ from tests.integration.harness import (
     settings_for,
     wait_until,
 )
+from tests.support.events import EventFactory
 from worker.settings import RouteName, Settings
 
 BAD_PARTITION, BAD_OFFSET, PER_PARTITION = 0, 5, 10

@@ -3,129 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pytest
 from aiokafka.structs import TopicPartition
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from schemas.documents import (
-    incident_document,
-    telemetry_buffer_document,
-    validation_audit_document,
-    workflow_result_document,
+from tests.support.events import EventFactory
+from tests.support.mongo import FakeGateway
+from tests.support.pipeline import (
+    INC,
+    RES,
+    TEL,
+    VAL,
+    Pipeline,
+    good_record,
+    letters_summary,
+    make_pipeline,
+    record,
 )
-from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
-from worker.dead_letters.letters import DeadLetter
+from tests.support.routes import TOPICS
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
-from worker.mongo.writers import InsertWriter, WriteOutcome
+from worker.mongo.writers import InsertWriter
 from worker.pipeline.assembly import batch_processor
-from worker.pipeline.batch import BatchOutcome, BatchProcessor
-from worker.pipeline.routes import FailurePolicy, Route
+from worker.pipeline.batch import BatchOutcome
 from worker.settings import RouteName, Settings
-
-Document = Mapping[str, Any]
-BUFFERED_AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-TOPICS = {
-    RouteName.VALIDATION: "orchestrator.validation",
-    RouteName.RESULTS: "orchestrator.results",
-    RouteName.INCIDENTS: "orchestrator.incidents",
-    RouteName.TELEMETRY: "orchestrator.telemetry",
-}
-ROUTE_PARTS: dict[RouteName, tuple[Any, Any, str, str]] = {
-    RouteName.VALIDATION: (
-        ValidationEvent,
-        validation_audit_document,
-        "validation_audit",
-        "validation_audit_saved",
-    ),
-    RouteName.RESULTS: (
-        WorkflowResultEvent,
-        workflow_result_document,
-        "workflow_results",
-        "workflow_result_saved",
-    ),
-    RouteName.INCIDENTS: (IncidentEvent, incident_document, "incidents", "incident_saved"),
-    RouteName.TELEMETRY: (
-        TelemetryEvent,
-        lambda event: telemetry_buffer_document(event, buffered_at=BUFFERED_AT),
-        "telemetry_buffer",
-        "telemetry_buffered",
-    ),
-}
-VAL, RES, INC, TEL = (TopicPartition(TOPICS[name], 0) for name in RouteName)
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """The parts of an aiokafka ConsumerRecord the processor reads."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-@dataclass
-class FakeWriter:
-    """Records each batch of documents; fails with `errors` in turn, then refuses/skips by position."""
-
-    collection: str
-    errors: list[Exception] = field(default_factory=list)
-    always_fail: Exception | None = None
-    refused: dict[int, str] = field(default_factory=dict)
-    skipped: frozenset[int] = frozenset()
-    calls: list[list[Document]] = field(default_factory=list)
-
-    async def write(self, documents: Sequence[Document]) -> WriteOutcome:
-        self.calls.append(list(documents))
-        if self.always_fail is not None:
-            raise self.always_fail
-        if self.errors:
-            raise self.errors.pop(0)
-        stored = len(documents) - len(self.refused) - len(self.skipped)
-        return WriteOutcome(stored=stored, skipped=self.skipped, refused=dict(self.refused))
-
-    @property
-    def documents(self) -> list[Document]:
-        return [document for call in self.calls for document in call]
-
-
-@dataclass
-class FakeDeadLetters:
-    """Collects published dead letters, or raises `error`."""
-
-    error: Exception | None = None
-    letters: list[DeadLetter] = field(default_factory=list)
-    calls: int = 0
-
-    async def publish(self, letters: Sequence[DeadLetter]) -> None:
-        self.calls += 1
-        if self.error is not None:
-            raise self.error
-        self.letters.extend(letters)
-
-
-@dataclass
-class Pipeline:
-    processor: BatchProcessor
-    writers: dict[RouteName, FakeWriter]
-    dead_letters: FakeDeadLetters
-    routes: dict[str, Route]
-
-    async def process(self, *records: FakeRecord) -> BatchOutcome:
-        batch: dict[TopicPartition, list[FakeRecord]] = {}
-        for record in records:
-            batch.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-        return await self.processor.process(batch)
 
 
 @pytest.fixture
@@ -138,51 +41,6 @@ def pipeline(fast_settings: Settings) -> Pipeline:
     return make_pipeline(fast_settings)
 
 
-def processor_for(settings: Settings, routes: Mapping[str, Route], dead_letters: Any) -> BatchProcessor:
-    """The processor with the settings' retry policy and limits: app.py's own builder."""
-    return batch_processor(settings, routes, dead_letters)
-
-
-def make_pipeline(
-    settings: Settings, *, fail_closed: frozenset[RouteName] = frozenset(), dlq_error: Exception | None = None
-) -> Pipeline:
-    writers = {name: FakeWriter(collection=ROUTE_PARTS[name][2]) for name in RouteName}
-    routes = {}
-    for name, topic in TOPICS.items():
-        model, to_document, _, saved_event = ROUTE_PARTS[name]
-        routes[topic] = Route(
-            name=name,
-            topic=topic,
-            dlq_topic=f"{topic}.dlq",
-            model=model,
-            to_document=to_document,
-            writer=writers[name],
-            saved_event=saved_event,
-            policy=FailurePolicy.FAIL_CLOSED if name in fail_closed else FailurePolicy.FAIL_OPEN,
-        )
-    dead_letters = FakeDeadLetters(error=dlq_error)
-    processor = processor_for(settings, routes, dead_letters)
-    return Pipeline(processor, writers, dead_letters, routes)
-
-
-def record(
-    name: RouteName, offset: int, value: bytes | dict[str, Any] | None, *, partition: int = 0, **extra: Any
-) -> FakeRecord:
-    raw = orjson.dumps(value) if isinstance(value, dict) else value
-    return FakeRecord(topic=TOPICS[name], partition=partition, offset=offset, value=raw, **extra)
-
-
-def good_record(factory: EventFactory, name: RouteName, offset: int, *, partition: int = 0) -> FakeRecord:
-    return record(name, offset, factory.good(name), partition=partition)
-
-
-def letters_summary(letters: Sequence[DeadLetter]) -> list[tuple[str, int, int, str, str, str]]:
-    return [
-        (dl.record.topic, dl.record.partition, dl.record.offset, dl.dlq_topic, dl.error_type, dl.reason)
-        for dl in letters
-    ]
-
-
 # Good records
 
 
@@ -193,8 +51,7 @@ async def test_good_records_reach_their_writer_as_documents(
     """Each valid record becomes its route's document, written in one call, and nothing is dead-lettered."""
     events = [factory.good(name) for _ in range(3)]
     result = await pipeline.process(*(record(name, 10 + i, event) for i, event in enumerate(events)))
-    model, to_document, _, _ = ROUTE_PARTS[name]
-    assert pipeline.writers[name].calls == [[to_document(model.model_validate(event)) for event in events]]
+    assert pipeline.writers[name].calls == [[pipeline.document(name, event) for event in events]]
     assert pipeline.dead_letters.letters == []
     assert result == BatchOutcome(
         commits={TopicPartition(TOPICS[name], 0): 13}, blocked={}, stored=3, dead_lettered=0
@@ -516,16 +373,6 @@ async def test_a_route_with_only_rejected_records_is_not_written(pipeline: Pipel
     assert pipeline.writers[RouteName.INCIDENTS].calls == []
 
 
-class UnconnectedGateway:
-    """Hands out a database of a real client that never contacts a server."""
-
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]]) -> None:
-        self.client = client
-
-    def database(self) -> Any:
-        return self.client["orchestrator"]
-
-
 async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_writer(
     fast_settings: Settings,
 ) -> None:
@@ -533,12 +380,12 @@ async def test_a_lone_malformed_record_is_dead_lettered_with_the_real_insert_wri
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient("mongodb://localhost:1", connect=False)
     try:
         pipeline = make_pipeline(fast_settings)
-        writer = InsertWriter(gateway=UnconnectedGateway(client), collection="incidents")  # type: ignore[arg-type]
+        writer = InsertWriter(gateway=FakeGateway(client["orchestrator"]), collection="incidents")  # type: ignore[arg-type]
         routes = dict(pipeline.routes)
         routes[TOPICS[RouteName.INCIDENTS]] = dataclasses.replace(
             routes[TOPICS[RouteName.INCIDENTS]], writer=writer
         )
-        processor = processor_for(fast_settings, routes, pipeline.dead_letters)
+        processor = batch_processor(fast_settings, routes, pipeline.dead_letters)
         result = await processor.process({INC: [record(RouteName.INCIDENTS, 0, b"{not json")]})
     finally:
         await client.close()

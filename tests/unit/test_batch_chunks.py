@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import pytest
 from structlog.testing import capture_logs
 
-from tests.demo.events import EventFactory
-from tests.unit.test_batch import INC, TOPICS, Document, FakeWriter, Pipeline, good_record, make_pipeline
+from tests.support.events import EventFactory
+from tests.support.pipeline import INC, Document, FakeWriter, Pipeline, good_record, make_pipeline
+from tests.support.routes import TOPICS
 from worker.errors import TransientError
 from worker.mongo.writers import WriteOutcome
 from worker.pipeline.batch import WRITE_CHUNK

@@ -4,46 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
+from tests.support.mongo import FakeCollection, FakeDatabase
 from worker.mongo.gateway import gateway_for
 from worker.settings import Settings
 from worker.startup import reachability_for, start_watchers
 from worker.telemetry.stats import BufferStats, age_s, publish, sample, sample_and_publish
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-
-
-class FakeCollection:
-    """Answers count_documents and find_one from a list of documents, or raises `error`."""
-
-    def __init__(self, documents: list[dict[str, Any]], error: Exception | None = None) -> None:
-        self.documents = documents
-        self.error = error
-        self.queries: list[tuple[str, dict[str, Any], Any]] = []
-
-    def _matching(self, query: dict[str, Any]) -> list[dict[str, Any]]:
-        return [d for d in self.documents if d.get("parked") == query["parked"]]
-
-    async def count_documents(self, query: dict[str, Any]) -> int:
-        if self.error:
-            raise self.error
-        self.queries.append(("count", dict(query), None))
-        return len(self._matching(query))
-
-    async def find_one(self, query: dict[str, Any], projection: Any, *, sort: Any) -> dict[str, Any] | None:
-        self.queries.append(("find_one", dict(query), sort))
-        found = sorted(self._matching(query), key=lambda d: d["buffered_at"])
-        return found[0] if found else None
-
-
-class FakeDatabase(dict[str, FakeCollection]):
-    pass
 
 
 def gauges() -> tuple[float | None, ...]:
@@ -64,18 +37,18 @@ async def test_pending_parked_and_the_oldest_pending_age_are_counted() -> None:
 
 async def test_every_query_selects_on_parked_and_orders_by_buffered_at() -> None:
     """The queries have the claim index's shape: equality on `state` and `parked`, then `buffered_at` ascending; neither counts delivered tombstones."""
-    collection = FakeCollection([])
+    collection = FakeCollection()
     await sample(FakeDatabase(telemetry_buffer=collection), now=NOW)  # type: ignore[arg-type]
     assert collection.queries == [
-        ("count", {"parked": None, "state": None}, None),
-        ("count", {"parked": True, "state": None}, None),
+        ("count_documents", {"parked": None, "state": None}, None),
+        ("count_documents", {"parked": True, "state": None}, None),
         ("find_one", {"parked": None, "state": None}, [("buffered_at", 1)]),
     ]
 
 
 async def test_an_empty_buffer_has_no_age() -> None:
     """With nothing pending the oldest-pending age is 0."""
-    stats = await sample(FakeDatabase(telemetry_buffer=FakeCollection([])), now=NOW)  # type: ignore[arg-type]
+    stats = await sample(FakeDatabase(telemetry_buffer=FakeCollection()), now=NOW)  # type: ignore[arg-type]
     assert stats == BufferStats(pending=0, parked=0, oldest_pending_age_s=0.0)
 
 
@@ -101,7 +74,7 @@ def test_a_date_in_the_future_is_no_age() -> None:
 async def test_a_failed_sample_logs_one_warning_and_keeps_the_last_values() -> None:
     """MongoDB unreachable: one `telemetry_buffer_stats_failed` line; the gauges stay as they were."""
     publish(BufferStats(pending=7, parked=2, oldest_pending_age_s=12.5))
-    broken = FakeDatabase(telemetry_buffer=FakeCollection([], error=AutoReconnect("connection refused")))
+    broken = FakeDatabase(telemetry_buffer=FakeCollection(error=AutoReconnect("connection refused")))
     with capture_logs() as logs:
         assert await sample_and_publish(broken) is None  # type: ignore[arg-type]
     assert [line["event"] for line in logs] == ["telemetry_buffer_stats_failed"]

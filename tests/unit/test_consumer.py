@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -15,10 +14,12 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from tests.support.kafka import FakeConsumer, FakeRecord
+from tests.support.pipeline import FakeProcessor
 from worker.errors import TransientError
 from worker.kafka.consumer import GroupConsumer
 from worker.pipeline.batch import BatchOutcome
-from worker.pipeline.consumer_loop import ConsumerLoop, _FinishInFlightBatch, joined
+from worker.pipeline.consumer_loop import ConsumerLoop, joined
 from worker.retry import RetryPolicy
 from worker.settings import Settings
 
@@ -26,81 +27,12 @@ A0, A1, B0 = TopicPartition("a", 0), TopicPartition("a", 1), TopicPartition("b",
 C0, C1 = TopicPartition("lag-test", 0), TopicPartition("lag-test", 1)  # their own gauge labels
 
 
-@dataclass(frozen=True)
-class FakeRecord:
-    offset: int
-
-
-@dataclass
-class FakeConsumer:
-    """Serves the queued batches from getmany, then sets `stop`; records commits, seeks, pauses."""
-
-    stop: asyncio.Event
-    batches: list[dict[TopicPartition, list[FakeRecord]]]
-    assigned: set[TopicPartition] = field(default_factory=lambda: {A0, A1, B0})
-    commit_error: Exception | None = None
-    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
-    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
-    paused: set[TopicPartition] = field(default_factory=set)
-    resumed: list[TopicPartition] = field(default_factory=list)
-    highwaters: dict[TopicPartition, int] = field(default_factory=dict)
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
-
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[FakeRecord]]:
-        if not self.batches:
-            self.stop.set()
-            return {}
-        return self.batches.pop(0)
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.assigned)
-
-    def subscribe(self, *, topics: list[str], listener: Any) -> None:
-        self.topics = topics
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if self.commit_error:
-            raise self.commit_error
-        self.commits.append(dict(offsets))
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.paused.update(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self.paused.difference_update(tps)
-        self.resumed.extend(tps)
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.highwaters.get(tp)
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions.get(tp, 0)
-
-
-@dataclass
-class FakeProcessor:
-    """Returns the queued results (or raises the queued exceptions) and records the batches it saw."""
-
-    outcomes: list[BatchOutcome | Exception]
-    seen: list[Mapping[TopicPartition, Sequence[Any]]] = field(default_factory=list)
-    settled_offsets: list[dict[TopicPartition, int]] = field(default_factory=list)
-    forgotten: list[TopicPartition] = field(default_factory=list)
-
-    def settled(self, commits: Mapping[TopicPartition, int]) -> None:
-        self.settled_offsets.append(dict(commits))
-
-    def forget(self, partitions: Sequence[TopicPartition]) -> None:
-        self.forgotten.extend(partitions)
-
-    async def process(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchOutcome:
-        self.seen.append(dict(batch))
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+def consumer_of(
+    stop: asyncio.Event, batches: list[dict[TopicPartition, list[FakeRecord]]],
+    *, assigned: Iterable[TopicPartition] = (A0, A1, B0), **state: Any,
+) -> FakeConsumer:  # fmt: skip
+    """A consumer serving `batches` in turn, then setting `stop`, with `assigned` partitions."""
+    return FakeConsumer(stop=stop, batches=batches, assigned=list(assigned), **state)
 
 
 @pytest.fixture
@@ -128,7 +60,7 @@ def make_loop(
 
 
 def records(*offsets: int) -> list[FakeRecord]:
-    return [FakeRecord(offset) for offset in offsets]
+    return [FakeRecord(offset=offset) for offset in offsets]
 
 
 def result(
@@ -143,7 +75,7 @@ async def run(
     *outcomes: BatchOutcome | Exception,
 ) -> tuple[FakeConsumer, FakeProcessor]:
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, batches)
+    consumer = consumer_of(stop, batches)
     processor = FakeProcessor(list(outcomes))
     loop = make_loop(consumer=consumer, processor=processor, settings=settings, stop=stop)
     await asyncio.wait_for(loop.run(), timeout=5)
@@ -173,7 +105,7 @@ async def test_partitions_no_longer_assigned_are_neither_processed_nor_committed
 ) -> None:
     """Records of a partition revoked since the poll are dropped from the batch; the new owner re-reads them."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(1), A1: records(7)}], assigned={A0})
+    consumer = consumer_of(stop, [{A0: records(1), A1: records(7)}], assigned={A0})
     processor = FakeProcessor([result({A0: 2})])
     loop = make_loop(consumer=consumer, processor=processor, settings=fast_settings, stop=stop)
     await asyncio.wait_for(loop.run(), timeout=5)
@@ -198,7 +130,7 @@ async def test_a_paused_partition_is_resumed_when_its_backoff_is_over(fast_setti
     with capture_logs() as logs:
         consumer, _ = await run(fast_settings, [{A0: records(20)}, {}], result({}, {A0: 20}))
     assert consumer.resumed[0] == A0
-    assert A0 not in consumer.paused
+    assert A0 not in consumer.paused_set
     assert next(e["partitions"] for e in logs if e["event"] == "partitions_resumed") == ["a:0"]
 
 
@@ -238,7 +170,7 @@ async def test_an_unexpected_exception_is_logged_with_its_traceback(fast_setting
 async def test_a_failed_commit_is_logged_and_not_fatal(fast_settings: Settings) -> None:
     """A commit rejected by the group (a rebalance) logs `commit_failed` and the loop goes on."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(1)}], commit_error=CommitFailedError("rebalanced"))
+    consumer = consumer_of(stop, [{A0: records(1)}], commit_error=CommitFailedError("rebalanced"))
     loop = make_loop(
         consumer=consumer,
         processor=FakeProcessor([result({A0: 2})]),
@@ -253,17 +185,18 @@ async def test_a_failed_commit_is_logged_and_not_fatal(fast_settings: Settings) 
 async def test_revoked_partitions_are_forgotten(fast_settings: Settings) -> None:
     """On revoke the listener waits for the batch in hand and forgets the revoked partitions' pauses."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(20)}])
+    consumer = consumer_of(stop, [{A0: records(20)}])
     loop = make_loop(
         consumer=consumer,
         processor=FakeProcessor([result({}, {A0: 20})]),
         settings=fast_settings,
         stop=stop,
     )
+    loop.subscribe(["a"])
     await loop._handle({A0: records(20)})  # type: ignore[dict-item]
     assert A0 in loop._paused
     with capture_logs() as logs:
-        await _FinishInFlightBatch(loop).on_partitions_revoked([A0])
+        await consumer.listener.on_partitions_revoked([A0])
     assert A0 not in loop._paused
     assert loop._processor.forgotten == [A0]  # type: ignore[attr-defined]
     assert [e["partitions"] for e in logs if e["event"] == "partitions_revoked"] == [["a:0"]]
@@ -273,7 +206,7 @@ async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings:
     """While a failed batch waits out a long retry backoff, a revoke does not wait for it (rebalance first)."""
     settings = make_settings(retry_initial_interval_ms=60_000, retry_max_interval_ms=60_000)
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(3)}])
+    consumer = consumer_of(stop, [{A0: records(3)}])
     failed = asyncio.Event()
 
     async def fail(batch: Mapping[TopicPartition, Sequence[Any]]) -> BatchOutcome:
@@ -283,11 +216,12 @@ async def test_a_revoke_during_a_retry_backoff_completes_promptly(make_settings:
     processor = FakeProcessor([])
     processor.process = fail  # type: ignore[method-assign]
     loop = make_loop(consumer=consumer, processor=processor, settings=settings, stop=stop)
+    loop.subscribe(["a"])
     running = asyncio.create_task(loop.run())
     try:
         await asyncio.wait_for(failed.wait(), timeout=5)
         await asyncio.sleep(0.1)  # the loop seeks back and starts its 60 s backoff
-        await asyncio.wait_for(_FinishInFlightBatch(loop).on_partitions_revoked([A0]), timeout=2)
+        await asyncio.wait_for(consumer.listener.on_partitions_revoked([A0]), timeout=2)
     finally:
         stop.set()
         await asyncio.wait_for(running, timeout=5)
@@ -312,7 +246,7 @@ def lag_of(tp: TopicPartition) -> float | None:
 async def test_commit_lag_is_the_high_watermark_minus_the_committed_offset(fast_settings: Settings) -> None:
     """After each poll and commit, the lag gauge of a partition is its high watermark minus the offset committed."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{C0: records(3, 4)}, {}], assigned={C0, C1}, highwaters={C0: 10, C1: 7},
+    consumer = consumer_of(stop, [{C0: records(3, 4)}, {}], assigned={C0, C1}, highwaters={C0: 10, C1: 7},
                             positions={C1: 7})  # fmt: skip
     loop = make_loop(consumer=consumer, processor=FakeProcessor([result({C0: 5})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
@@ -324,7 +258,7 @@ async def test_commit_lag_is_the_high_watermark_minus_the_committed_offset(fast_
 async def test_a_partition_not_committed_yet_lags_from_where_it_started(fast_settings: Settings) -> None:
     """Before its first commit (a fail-closed route blocked), a partition lags from its first polled record."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{C0: records(3, 4)}], assigned={C0}, highwaters={C0: 12})
+    consumer = consumer_of(stop, [{C0: records(3, 4)}], assigned={C0}, highwaters={C0: 12})
     loop = make_loop(consumer=consumer, processor=FakeProcessor([result({}, {C0: 3})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
     await asyncio.wait_for(loop.run(), timeout=5)
@@ -334,12 +268,13 @@ async def test_a_partition_not_committed_yet_lags_from_where_it_started(fast_set
 async def test_a_revoked_partition_loses_its_lag_gauge(fast_settings: Settings) -> None:
     """A revoked partition's lag is another member's: its labels leave /metrics."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{C0: records(0)}], assigned={C0}, highwaters={C0: 4})
+    consumer = consumer_of(stop, [{C0: records(0)}], assigned={C0}, highwaters={C0: 4})
     loop = make_loop(consumer=consumer, processor=FakeProcessor([result({C0: 1})]),
                         settings=fast_settings, stop=stop)  # fmt: skip
+    loop.subscribe(["lag-test"])
     await asyncio.wait_for(loop.run(), timeout=5)
     assert lag_of(C0) == 3
-    await _FinishInFlightBatch(loop).on_partitions_revoked([C0])
+    await consumer.listener.on_partitions_revoked([C0])
     assert lag_of(C0) is None
 
 
@@ -351,7 +286,7 @@ async def test_each_round_tells_the_write_gate_each_topics_lag_but_paused_partit
     batch that failed counts 0 while the loop backs off (it writes nothing meanwhile)."""
     stop, told = asyncio.Event(), list[dict[str, int]]()
     batches = [{A0: records(3, 4), B0: records(9)}, {A0: records(5)}]
-    consumer = FakeConsumer(stop, batches, assigned={A0, A1, B0}, highwaters={A0: 50, A1: 20, B0: 30},
+    consumer = consumer_of(stop, batches, assigned={A0, A1, B0}, highwaters={A0: 50, A1: 20, B0: 30},
                             positions={A1: 15})  # fmt: skip
     outcomes: list[BatchOutcome | Exception] = [
         result({A0: 5}, blocked={B0: 9}), TransientError("dead-letter topic down")
@@ -370,7 +305,7 @@ async def test_a_stop_during_a_poll_that_does_not_return_ends_the_loop_promptly(
     """A poll can wait past its timeout (aiokafka waits out a rebalance, which may not end while
     the broker is away); a stop does not wait for it, and nothing is processed or committed."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [])
+    consumer = consumer_of(stop, [])
     never = asyncio.Event()
 
     async def rebalancing(*_: Any, **__: Any) -> dict[TopicPartition, list[FakeRecord]]:
@@ -411,7 +346,7 @@ async def test_a_short_batch_is_topped_up_with_what_arrived_during_the_linger(ma
 
 async def test_the_top_up_asks_only_for_what_the_batch_lacks(make_settings: Any) -> None:
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(0, 1, 2)}, {A0: records(3)}])
+    consumer = consumer_of(stop, [{A0: records(0, 1, 2)}, {A0: records(3)}])
     asked: list[int] = []
     serve = consumer.getmany
 
@@ -438,7 +373,7 @@ async def test_a_full_batch_is_written_without_lingering(make_settings: Any) -> 
 
 async def test_a_stop_during_the_linger_writes_the_batch_in_hand_at_once(make_settings: Any) -> None:
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(0)}, {A0: records(1)}])
+    consumer = consumer_of(stop, [{A0: records(0)}, {A0: records(1)}])
     processor = FakeProcessor([result({A0: 1})])
     loop = make_loop(consumer=consumer, processor=processor, settings=make_settings(batch_linger_ms=10_000), stop=stop)
     running = asyncio.ensure_future(loop.run())
@@ -452,7 +387,7 @@ async def test_a_stop_during_the_linger_writes_the_batch_in_hand_at_once(make_se
 async def test_a_batch_with_a_record_of_an_urgent_topic_is_written_without_lingering(make_settings: Any) -> None:
     """Incidents (first in ROUTE_PRIORITY) never wait for a linger, even in a loop shared with other routes."""
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{A0: records(0), B0: records(4)}])
+    consumer = consumer_of(stop, [{A0: records(0), B0: records(4)}])
     processor = FakeProcessor([result({A0: 1, B0: 5})])
     loop = ConsumerLoop(consumer=GroupConsumer(consumer), processor=processor, stop=stop, poll_timeout_ms=100,
                         max_records=1000, backoff=lambda _: 0.0, linger_ms=10_000, urgent_topics={"b"})  # fmt: skip
@@ -465,12 +400,12 @@ async def test_a_partition_revoked_during_the_linger_leaves_no_lag_behind(make_s
     partition that is another member's now."""
     kept, revoked = TopicPartition("linger-revoke", 0), TopicPartition("linger-revoke", 1)
     stop = asyncio.Event()
-    consumer = FakeConsumer(stop, [{kept: records(0), revoked: records(0)}], assigned={kept, revoked})
+    consumer = consumer_of(stop, [{kept: records(0), revoked: records(0)}], assigned={kept, revoked})
     processor = FakeProcessor([result({kept: 1})])
     loop = make_loop(consumer=consumer, processor=processor, settings=make_settings(batch_linger_ms=100), stop=stop)
     running = asyncio.ensure_future(loop.run())
     await asyncio.sleep(0.03)
-    consumer.assigned = {kept}  # the group took it away during the linger
+    consumer.assigned = [kept]  # the group took it away during the linger
     await asyncio.wait_for(running, timeout=2)
     assert processor.seen == [{kept: records(0)}]
     gauge = {"topic": "linger-revoke", "partition": "1"}

@@ -20,7 +20,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from pydantic import ValidationError
 
 from schemas import export
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
+from tests.support.kafka import FakeRecord
 from worker.dead_letters.letters import DeadLetter
 from worker.settings import RouteName, Settings
 
@@ -305,13 +306,3 @@ def test_delivery_message_is_telemetry_with_retry_count_and_buffer_id_keyed_by_w
     assert validator(headers).is_valid({"retry_count": "1", "buffer_id": "tel-12"})
     assert not validator(headers).is_valid({"retry_count": "one", "buffer_id": "tel-12"})
     assert "correlation.workflow_id" in message["bindings"]["kafka"]["key"]["description"]
-
-
-class FakeRecord:
-    """The parts of a consumer record a DeadLetter reads."""
-
-    def __init__(
-        self, topic: str, partition: int, offset: int, value: bytes, key: bytes, headers: tuple[Any, ...]
-    ) -> None:
-        self.topic, self.partition, self.offset = topic, partition, offset
-        self.value, self.key, self.headers = value, key, headers

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from schemas.events import IncidentEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.errors import EventRejected, PermanentError
 from worker.pipeline.decode import decode_json_object, validate_event
 

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError, UnknownError
+from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, UnknownError
 from aiokafka.structs import TopicPartition
 
-from worker.dead_letters.letters import MAX_MESSAGE_CHARS, DeadLetter, Outgoing
-from worker.dead_letters.publisher import DEFAULT_MAX_REQUEST_BYTES, DeadLetterPublisher
+from tests.support.kafka import FakeProducer, FakeRecord
+from worker.dead_letters.letters import MAX_MESSAGE_CHARS, DeadLetter
+from worker.dead_letters.publisher import DeadLetterPublisher
 from worker.errors import TransientError
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def letter(headers: tuple[tuple[str, bytes], ...] = (), message: str = "value is not JSON") -> DeadLetter:
@@ -82,52 +70,6 @@ def test_header_values_are_utf8() -> None:
     assert (
         dict(letter(message="clé « invalide »").headers())["x-error-message"] == "clé « invalide »".encode()
     )
-
-
-class FakeProducer:
-    """Mimics AIOKafkaProducer.send: enqueue (may fail) and return a delivery future (may fail).
-
-    Like aiokafka it refuses to enqueue a record larger than `max_request_size`; the broker
-    (`broker_max_bytes`) refuses larger values at delivery; `fail_offsets` fail delivery once."""
-
-    def __init__(
-        self,
-        *,
-        send_error: Exception | None = None,
-        delivery_error: Exception | None = None,
-        max_request_size: int = DEFAULT_MAX_REQUEST_BYTES,
-        broker_max_bytes: int | None = None,
-        fail_offsets: frozenset[int] = frozenset(),
-        broker_refusal: Exception | None = None,
-    ) -> None:
-        self.broker_refusal = broker_refusal or MessageSizeTooLargeError()
-        self.send_error = send_error
-        self.delivery_error = delivery_error
-        self.max_request_size = max_request_size
-        self.broker_max_bytes = broker_max_bytes
-        self.fail_offsets = set(fail_offsets)
-        self.sent: list[tuple[str, dict[str, Any]]] = []
-        self.acknowledged: list[tuple[str, dict[str, Any]]] = []
-
-    async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
-        if self.send_error:
-            raise self.send_error
-        if Outgoing(topic, kwargs["key"], kwargs["value"], kwargs["headers"]).size() > self.max_request_size:
-            raise MessageSizeTooLargeError("larger than max_request_size")
-        self.sent.append((topic, kwargs))
-        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        offset = int(dict(kwargs["headers"])["x-source-offset"])
-        if self.delivery_error:
-            delivery.set_exception(self.delivery_error)
-        elif self.broker_max_bytes is not None and len(kwargs["value"] or b"") > self.broker_max_bytes:
-            delivery.set_exception(self.broker_refusal)
-        elif offset in self.fail_offsets:
-            self.fail_offsets.discard(offset)
-            delivery.set_exception(KafkaConnectionError("broker went away"))
-        else:
-            delivery.set_result(None)
-            self.acknowledged.append((topic, kwargs))
-        return delivery
 
 
 async def test_publish_sends_the_original_key_and_value_to_the_dlq_topic() -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
-from aiokafka.structs import TopicPartition
 
+from tests.support.kafka import FakeConsumer, partitions
 from worker.commands.dlq import dlq_replay_command, exit_code
 from worker.commands.exits import ExitCode
 from worker.commands.output import SilentReporter
@@ -24,82 +23,6 @@ from worker.settings import Settings
 TOPIC = "in.dlq"
 
 
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None = None
-    value: bytes | None = b"{}"
-    headers: tuple[tuple[str, bytes], ...] = (("x-error-type", b"invalid_event"),)
-
-
-class FakeConsumer:
-    """A consumer over in-memory partitions: positions, pause, seek, high watermarks after a fetch."""
-
-    def __init__(self, sizes: list[int], *, served: int | None = None) -> None:
-        self.logs = {TopicPartition(TOPIC, p): n for p, n in enumerate(sizes)}
-        self.served = served  # serve at most this many offsets per partition (the rest never comes)
-        self.positions: dict[TopicPartition, int] = {}
-        self.paused_set: set[TopicPartition] = set()
-        self.fetched: dict[TopicPartition, int] = {}
-        self.commits: list[dict[TopicPartition, int]] = []
-
-    async def topics(self) -> set[str]:
-        return {TOPIC}
-
-    def partitions_for_topic(self, topic: str) -> set[int]:
-        return {tp.partition for tp in self.logs} if topic == TOPIC else set()
-
-    def assign(self, partitions: list[TopicPartition]) -> None:
-        self.positions = dict.fromkeys(partitions, 0)
-
-    async def committed(self, tp: TopicPartition) -> int | None:
-        return None
-
-    async def seek_to_beginning(self, tp: TopicPartition) -> None:
-        self.positions[tp] = 0
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.positions[tp] = offset
-
-    async def position(self, tp: TopicPartition) -> int:
-        return self.positions[tp]
-
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: self.logs[tp] for tp in partitions}
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return self.logs[tp] if tp in self.fetched else None
-
-    def pause(self, *partitions: TopicPartition) -> None:
-        self.paused_set.update(partitions)
-
-    def resume(self, *partitions: TopicPartition) -> None:
-        self.paused_set.difference_update(partitions)
-
-    async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[Any]]:
-        batch = {}
-        budget = max_records or 1_000_000
-        for tp, size in self.logs.items():
-            if tp in self.paused_set or budget == 0:
-                continue
-            self.fetched[tp] = self.fetched.get(tp, 0)
-            end = min(size, self.served) if self.served is not None else size
-            start = self.positions[tp]
-            offsets = range(start, min(end, start + budget))
-            if offsets:
-                batch[tp] = [FakeRecord(tp.topic, tp.partition, offset) for offset in offsets]
-                self.positions[tp] = offsets[-1] + 1
-                budget -= len(offsets)
-        return batch
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append(offsets)
-
-
 async def replayed(reader: DeadLetterReader, target: Any, options: DlqReplayOptions) -> Summary:
     """A run of `dlq replay` on `reader` (opened), up to the ends it measures, without a stop request."""
     await reader.measure()
@@ -108,7 +31,7 @@ async def replayed(reader: DeadLetterReader, target: Any, options: DlqReplayOpti
 
 async def test_measuring_the_ends_holds_no_record_and_every_record_is_read_once_in_order() -> None:
     """Records fetched while learning the ends are not kept: their partitions go back to the start and are read again."""
-    consumer = FakeConsumer([30, 7, 0])
+    consumer = FakeConsumer(logs=partitions(TOPIC, [30, 7, 0]))
     reader = DeadLetterReader(consumer, max_records=10)  # type: ignore[arg-type]
     await reader.open([TOPIC])
 
@@ -128,7 +51,7 @@ async def test_a_run_that_stops_before_the_end_offsets_exits_incomplete(
 ) -> None:
     """When the records up to the end it measured never arrive, dlq replay gives up with exit 1, not 0."""
     monkeypatch.setattr(dead_letter_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
-    consumer = FakeConsumer([10], served=4)
+    consumer = FakeConsumer(logs=partitions(TOPIC, [10]), served=4)
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
 
@@ -146,7 +69,7 @@ async def test_a_run_that_stops_before_the_end_offsets_exits_incomplete(
 async def test_a_dry_run_that_stops_before_the_end_exits_incomplete(monkeypatch: pytest.MonkeyPatch) -> None:
     """A dry run that could not count every record up to the end says so with exit 1."""
     monkeypatch.setattr(dead_letter_reader, "IDLE_POLLS_BEFORE_GIVING_UP", 2)
-    consumer = FakeConsumer([10], served=4)
+    consumer = FakeConsumer(logs=partitions(TOPIC, [10]), served=4)
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
     dry_run = DlqReplayOptions(dry_run=True)
@@ -181,7 +104,7 @@ async def test_the_consumer_comes_from_the_workers_factory(monkeypatch: pytest.M
 
 async def test_a_server_refusing_us_mid_run_exits_3_and_commits_nothing() -> None:
     """A batch refused by a server (e.g. not authorized) ends the run with the documented exit 3, uncommitted."""
-    consumer = FakeConsumer([5])
+    consumer = FakeConsumer(logs=partitions(TOPIC, [5]))
     reader = DeadLetterReader(consumer, max_records=100)  # type: ignore[arg-type]
     await reader.open([TOPIC])
 

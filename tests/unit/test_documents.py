@@ -18,7 +18,7 @@ from schemas.documents import (
     workflow_result_document,
 )
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 
 
 def validation_event(**changes: Any) -> ValidationEvent:

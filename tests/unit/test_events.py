@@ -16,7 +16,7 @@ from schemas.events import (
     ValidationEvent,
     WorkflowResultEvent,
 )
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.settings import RouteName
 
 MODELS: dict[RouteName, type[EventModel]] = {

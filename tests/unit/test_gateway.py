@@ -10,33 +10,12 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError, ServerSelectionTimeoutError
 from structlog.testing import capture_logs
 
+from tests.support.mongo import FakeClient
 from worker.errors import PermanentError, TransientError
 from worker.mongo.gateway import MongoGateway, create_client, gateway_for, open_gateway
 from worker.settings import Settings
 
 Document = dict[str, Any]
-
-
-class FakeAdmin:
-    def __init__(self, error: PyMongoError | None) -> None:
-        self.error = error
-        self.commands: list[str] = []
-
-    async def command(self, name: str) -> Document:
-        self.commands.append(name)
-        if self.error:
-            raise self.error
-        return {"ok": 1}
-
-
-class FakeClient:
-    """Answers `admin.command("ping")` (or raises `error`) and hands out named databases."""
-
-    def __init__(self, error: PyMongoError | None = None) -> None:
-        self.admin = FakeAdmin(error)
-
-    def __getitem__(self, name: str) -> str:
-        return f"database:{name}"
 
 
 @pytest.fixture
@@ -62,11 +41,11 @@ async def test_connect_pings_then_hands_out_the_database() -> None:
     """After a successful ping the gateway is connected and `database()` answers the named database."""
     client = FakeClient()
     gateway = MongoGateway(client=client, database_name="orchestrator")  # type: ignore[arg-type]
-    assert await gateway.connect() == "database:orchestrator"
-    assert client.admin.commands == ["ping"]
+    assert await gateway.connect() is client["orchestrator"]
+    assert client.admin.commands == [("ping", {})]
     assert gateway.connected
     with capture_logs() as logs:
-        assert gateway.database() == "database:orchestrator"
+        assert gateway.database() is client["orchestrator"]
     assert logs == []
 
 

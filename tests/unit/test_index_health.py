@@ -9,38 +9,18 @@ from prometheus_client import REGISTRY
 from pymongo.errors import AutoReconnect
 from structlog.testing import capture_logs
 
+from tests.support.mongo import FakeCollection, FakeDatabase
 from worker.mongo.index_health import check_once, check_until_stopped
 from worker.mongo.indexes import EXPECTED_INDEXES
 
 
-class FakeCursor:
-    def __init__(self, indexes: list[dict[str, Any]]) -> None:
-        self.indexes = indexes
-
-    async def to_list(self) -> list[dict[str, Any]]:
-        return self.indexes
-
-
-class FakeCollection:
-    """Answers list_indexes with `indexes`, or raises `error`."""
-
-    def __init__(self, indexes: list[dict[str, Any]], error: Exception | None = None) -> None:
-        self.indexes = indexes
-        self.error = error
-
-    async def list_indexes(self) -> FakeCursor:
-        if self.error:
-            raise self.error
-        return FakeCursor(self.indexes)
-
-
-def _all_expected() -> dict[str, FakeCollection]:
+def _all_expected() -> FakeDatabase:
     collections = {}
     for name, specs in EXPECTED_INDEXES.items():
         indexes = [{"key": {"_id": 1}}]
         indexes += [{"key": dict(spec.keys), "unique": spec.unique} for spec in specs]
-        collections[name] = FakeCollection(indexes)
-    return collections
+        collections[name] = FakeCollection(indexes=indexes)
+    return FakeDatabase(collections)
 
 
 def missing(collection: str) -> float | None:

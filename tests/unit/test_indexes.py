@@ -2,63 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from pymongo.errors import OperationFailure
 from structlog.testing import capture_logs
 
+from tests.support.mongo import ID_INDEX, FakeCollection, FakeDatabase
 from worker.errors import PermanentError
-from worker.mongo.indexes import (
-    EXPECTED_INDEXES,
-    IndexSpec,
-    _spec_of,
-    ensure_indexes,
-    inspect_collection,
-)
-
-Document = dict[str, Any]
-ID_INDEX: Document = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+from worker.mongo.indexes import EXPECTED_INDEXES, IndexSpec, ensure_indexes, inspect_collection
 
 
 def asc(*names: str) -> tuple[tuple[str, int], ...]:
     return tuple((name, 1) for name in names)
-
-
-class FakeCursor:
-    def __init__(self, items: list[Document]) -> None:
-        self.items = items
-
-    async def to_list(self) -> list[Document]:
-        return list(self.items)
-
-
-class FakeCollection:
-    """Keeps index descriptions as list_indexes returns them; create_index appends one."""
-
-    def __init__(self, indexes: list[Document], error: Exception | None = None) -> None:
-        self.indexes = indexes
-        self.error = error
-
-    async def list_indexes(self) -> FakeCursor:
-        if self.error:
-            raise self.error
-        return FakeCursor(self.indexes)
-
-    async def create_index(self, keys: list[tuple[str, int]], **options: Any) -> str:
-        name = "_".join(f"{k}_{d}" for k, d in keys)
-        self.indexes.append({"v": 2, "key": dict(keys), "name": name, **options})
-        return name
-
-
-class FakeDatabase:
-    def __init__(self, collections: dict[str, list[Document]] | None = None) -> None:
-        self.collections: dict[str, FakeCollection] = {
-            name: FakeCollection(indexes) for name, indexes in (collections or {}).items()
-        }
-
-    def __getitem__(self, name: str) -> FakeCollection:
-        return self.collections.setdefault(name, FakeCollection([dict(ID_INDEX)]))
 
 
 def test_expected_indexes_follow_the_persistence_guide() -> None:
@@ -99,13 +53,18 @@ def test_expected_indexes_follow_the_persistence_guide() -> None:
     assert all(spec.expire_after_seconds is None for specs in EXPECTED_INDEXES.values() for spec in specs)
 
 
-def test_spec_of_normalises_float_directions_and_options() -> None:
-    """An index description from the server (float directions, unique, TTL) becomes a comparable spec."""
-    info = {"v": 2, "key": {"status": 1.0, "consolidated_at": -1.0}, "name": "x", "unique": True}
-    assert _spec_of(info) == IndexSpec(keys=(("status", 1), ("consolidated_at", -1)), unique=True)
-    assert _spec_of({"key": {"buffered_at": 1}, "expireAfterSeconds": 3600.0}) == IndexSpec(
-        keys=(("buffered_at", 1),), expire_after_seconds=3600
-    )
+async def test_an_index_description_from_the_server_is_read_as_a_comparable_spec() -> None:
+    """An index description from the server (float directions, unique, TTL) matches the spec it stands for."""
+    compound = IndexSpec(keys=(("status", 1), ("consolidated_at", -1)), unique=True)
+    ttl = IndexSpec(keys=(("buffered_at", 1),), expire_after_seconds=3600)
+    database = FakeDatabase(
+        c=FakeCollection(indexes=[
+            {"v": 2, "key": {"status": 1.0, "consolidated_at": -1.0}, "name": "x", "unique": True},
+            {"key": {"buffered_at": 1}, "expireAfterSeconds": 3600.0},
+        ])
+    )  # fmt: skip
+    report = await inspect_collection(database, "c", (compound, ttl))  # type: ignore[arg-type]
+    assert (report.present, report.missing, report.conflicts) == ([compound, ttl], [], [])
 
 
 def test_describe_shows_keys_and_options() -> None:
@@ -117,14 +76,12 @@ def test_describe_shows_keys_and_options() -> None:
 async def test_inspect_reports_present_missing_and_conflicting_indexes() -> None:
     """Indexes are matched by keys, not names: same keys and options is present, other options a conflict."""
     database = FakeDatabase(
-        {
-            "workflow_results": [
-                ID_INDEX,
-                {"v": 2, "key": {"plan_id": 1.0}, "name": "a_name_the_server_chose"},
-                {"v": 2, "key": {"workflow_id": 1}, "name": "workflow_id_1"},
-            ]
-        }
-    )
+        workflow_results=FakeCollection(indexes=[
+            ID_INDEX,
+            {"v": 2, "key": {"plan_id": 1.0}, "name": "a_name_the_server_chose"},
+            {"v": 2, "key": {"workflow_id": 1}, "name": "workflow_id_1"},
+        ])
+    )  # fmt: skip
     report = await inspect_collection(database, "workflow_results", EXPECTED_INDEXES["workflow_results"])  # type: ignore[arg-type]
     assert report.present == [IndexSpec(keys=asc("plan_id"))]
     assert report.conflicts == [
@@ -158,7 +115,7 @@ async def test_ensure_creates_every_missing_index_and_is_idempotent() -> None:
 async def test_ensure_logs_conflicts_and_leaves_them_in_place() -> None:
     """A conflicting index is logged as `index_conflict` with a hint and is neither dropped nor duplicated."""
     existing = {"v": 2, "key": {"workflow_id": 1}, "name": "workflow_id_1"}
-    database = FakeDatabase({"workflow_results": [ID_INDEX, existing]})
+    database = FakeDatabase(workflow_results=FakeCollection(indexes=[ID_INDEX, existing]))
     with capture_logs() as logs:
         [report] = await ensure_indexes(database, {"workflow_results": EXPECTED_INDEXES["workflow_results"]})  # type: ignore[arg-type]
     conflicts = [e for e in logs if e["event"] == "index_conflict"]
@@ -179,7 +136,7 @@ async def test_ensure_logs_conflicts_and_leaves_them_in_place() -> None:
 async def test_listing_errors_are_converted() -> None:
     """A PyMongo error while listing indexes leaves as the worker's error type (here permanent: unauthorised)."""
     database = FakeDatabase()
-    database.collections["incidents"] = FakeCollection([], OperationFailure("not authorized", code=13))
+    database.collections["incidents"] = FakeCollection(indexes=[], error=OperationFailure("not authorized", code=13))
     with pytest.raises(PermanentError):
         await inspect_collection(database, "incidents", EXPECTED_INDEXES["incidents"])  # type: ignore[arg-type]
 
@@ -187,13 +144,11 @@ async def test_listing_errors_are_converted() -> None:
 async def test_other_kinds_of_index_do_not_prevent_inspection() -> None:
     """A text or hashed index added by an operator is tolerated; the expected ones are still checked."""
     database = FakeDatabase(
-        {
-            "incidents": [
-                ID_INDEX,
-                {"v": 2, "key": {"_fts": "text", "_ftsx": 1}, "name": "details_text"},
-                {"v": 2, "key": {"workflow_id": "hashed"}, "name": "workflow_id_hashed"},
-            ]
-        }
-    )
+        incidents=FakeCollection(indexes=[
+            ID_INDEX,
+            {"v": 2, "key": {"_fts": "text", "_ftsx": 1}, "name": "details_text"},
+            {"v": 2, "key": {"workflow_id": "hashed"}, "name": "workflow_id_hashed"},
+        ])
+    )  # fmt: skip
     report = await inspect_collection(database, "incidents", EXPECTED_INDEXES["incidents"])  # type: ignore[arg-type]
     assert len(report.missing) == len(EXPECTED_INDEXES["incidents"])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import pytest
 from aiokafka.errors import (
     CommitFailedError,
@@ -16,7 +13,8 @@ from aiokafka.errors import (
 )
 from aiokafka.structs import TopicPartition
 
-from worker.errors import DocumentRefused, TransientError, WorkerError
+from tests.support.kafka import FakeConsumer, FakeProducer
+from worker.errors import DocumentRefused, TransientError
 from worker.kafka.consumer import GroupConsumer
 from worker.kafka.diagnose import kafka_failure
 from worker.kafka.errors import convert, converted, refused_as_such
@@ -79,24 +77,6 @@ def test_the_operator_is_told_the_cause_of_a_converted_error() -> None:
     assert failure.reason == "authentication failed"
 
 
-class FakeProducer:
-    """send() raises `send_error` or returns a delivery that fails with `delivery_error`."""
-
-    def __init__(self, *, send_error: Exception | None = None, delivery_error: Exception | None = None) -> None:
-        self.send_error = send_error
-        self.delivery_error = delivery_error
-
-    async def send(self, topic: str, **kwargs: Any) -> asyncio.Future[None]:
-        if self.send_error:
-            raise self.send_error
-        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.delivery_error:
-            delivery.set_exception(self.delivery_error)
-        else:
-            delivery.set_result(None)
-        return delivery
-
-
 async def test_enqueue_and_acknowledged_raise_our_types() -> None:
     """A send refused as too large is DocumentRefused; a delivery that fails for the network is TransientError."""
     with pytest.raises(DocumentRefused):
@@ -109,24 +89,11 @@ async def test_enqueue_and_acknowledged_raise_our_types() -> None:
         await acknowledged(delivery)
 
 
-class FakeConsumer:
-    """Commits fail as aiokafka's do after a rebalance; positions of revoked partitions fail too."""
-
-    def assignment(self) -> set[TopicPartition]:
-        return set()
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        raise CommitFailedError("rebalanced")
-
-    async def position(self, tp: TopicPartition) -> int:
-        raise KafkaConnectionError("revoked")
-
-
 async def test_the_group_consumer_raises_only_our_types() -> None:
-    """A refused commit and a failed position look-up leave GroupConsumer as TransientError."""
-    consumer = GroupConsumer(FakeConsumer())
+    """A refused commit and a failed position look-up (the partition revoked) leave GroupConsumer as TransientError."""
+    consumer = GroupConsumer(FakeConsumer(commit_error=CommitFailedError("rebalanced")))  # type: ignore[arg-type]
     tp = TopicPartition("t", 0)
     with pytest.raises(TransientError, match="CommitFailedError"):
         await consumer.commit({tp: 1})
-    with pytest.raises(WorkerError):
+    with pytest.raises(TransientError, match="IllegalStateError"):
         await consumer.position(tp)

@@ -1,13 +1,17 @@
 """The package's shape, read from the source with `ast`: library errors stay in their adapters,
 no import cycle, imports point down the layers (commands -> app -> pipeline / telemetry /
 dead_letters -> mongo, kafka -> settings, errors, ops), no module takes another's private names,
-app.py stays short enough to read as the worker's life, and the command line holds no domain logic."""
+app.py stays short enough to read as the worker's life, and the command line holds no domain logic.
+The tests' shape too: no test takes another module's private name, and the fakes live in
+tests/support alone, one of each."""
 
 from __future__ import annotations
 
 import ast
 import builtins
 import functools
+import importlib.util
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "worker"
+TESTS = ROOT / "tests"
+SUPPORT = TESTS / "support"
 
 ADAPTERS = ("worker.mongo", "worker.kafka")
 """The only packages that may see PyMongo's, BSON's and aiokafka's exceptions."""
@@ -64,6 +70,11 @@ PRIVATE_IMPORTS_ALLOWED = frozenset({
     ("worker.mongo.uri", "pymongo.uri_parser_shared._validate_uri"),
 })  # fmt: skip
 """The private imports known when the rule came in: (importer, imported name)."""
+
+TEST_PRIVATE_USES_ALLOWED: frozenset[tuple[str, str]] = frozenset()
+"""The private names a test still takes from another module: (test module, name)."""
+FAKE_PREFIX = "Fake"
+"""A test double's name starts with it; the doubles live in tests/support/, one of each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +293,66 @@ def private_imports(module: str, tree: ast.Module, is_package: bool = False) -> 
                     yield Import(module, alias.name, node.lineno)
 
 
+@functools.cache
+def modules_of_tests() -> dict[str, tuple[Path, ast.Module]]:
+    """Every module under tests/, by name: its path and its syntax tree."""
+    return {
+        module_name(path): (path, ast.parse(path.read_text(), str(path))) for path in sorted(TESTS.rglob("*.py"))
+    }
+
+
+@functools.cache
+def is_module(name: str) -> bool:
+    """Whether `name` is a module or package (of this repository, or importable), not an object in one."""
+    if name in sys.modules:
+        return True
+    if name.split(".")[0] in ("worker", "schemas", "tests"):
+        path = ROOT.joinpath(*name.split("."))
+        return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a parent that is not a package, or no such module
+        return False
+
+
+def imported_modules(module: str, tree: ast.Module, is_package: bool = False) -> dict[str, str]:
+    """The names `module` binds to modules by importing them: `import a.b` binds a, `import a.b as m`
+    and `from a import b` (b a module) bind m and b."""
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom):
+            source = _absolute(module, node, is_package)
+            for alias in node.names:
+                if is_module(f"{source}.{alias.name}"):
+                    bound[alias.asname or alias.name] = f"{source}.{alias.name}"
+    return bound
+
+
+def private_uses(module: str, tree: ast.Module, is_package: bool = False) -> Iterator[Import]:
+    """Where `module` takes another module's private name: imports it (see `private_imports`), or reads
+    it from a module it imported (`m._y`, `a.b._y`)."""
+    yield from private_imports(module, tree, is_package)
+    bound = imported_modules(module, tree, is_package)
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+            continue
+        root, _, rest = _dotted(node.value).partition(".")
+        if root in bound:
+            owner = ".".join(part for part in (bound[root], rest) if part)
+            if is_module(owner):
+                yield Import(module, f"{owner}.{node.attr}", node.lineno)
+
+
+def fake_classes(tree: ast.Module) -> Iterator[tuple[str, int]]:
+    """The test doubles a module defines: classes named Fake..., with their lines."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef) and node.name.startswith(FAKE_PREFIX):
+            yield node.name, node.lineno
+
+
 def test_library_errors_are_seen_only_in_the_adapters() -> None:
     """Only worker/mongo/ and worker/kafka/ import or catch PyMongo's, BSON's or aiokafka's errors."""
     uses = [
@@ -349,6 +420,61 @@ def test_no_module_imports_another_modules_private_name() -> None:
     assert not taken, "private names of other modules imported:\n" + "\n".join(taken)
     gone = PRIVATE_IMPORTS_ALLOWED - {(edge.importer, edge.imported) for edge in found}
     assert not gone, f"no longer imported, tighten PRIVATE_IMPORTS_ALLOWED: {sorted(gone)}"
+
+
+def test_no_test_takes_another_modules_private_name() -> None:
+    """No module of tests/ imports a `_private` name of another module or reads one from a module it
+    imported (but those of TEST_PRIVATE_USES_ALLOWED): tests go through the public names."""
+    packages = {module_name(path) for path in TESTS.rglob("__init__.py")}
+    found = [
+        edge
+        for module, (_, tree) in modules_of_tests().items()
+        for edge in private_uses(module, tree, module in packages)
+        if not edge.imported.startswith(f"{module}.")
+    ]
+    taken = [f"{edge.where()} takes {edge.imported}" for edge in found
+             if (edge.importer, edge.imported) not in TEST_PRIVATE_USES_ALLOWED]  # fmt: skip
+    assert not taken, "private names of other modules taken by tests:\n" + "\n".join(taken)
+    gone = TEST_PRIVATE_USES_ALLOWED - {(edge.importer, edge.imported) for edge in found}
+    assert not gone, f"no longer taken, tighten TEST_PRIVATE_USES_ALLOWED: {sorted(gone)}"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("from worker.mongo.indexes import _spec_of\n", ["worker.mongo.indexes._spec_of"]),
+        ("from worker.telemetry import delivery\ndelivery._outcome(1, 2)\n", ["worker.telemetry.delivery._outcome"]),
+        ("import worker.telemetry.delivery\nworker.telemetry.delivery._outcome\n", ["worker.telemetry.delivery._outcome"]),
+        ("import worker.mongo.writers as w\nw._bulk\n", ["worker.mongo.writers._bulk"]),
+        ("from worker.pipeline.consumer_loop import ConsumerLoop\nConsumerLoop._handle\n", []),
+        ("from tests.support.kafka import FakeConsumer\nFakeConsumer()._assigned\n", []),
+        ("import worker\nworker.__name__\n", []),
+    ],
+)
+def test_the_tests_private_name_check_sees_each_spelling(source: str, expected: list[str]) -> None:
+    """A private name imported or read from an imported module counts; one of a class, an instance or a dunder does not."""
+    found = private_uses("tests.unit.test_x", ast.parse(source))
+    assert [edge.imported for edge in found] == expected
+
+
+def test_the_fakes_live_in_tests_support_one_of_each() -> None:
+    """Classes named Fake... are defined in tests/support/ alone, each name once: a test needing a
+    double imports the shared one (and extends it there if it lacks a call)."""
+    defined: dict[str, list[str]] = {}
+    for _, (path, tree) in modules_of_tests().items():
+        for name, line in fake_classes(tree):
+            defined.setdefault(name, []).append(f"{path.relative_to(ROOT)}:{line} {name}")
+    elsewhere = [where for places in defined.values() for where in places
+                 if not where.startswith(f"{SUPPORT.relative_to(ROOT)}/")]  # fmt: skip
+    assert not elsewhere, "fakes defined outside tests/support/:\n" + "\n".join(elsewhere)
+    twice = {name: places for name, places in defined.items() if len(places) > 1}
+    assert not twice, f"fakes defined more than once: {twice}"
+
+
+def test_the_fake_check_sees_nested_and_derived_fakes() -> None:
+    """A Fake... class is found at the top, inside a test function, and deriving from another class."""
+    source = "class FakeA:\n    pass\ndef test_x():\n    class FakeB(FakeA):\n        pass\nclass Recording:\n    pass\n"
+    assert list(fake_classes(ast.parse(source))) == [("FakeA", 1), ("FakeB", 4)]
 
 
 @pytest.mark.parametrize(

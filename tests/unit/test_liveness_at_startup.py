@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.standins import free_port
+from tests.support.standins import free_port
 from worker.app import run_worker
 from worker.settings import Settings
 

@@ -20,6 +20,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from tests.support.mongo import FakeCollection, FakeDatabase
 from worker.errors import DocumentRefused, OperationRefused, PermanentError, TransientError
 from worker.mongo.errors import convert, converting, is_transient
 from worker.mongo.queries import recent_incidents_query
@@ -105,11 +106,7 @@ def test_a_block_converted_raises_ours_from_the_pymongo_error() -> None:
 
 async def test_a_query_that_fails_raises_ours() -> None:
     """A guide query whose server fails mid-way raises a WorkerError, never PyMongo's own."""
-
-    class FailingCollection:
-        def find(self, *_args: object) -> FailingCollection:
-            raise OperationFailure("not authorized on orchestrator", code=13)
-
-    database = {"incidents": FailingCollection()}
+    refused = OperationFailure("not authorized on orchestrator", code=13)
+    database = FakeDatabase(incidents=FakeCollection(errors={"find": refused}))
     with pytest.raises(OperationRefused):
         await recent_incidents_query().run(database)  # type: ignore[arg-type]

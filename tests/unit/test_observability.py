@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from prometheus_client import REGISTRY
 
-from tests.unit.redelivery_loops import loop_from
+from tests.support.telemetry import FakeBuffer, FakePublisher, due_documents, loop_from, record_pauses
 from worker.errors import TransientError
 from worker.ops.health import Health, Liveness
 from worker.ops.http import respond, serve_http
 from worker.retry import RetryPolicy, with_retries
 from worker.settings import Settings
-from worker.telemetry.buffer import Attempt, Claim, Settled
+from worker.telemetry.buffer import Settled
 
 
 def health(*, polled_ago: float = 0.0, mongodb: bool = True, assigned: bool = True) -> Health:
@@ -68,7 +67,7 @@ async def test_each_retry_is_counted_in_the_metrics() -> None:
 
 async def test_metrics_endpoint_serves_prometheus_text_over_http() -> None:
     """GET /metrics over a real socket answers Prometheus text with the worker's counters."""
-    from tests.standins import free_port
+    from tests.support.standins import free_port
 
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_http(port, health(), stop))
@@ -131,51 +130,6 @@ def test_both_stuck_loops_are_named() -> None:
     assert respond("/healthz", probe).endswith(b"consumer loop stuck\nredelivery loop stuck\n")
 
 
-class DeliveringPublisher:
-    """A fake publisher whose broker acknowledges every send."""
-
-    topic = "out"
-
-    async def send(self, document: dict[str, Any]) -> Any:
-        return document, Attempt(document)
-
-    async def outcomes(self, pending: list[Any], *, within_s: float) -> list[Attempt]:
-        return [item for _, item in pending]
-
-
-class ScriptedBuffer:
-    """A fake TelemetryBuffer with `due` documents, settling each batch as `settled` says."""
-
-    def __init__(self, due: int, settled: Settled | None = None, when_empty: Any = None, lease_s: float = 60.0) -> None:
-        self.due = due
-        self.settled = settled
-        self.when_empty = when_empty
-        self.lease_s = lease_s
-
-    def new_lease_owner(self) -> str:
-        return "fake/1"
-
-    async def claim_due(self, owner: str, limit: int) -> Claim:
-        if self.due == 0:
-            if self.when_empty:
-                self.when_empty()
-            return Claim(documents=[], more=False)
-        take = min(limit, self.due)
-        self.due -= take
-        documents = [{"_id": f"tel-{self.due + n}", "retry_count": 1, "correlation": {"workflow_id": "wf-1"}}
-                     for n in range(take)]  # fmt: skip
-        return Claim(documents=documents, more=False)
-
-    def exhausted(self, document: dict[str, Any]) -> bool:
-        return False
-
-    async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
-        return self.settled or Settled(removed=len(attempts))
-
-    async def purge_tombstones(self) -> int:
-        return 0
-
-
 def outcome_count(outcome: str) -> float:
     return REGISTRY.get_sample_value("persistence_telemetry_redelivery_total", {"outcome": outcome}) or 0.0
 
@@ -183,8 +137,8 @@ def outcome_count(outcome: str) -> float:
 async def test_redelivery_outcomes_are_counted_per_document() -> None:
     """persistence_telemetry_redelivery_total{outcome} rises by the documents of each outcome of a batch."""
     parked = [{"_id": "tel-p", "retry_count": 10}]
-    buffer = ScriptedBuffer(6, Settled(removed=2, rescheduled=1, parked=parked, unknown=1, lost=1))
-    loop = loop_from(Settings(), buffer=buffer, publisher=DeliveringPublisher(), stop=asyncio.Event())
+    buffer = FakeBuffer(due_documents(6), settles_as=Settled(removed=2, rescheduled=1, parked=parked, unknown=1, lost=1))
+    loop = loop_from(Settings(), buffer=buffer, publisher=FakePublisher(), stop=asyncio.Event())
     before = {o: outcome_count(o) for o in ("delivered", "rescheduled", "parked", "unanswered", "lost")}
     await loop.deliver_batch(6)
     after = {o: outcome_count(o) - before[o] for o in before}
@@ -206,8 +160,8 @@ async def test_the_redelivery_loop_beats_before_each_batch_and_each_wait() -> No
     settings = Settings(redelivery_idle_poll_s=7, redelivery_batch_size=3)
     stop = asyncio.Event()
     liveness = RecordingLiveness()
-    buffer = ScriptedBuffer(3, when_empty=stop.set, lease_s=30)  # the stop comes with the empty batch: one idle wait
-    loop = loop_from(settings, buffer=buffer, publisher=DeliveringPublisher(), stop=stop, liveness=liveness)
+    buffer = FakeBuffer(due_documents(3), when_empty=stop.set, lease_s=30)  # the stop comes with the empty batch: one idle wait
+    loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(), stop=stop, liveness=liveness)
     await asyncio.wait_for(loop.run(), timeout=5)
     # a batch of 3 documents, an empty one, then the idle wait
     assert liveness.beats == [30, 30, 7]
@@ -223,22 +177,9 @@ async def test_each_failed_redelivery_batch_is_counted_by_stage() -> None:
     """A batch that fails as a whole (broker down) counts once in persistence_telemetry_redelivery_failures_total{stage}."""
     settings = Settings(redelivery_batch_size=3, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=1)
     stop = asyncio.Event()
-    loop = loop_from(settings, buffer=ScriptedBuffer(10, Settled(rescheduled=3)), publisher=DownPublisher(), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 2:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    buffer = FakeBuffer(due_documents(10), settles_as=Settled(rescheduled=3))
+    loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
+    record_pauses(loop, stop, until=2)
     before = failure_count("kafka")
     await loop.run()
     assert failure_count("kafka") == before + 2
-
-
-class DownPublisher(DeliveringPublisher):
-    """A fake publisher whose broker is down: every send fails."""
-
-    async def send(self, document: dict[str, Any]) -> Any:
-        return document, Attempt(document, error="NodeNotReadyError: down")

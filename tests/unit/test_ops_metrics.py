@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY, generate_latest
 
 import worker.app  # noqa: F401  (every module that defines a metric)
+from tests.support.kafka import FakeConsumer, FakeRecord
 from worker.kafka import lag as lag_module
 from worker.kafka.lag import CommitLag
 from worker.ops.metrics import RECORDS_STORED
@@ -19,25 +19,9 @@ TP = TopicPartition("ops-metrics.results", 4)
 LABELS = {"topic": TP.topic, "partition": "4"}
 
 
-@dataclass
-class Record:
-    offset: int
-
-
-class Consumer:
-    """The part of AIOKafkaConsumer CommitLag reads, with a fixed high watermark."""
-
-    def __init__(self, highwater: int) -> None:
-        self._highwater = highwater
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TP}
-
-    def highwater(self, partition: TopicPartition) -> int | None:
-        return self._highwater
-
-    async def position(self, partition: TopicPartition) -> int:
-        return 0
+def watermarked(highwater: int) -> FakeConsumer:
+    """A consumer assigned TP alone, at offset 0, whose high watermark is `highwater`."""
+    return FakeConsumer(assigned=[TP], highwaters={TP: highwater})
 
 
 def lag() -> float | None:
@@ -48,7 +32,7 @@ def test_a_batch_in_hand_shows_as_lag_before_it_is_processed() -> None:
     """Polling 10 uncommitted records sets the lag gauge to at least 10 before any write or commit."""
     commit_lag = CommitLag()
     commit_lag.committed({TP: 100})
-    commit_lag.saw({TP: [Record(offset) for offset in range(100, 110)]})
+    commit_lag.saw({TP: [FakeRecord(TP.topic, TP.partition, offset) for offset in range(100, 110)]})
     assert lag() == 10
 
 
@@ -56,8 +40,8 @@ async def test_the_known_high_watermark_is_kept_when_a_batch_is_seen() -> None:
     """A batch shorter than the backlog reads the last known high watermark, not only the batch's end."""
     commit_lag = CommitLag()
     commit_lag.committed({TP: 0})
-    await commit_lag.publish(Consumer(highwater=500))
-    commit_lag.saw({TP: [Record(offset) for offset in range(0, 10)]})
+    await commit_lag.publish(watermarked(500))
+    commit_lag.saw({TP: [FakeRecord(TP.topic, TP.partition, offset) for offset in range(0, 10)]})
     assert lag() == 500
 
 
@@ -66,25 +50,27 @@ async def test_a_position_look_up_that_never_answers_does_not_hold_the_loop(monk
     after POSITION_TIMEOUT_S, so the consumer loop polls again (and a stop is seen)."""
     monkeypatch.setattr(lag_module, "POSITION_TIMEOUT_S", 0.05)
 
-    class Unanswered(Consumer):
-        async def position(self, partition: TopicPartition) -> int:
-            await asyncio.Event().wait()
-            raise AssertionError("unreachable")
+    consumer = watermarked(500)
 
-    await asyncio.wait_for(CommitLag().publish(Unanswered(highwater=500)), timeout=2)
+    async def unanswered(partition: TopicPartition) -> int:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    consumer.position = unanswered  # type: ignore[method-assign]
+    await asyncio.wait_for(CommitLag().publish(consumer), timeout=2)
 
 
-class SlowLookUp(Consumer):
+class SlowLookUp(FakeConsumer):
     """A consumer whose position look-up answers only once `answer` is set."""
 
     def __init__(self, highwater: int) -> None:
-        super().__init__(highwater)
+        super().__init__(assigned=[TP], highwaters={TP: highwater})
         self.asked, self.answer = asyncio.Event(), asyncio.Event()
 
-    async def position(self, partition: TopicPartition) -> int:
+    async def position(self, tp: TopicPartition) -> int:
         self.asked.set()
         await self.answer.wait()
-        return 0
+        return await super().position(tp)
 
 
 async def test_a_revoke_during_a_position_look_up_leaves_the_revoked_partition_without_lag() -> None:

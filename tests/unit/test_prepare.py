@@ -12,15 +12,9 @@ from structlog.testing import capture_logs
 
 from schemas.documents import incident_document
 from schemas.events import IncidentEvent
-from tests.demo.events import EventFactory
-from tests.unit.test_batch import (
-    INC,
-    TOPICS,
-    Pipeline,
-    letters_summary,
-    make_pipeline,
-    record,
-)
+from tests.support.events import EventFactory
+from tests.support.pipeline import INC, Pipeline, letters_summary, make_pipeline, record
+from tests.support.routes import TOPICS
 from worker.dead_letters.headers import ERROR_TYPE_UNPROCESSABLE
 from worker.pipeline.prepare import Ready, Rejected, prepare
 from worker.settings import RouteName, Settings

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.demo.events import EventFactory
-from tests.unit.test_batch import TOPICS, make_pipeline
+from tests.support.events import EventFactory
+from tests.support.pipeline import make_pipeline
+from tests.support.routes import TOPICS
 from worker.dead_letters.headers import ERROR_TYPE_VALIDATION
 from worker.pipeline.prepare import Ready, Rejected, prepare
 from worker.pipeline.routes import Route

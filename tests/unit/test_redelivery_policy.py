@@ -13,12 +13,12 @@ from bson.tz_util import FixedOffset
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from tests.unit.redelivery_loops import loop_from
+from tests.support.kafka import FakeProducer
+from tests.support.telemetry import FakeBuffer, FakePublisher, loop_from, record_pauses
 from worker.errors import TransientError
 from worker.retry import RetryPolicy
 from worker.settings import Settings
-from worker.telemetry.buffer import Attempt, Claim, Settled
-from worker.telemetry.delivery import MalformedDocument, _outcome, telemetry_message
+from worker.telemetry.delivery import MalformedDocument, TelemetryPublisher, telemetry_message
 
 MOMENT = datetime(2026, 11, 25, 10, 0, 1, 250000, tzinfo=UTC)
 
@@ -132,82 +132,24 @@ async def test_send_outcomes_are_classified() -> None:
     futures[0].set_result(object())
     futures[1].set_exception(MessageSizeTooLargeError())
     futures[2].set_exception(NodeNotReadyError())
-    outcomes = [_outcome(buffered(), future) for future in futures]
+    publisher = TelemetryPublisher(producer=FakeProducer(), topic="out")  # type: ignore[arg-type]
+    outcomes = await publisher.outcomes([(buffered(), future) for future in futures], within_s=0)
     assert outcomes[0].delivered
     assert outcomes[1].permanent and not outcomes[1].delivered
     assert not outcomes[2].permanent and not outcomes[2].unknown and outcomes[2].error
     assert outcomes[3].unknown and futures[3].cancelled()
 
 
-class FailingBuffer:
-    """A tiny fake of TelemetryBuffer: always has due documents (`claims` counts them); settles nothing."""
-
-    lease_s = 60.0
-
-    def __init__(self) -> None:
-        self.claims = 0
-        self.purges = 0
-
-    def new_lease_owner(self) -> str:
-        return "fake/1"
-
-    async def purge_tombstones(self) -> int:
-        self.purges += 1
-        return 0
-
-    async def claim_due(self, owner: str, limit: int) -> Claim:
-        first = self.claims
-        self.claims += limit
-        return Claim([buffered(_id=f"tel-{n}", retry_count=1) for n in range(first, self.claims)], more=False)
-
-    def exhausted(self, document: dict[str, Any]) -> bool:
-        return False
-
-    async def settle(self, owner: str, attempts: list[Attempt], *, keep: bool = False) -> Settled:
-        return Settled(rescheduled=len(attempts))
-
-
-class DownPublisher:
-    """A fake publisher whose broker is down: every send fails."""
-
-    topic = "out"
-
-    async def send(self, document: dict[str, Any]) -> Any:
-        return document, Attempt(document, error="NodeNotReadyError: down")
-
-    async def outcomes(self, pending: list[Any], *, within_s: float) -> list[Attempt]:
-        return [item for _, item in pending]
-
-
 async def test_while_kafka_is_down_the_loop_backs_off_and_probes_one_document_at_a_time() -> None:
     """After a batch fails as a whole the loop waits base*factor**(n-1) (capped) and claims one document per try."""
     settings = Settings(redelivery_batch_size=50, redelivery_backoff_base_s=1, redelivery_backoff_cap_s=4)
     stop = asyncio.Event()
-    buffer = FailingBuffer()
-    loop = loop_from(settings, buffer=buffer, publisher=DownPublisher(), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 5:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    buffer = FakeBuffer(endless=True)
+    loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
+    waits = record_pauses(loop, stop, until=5)
     await loop.run()
     assert waits == [1, 2, 4, 4, 4]
-    assert buffer.claims == 50 + 4, "a full batch, then one probe per try"
-
-
-class BrokenBuffer(FailingBuffer):
-    """A fake whose claims fail: MongoDB unreachable, or a bug."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__()
-        self.error = error
-
-    async def claim_due(self, owner: str, limit: int) -> Claim:
-        self.claims += 1
-        raise self.error
+    assert buffer.claimed == 50 + 4, "a full batch, then one probe per try"
 
 
 @pytest.mark.parametrize(
@@ -217,16 +159,9 @@ async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Ex
     """A claim that fails (MongoDB down) or crashes (a bug) is logged with its stage, and the loop backs off and tries again."""
     settings = Settings(redelivery_backoff_base_s=1, redelivery_backoff_cap_s=2)
     stop = asyncio.Event()
-    buffer = BrokenBuffer(error)
-    loop = loop_from(settings, buffer=buffer, publisher=DownPublisher(), stop=stop)
-    waits: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 3:
-            stop.set()
-
-    loop._pause = pause  # type: ignore[method-assign]
+    buffer = FakeBuffer(endless=True, claim_error=error)  # MongoDB unreachable, or a bug
+    loop = loop_from(settings, buffer=buffer, publisher=FakePublisher(down=True), stop=stop)
+    waits = record_pauses(loop, stop, until=3)
     with capture_logs() as logs:
         await loop.run()
     assert waits == [1, 2, 2] and buffer.claims == 3
@@ -234,18 +169,11 @@ async def test_mongodb_failures_and_bugs_back_off_and_the_loop_goes_on(error: Ex
     assert [line["stage"] for line in failures] == [stage] * 3
 
 
-class DeliveringPublisher(DownPublisher):
-    """A fake publisher whose broker acknowledges every send."""
-
-    async def send(self, document: dict[str, Any]) -> Any:
-        return document, Attempt(document)
-
-
 async def test_a_busy_loop_still_purges_tombstones_once_per_purge_interval() -> None:
     """A loop that always finds due documents (never idle) purges expired tombstones before its first batch, and not before every batch."""
     stop = asyncio.Event()
-    buffer = FailingBuffer()
-    loop = loop_from(Settings(redelivery_batch_size=5), buffer=buffer, publisher=DeliveringPublisher(), stop=stop)
+    buffer = FakeBuffer(endless=True)
+    loop = loop_from(Settings(redelivery_batch_size=5), buffer=buffer, publisher=FakePublisher(), stop=stop)
     batches = 0
 
     async def deliver_batch(size: int) -> Any:

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from tests.unit.test_indexes import FakeDatabase
+from tests.support.mongo import FakeDatabase
 from worker.mongo.indexes import EXPECTED_INDEXES, ensure_indexes, expected_indexes, with_retention
 from worker.settings import Settings
-
-
-class CollModDatabase(FakeDatabase):
-    """A fake database that applies collMod's expireAfterSeconds like MongoDB 5.1+ does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.commands: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def command(self, name: str, collection: str, **options: Any) -> dict[str, Any]:
-        self.commands.append((name, collection, options))
-        for info in self[collection].indexes:
-            if info["key"] == options["index"]["keyPattern"]:
-                info["expireAfterSeconds"] = options["index"]["expireAfterSeconds"]
-        return {"ok": 1}
 
 
 def test_no_retention_means_exactly_the_guides_indexes() -> None:
@@ -39,7 +22,7 @@ def test_a_ttl_applies_to_the_collections_date_index_only() -> None:
 
 async def test_changing_a_ttl_uses_collmod_instead_of_failing() -> None:
     """An existing date index gets its TTL through collMod, and a second value replaces the first."""
-    db = CollModDatabase()
+    db = FakeDatabase()
     await ensure_indexes(db, with_retention({}))  # type: ignore[arg-type]
     reports = await ensure_indexes(db, with_retention({"validation_audit": 30}))  # type: ignore[arg-type]
     audit = next(r for r in reports if r.collection == "validation_audit")
@@ -55,7 +38,7 @@ async def test_changing_a_ttl_uses_collmod_instead_of_failing() -> None:
 
 async def test_turning_a_ttl_off_is_reported_not_silently_dropped() -> None:
     """A TTL index present while retention is off stays, and is reported as a conflict."""
-    db = CollModDatabase()
+    db = FakeDatabase()
     await ensure_indexes(db, with_retention({"incidents": 5}))  # type: ignore[arg-type]
     await ensure_indexes(db, with_retention({"incidents": 5}))  # type: ignore[arg-type]
     reports = await ensure_indexes(db, with_retention({}))  # type: ignore[arg-type]
@@ -72,7 +55,7 @@ def test_no_index_expires_anything_by_default() -> None:
 
 async def test_the_claim_index_is_created_sparse() -> None:
     """`due_at` is created sparse, so tombstones and parked documents (which have none) are not in it."""
-    db = CollModDatabase()
+    db = FakeDatabase()
     await ensure_indexes(db, expected_indexes(Settings()))  # type: ignore[arg-type]
     [claim_index] = [info for info in db["telemetry_buffer"].indexes if info["key"] == {"due_at": 1}]
     assert claim_index.get("sparse") is True

@@ -10,7 +10,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from schemas.events import IncidentEvent, TelemetryEvent, ValidationEvent, WorkflowResultEvent
-from tests.demo.events import EventFactory
+from tests.support.events import EventFactory
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import InsertWriter, LatestWinsWriter
 from worker.pipeline.assembly import routes_for

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import worker.app
-from tests.unit.test_consumer import FakeConsumer
+from tests.support.kafka import FakeConsumer
 from worker.settings import Settings
 
 ENDS = ["member0.stop", "member1.stop", "member2.stop", "member3.stop",
@@ -47,7 +47,7 @@ class Client:
 
 
 class GroupMember(Client):
-    """test_consumer's FakeConsumer (it sets `stop` once its batches are served: here at the first
+    """A FakeConsumer serving scripted batches (it sets `stop` once they are served: here at the first
     poll, as a SIGTERM would) with aiokafka's start and stop, the stop being the leave."""
 
     def __init__(self, name: str, ended: list[str], polls: FakeConsumer, *, stop_s: float) -> None:

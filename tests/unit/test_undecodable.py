@@ -3,124 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka.errors import IllegalStateError, KafkaConnectionError, UnsupportedCodecError
+from aiokafka.errors import KafkaConnectionError, UnsupportedCodecError
 from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
+from tests.support.kafka import FakeConsumer
 from worker.kafka.undecodable import is_decode_error, poll
 
 GOOD, BAD = TopicPartition("in", 0), TopicPartition("in", 1)
 CODEC_ERROR = UnsupportedCodecError("Libraries for snappy compression codec not found")
 
 
-@dataclass(frozen=True)
-class FakeRecord:
-    topic: str
-    partition: int
-    offset: int
-
-
-class InOrder(Set[TopicPartition]):
-    """A set that iterates in the order given: a real assignment's order is the hash seed's."""
-
-    def __init__(self, items: Iterable[TopicPartition]) -> None:
-        self._items = list(dict.fromkeys(items))
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items
-
-    def __iter__(self) -> Iterator[TopicPartition]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-@dataclass
-class FakeConsumer:
-    """Partitions of `ends[tp]` records, assigned in that order; an offset in `bad[tp]` cannot be decoded.
-
-    `getmany` drains the partitions it names (every unpaused one when it names none) in
-    `drained_in` order, up to `max_records` in all, as aiokafka does: a bad record among them
-    raises `error`, losing what the call drained, whose partitions' positions have moved past
-    it. `whole_batch_fails`: a call naming no partition raises `error` even without a bad record.
-    `revoking` is revoked during awaited call number `revoke_at` (getmany or position).
-    """
-
-    error: Exception
-    ends: dict[TopicPartition, int] = field(default_factory=lambda: {GOOD: 4, BAD: 4})
-    bad: dict[TopicPartition, set[int]] = field(default_factory=lambda: {BAD: {2}})
-    drained_in: list[TopicPartition] = field(default_factory=list)  # empty: the assignment's order
-    whole_batch_fails: bool = False
-    revoking: TopicPartition = GOOD
-    revoke_at: int | None = None
-    calls: int = 0
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
-    paused_set: set[TopicPartition] = field(default_factory=set)
-    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
-
-    def assignment(self) -> InOrder:
-        return InOrder(tp for tp in self.ends if not self._revoked(tp))
-
-    def paused(self) -> set[TopicPartition]:
-        return self.paused_set & set(self.assignment())
-
-    async def position(self, tp: TopicPartition) -> int:
-        self._awaited()
-        return self.positions.setdefault(self._assigned(tp), 0)
-
-    def highwater(self, tp: TopicPartition) -> int:
-        assert tp in self.assignment(), "Partition is not assigned"  # as aiokafka's does
-        return self.ends[tp]
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((self._assigned(tp), offset))
-        self.positions[tp] = offset
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.paused_set.update(self._assigned(tp) for tp in tps)
-
-    async def getmany(self, *tps: TopicPartition, timeout_ms: int = 0, max_records: int = 500) -> Any:
-        self._awaited()
-        fetched: dict[TopicPartition, list[FakeRecord]] = {}
-        for tp in self._drainable(tps):
-            offsets = self._drain(tp, max_records - sum(map(len, fetched.values())))
-            if offsets:
-                fetched[tp] = [FakeRecord(tp.topic, tp.partition, offset) for offset in offsets]
-        if self.whole_batch_fails and not tps:
-            raise self.error
-        return fetched
-
-    def _drainable(self, named: tuple[TopicPartition, ...]) -> list[TopicPartition]:
-        readable = self.assignment() - self.paused_set
-        return [tp for tp in self.drained_in or self.ends if tp in readable and (not named or tp in named)]
-
-    def _drain(self, tp: TopicPartition, budget: int) -> range:
-        start = self.positions.setdefault(tp, 0)
-        offsets = range(start, min(self.ends[tp], start + budget))
-        if self.bad.get(tp, set()) & set(offsets):
-            raise self.error
-        self.positions[tp] = offsets.stop
-        return offsets
-
-    def _awaited(self) -> None:
-        """An awaited call: where a rebalance can come in."""
-        self.calls += 1
-
-    def _revoked(self, tp: TopicPartition) -> bool:
-        return tp == self.revoking and self.revoke_at is not None and self.calls >= self.revoke_at
-
-    def _assigned(self, tp: TopicPartition) -> TopicPartition:
-        if tp not in self.assignment():
-            raise IllegalStateError(f"Partition {tp} is not assigned")
-        return tp
+def consumer_with(
+    error: Exception, *, ends: dict[TopicPartition, int] | None = None, bad: dict[TopicPartition, set[int]] | None = None,
+    **state: Any,
+) -> FakeConsumer:  # fmt: skip
+    """Partitions of `ends[tp]` records (GOOD and BAD, 4 each), assigned in that order; an offset in
+    `bad[tp]` (BAD's 2) cannot be decoded: a getmany that drains it raises `error`."""
+    return FakeConsumer(logs=ends or {GOOD: 4, BAD: 4}, bad={BAD: {2}} if bad is None else bad, error=error, **state)
 
 
 def offsets(batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[int]]:
@@ -136,7 +42,7 @@ def test_codec_and_corruption_errors_are_decode_errors_and_broker_errors_are_not
 
 async def test_records_before_the_bad_batch_are_handed_out_and_its_partition_paused_at_it() -> None:
     """The good partition's records and the bad one's up to the batch come back; the bad partition is paused at offset 2."""
-    consumer = FakeConsumer(error=CODEC_ERROR)
+    consumer = consumer_with(CODEC_ERROR)
     before = REGISTRY.get_sample_value("persistence_undecodable_batches_total", {"topic": "in"}) or 0.0
 
     batch = await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
@@ -151,7 +57,7 @@ async def test_records_before_the_bad_batch_are_handed_out_and_its_partition_pau
 async def test_a_healthy_backlog_read_first_cannot_use_up_the_budget_before_the_bad_partition() -> None:
     """GOOD's backlog outlasts the budget and is read first: BAD is still paused at its batch and
     the budget is filled with BAD's records first, GOOD's rest left for the next poll."""
-    consumer = FakeConsumer(error=CODEC_ERROR, ends={GOOD: 10, BAD: 4}, drained_in=[BAD, GOOD])
+    consumer = consumer_with(CODEC_ERROR, ends={GOOD: 10, BAD: 4}, drained_in=[BAD, GOOD])
 
     batch = await poll(consumer, timeout_ms=10, max_records=5)  # type: ignore[arg-type]
 
@@ -168,7 +74,7 @@ async def test_a_partition_revoked_at_any_step_of_the_poll_is_left_out_instead_o
     """A rebalance that takes a partition away during any awaited call of the poll (IllegalStateError
     from then on) does not fail it: the other partition is handed out as without the rebalance,
     the revoked one's records, if any, in order from 0, and nothing is paused but BAD at 2."""
-    consumer = FakeConsumer(error=CODEC_ERROR, revoking=revoking, revoke_at=revoke_at)
+    consumer = consumer_with(CODEC_ERROR, revoking=revoking, revoke_at=revoke_at)
     expected = {GOOD: [0, 1, 2, 3], BAD: [0, 1]}
     kept = BAD if revoking == GOOD else GOOD
 
@@ -182,14 +88,14 @@ async def test_a_partition_revoked_at_any_step_of_the_poll_is_left_out_instead_o
 
 async def test_an_error_no_partition_raises_alone_is_raised() -> None:
     """When every partition reads fine on its own the original error is raised, not swallowed."""
-    consumer = FakeConsumer(error=ValueError("not about decoding"), bad={}, whole_batch_fails=True)
+    consumer = consumer_with(ValueError("not about decoding"), bad={}, whole_batch_fails=True)
     with pytest.raises(ValueError, match="not about decoding"):
         await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
 
 
 async def test_a_broker_error_passes_through_untouched() -> None:
     """A KafkaError other than decoding leaves poll as it came, with nothing sought or paused."""
-    consumer = FakeConsumer(error=KafkaConnectionError("down"))
+    consumer = consumer_with(KafkaConnectionError("down"))
     with pytest.raises(KafkaConnectionError):
         await poll(consumer, timeout_ms=10, max_records=100)  # type: ignore[arg-type]
     assert consumer.seeks == [] and consumer.paused_set == set()
@@ -241,8 +147,7 @@ def test_any_order_budget_and_bad_offsets_hand_out_every_healthy_record_once_and
     """Whatever the assignment and drain orders, budget, backlogs and undecodable offsets, successive
     polls never raise, hand out each partition's records before its first bad offset once each and
     in order, and leave each partition with a bad offset paused there."""
-    consumer = FakeConsumer(error=CODEC_ERROR, ends=dict(scenario.ends), bad=scenario.bad,
-                            drained_in=scenario.drained_in)  # fmt: skip
+    consumer = consumer_with(CODEC_ERROR, ends=dict(scenario.ends), bad=scenario.bad, drained_in=scenario.drained_in)
 
     handed_out = asyncio.run(poll_until_drained(consumer, scenario))
 

@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient
 
-from tests.demo.events import EventFactory
-from tests.unit.test_batch import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
-from tests.unit.virtual_time import run_virtually
+from tests.support.events import EventFactory
+from tests.support.pipeline import Document, FakeDeadLetters, FakeWriter, good_record, make_pipeline
+from tests.support.virtual_time import run_virtually
 from worker.kafka.consumer import TopicPartition
 from worker.mongo.gateway import MongoGateway
 from worker.mongo.writers import WriteOutcome
@@ -102,10 +102,10 @@ class TimedWriter(FakeWriter):
 def route_processor(
     settings: Settings, name: RouteName, writer: FakeWriter, shared: WriteGate
 ) -> tuple[BatchProcessor, int]:
-    """A processor for route `name` alone, with its place in the default ROUTE_PRIORITY."""
+    """A processor for route `name` alone, with its place in the settings' ROUTE_PRIORITY."""
     pipeline = make_pipeline(settings)
     topic, route = next((t, r) for t, r in pipeline.routes.items() if r.name is name)
-    route = dataclasses.replace(route, writer=writer, priority=settings.route_priority.index(name))
+    route = dataclasses.replace(route, writer=writer)
     return batch_processor(settings, {topic: route}, FakeDeadLetters(), shared), route.priority
 
 
@@ -184,7 +184,6 @@ def test_any_route_priority_names_each_route_once_keeping_the_given_order_first(
 def test_route_isolation_gives_each_route_its_own_group_member_highest_first(isolation: bool) -> None:
     settings = Settings(route_isolation=isolation, route_priority="telemetry")
     routes = make_pipeline(settings).routes
-    routes = {topic: dataclasses.replace(r, priority=settings.route_priority.index(r.name)) for topic, r in routes.items()}
     members = member_routes(settings, routes)
     if isolation:
         assert [[route.name for route in member.values()] for member in members] == [
@@ -214,9 +213,7 @@ async def test_one_batch_of_several_routes_lets_the_higher_route_in_before_the_l
     incidents_writer = TimedWriter(collection="incidents", seconds=0.01)
     writers = {RouteName.TELEMETRY: telemetry_writer, RouteName.INCIDENTS: incidents_writer}
     routes = {
-        topic: dataclasses.replace(
-            route, writer=writers.get(route.name, route.writer), priority=fast_settings.route_priority.index(route.name)
-        )
+        topic: dataclasses.replace(route, writer=writers.get(route.name, route.writer))
         for topic, route in pipeline.routes.items()
     }
     processor = batch_processor(fast_settings, routes, FakeDeadLetters(), WriteGate(permits=1))

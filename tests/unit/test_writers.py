@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.errors import AutoReconnect, BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError
 
+from tests.support.mongo import FakeCollection, FakeDatabase, FakeGateway
 from worker.errors import DocumentRefused, OperationRefused, TransientError
 from worker.mongo.gateway import MongoGateway
-from worker.mongo.writers import InsertWriter, LatestWinsWriter, WriteOutcome, _outcome_of_bulk_error
+from worker.mongo.writers import InsertWriter, LatestWinsWriter, WriteOutcome
 
 Document = dict[str, Any]
 
@@ -42,46 +42,62 @@ def docs(count: int) -> list[Document]:
     return [{"_id": f"e-{index}", "workflow_id": f"wf-{index}"} for index in range(count)]
 
 
-def test_duplicate_keys_are_skipped() -> None:
+def refusing(error: Exception | None = None, *, stored: tuple[Document, ...] = ()) -> FakeCollection:
+    """A collection whose writes (insert_many, bulk_write) raise `error`, holding `stored`."""
+    return FakeCollection(stored, errors=dict.fromkeys(("insert_many", "bulk_write"), error) if error else None)
+
+
+def insert_writer(collection: FakeCollection) -> tuple[InsertWriter, FakeDatabase]:
+    database = FakeDatabase(incidents=collection)
+    return InsertWriter(gateway=FakeGateway(database), collection="incidents"), database  # type: ignore[arg-type]
+
+
+async def outcome_of(error: BulkWriteError, documents: list[Document]) -> WriteOutcome:
+    """What InsertWriter makes of its bulk insert of `documents` raising `error`."""
+    writer, _ = insert_writer(refusing(error))
+    return await writer.write(documents)
+
+
+async def test_duplicate_keys_are_skipped() -> None:
     """Write errors with code 11000 (already stored) count as skipped, the rest as stored."""
-    outcome = _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(3, 11000)), docs(5))
+    outcome = await outcome_of(bulk_error(write_error(0, 11000), write_error(3, 11000)), docs(5))
     assert outcome == WriteOutcome(stored=3, skipped=frozenset({0, 3}), refused={})
 
 
-def test_other_write_errors_are_refusals_with_code_and_message() -> None:
+async def test_other_write_errors_are_refusals_with_code_and_message() -> None:
     """Non-retryable write errors other than 11000 are refused documents, keyed by position."""
     error = bulk_error(
         write_error(1, 11000),
         write_error(2, 121, "Document failed validation"),
         write_error(4, 2, "bad value"),
     )
-    outcome = _outcome_of_bulk_error(error, docs(5))
+    outcome = await outcome_of(error, docs(5))
     assert outcome.stored == 2
     assert outcome.skipped == frozenset({1})
     assert outcome.refused == {2: "121: Document failed validation", 4: "2: bad value"}
 
 
-def test_write_concern_errors_refuse_the_operation() -> None:
+async def test_write_concern_errors_refuse_the_operation() -> None:
     """A bulk write whose write concern was not satisfied raises OperationRefused (an outage of the chunk)."""
     error = bulk_error(write_concern_errors=({"code": 64, "errmsg": "waiting for replication timed out"},))
     with pytest.raises(OperationRefused, match="write concern") as caught:
-        _outcome_of_bulk_error(error, docs(2))
+        await outcome_of(error, docs(2))
     assert caught.value.__cause__ is error
 
 
 @pytest.mark.parametrize("code", [91, 10107, 11600, 189])
-def test_retryable_write_error_codes_are_transient(code: int) -> None:
+async def test_retryable_write_error_codes_are_transient(code: int) -> None:
     """If any write error has a retryable code (e.g. the primary stepped down), the batch is transient."""
     with pytest.raises(TransientError, match="transient"):
-        _outcome_of_bulk_error(bulk_error(write_error(0, 11000), write_error(1, code)), docs(2))
+        await outcome_of(bulk_error(write_error(0, 11000), write_error(1, code)), docs(2))
 
 
 @pytest.mark.parametrize("code", [13, 18])
-def test_an_operation_level_code_among_write_errors_refuses_the_whole_chunk(code: int) -> None:
+async def test_an_operation_level_code_among_write_errors_refuses_the_whole_chunk(code: int) -> None:
     """An authorization or authentication code in writeErrors makes the whole bulk write OperationRefused."""
     error = bulk_error(write_error(0, 121), write_error(2, code, "not authorized on orchestrator"))
     with pytest.raises(OperationRefused, match="not authorized") as caught:
-        _outcome_of_bulk_error(error, docs(3))
+        await outcome_of(error, docs(3))
     assert caught.value.__cause__ is error
 
 
@@ -95,9 +111,9 @@ DUPLICATES_ON_ANOTHER_INDEX = {
 @pytest.mark.parametrize(
     "error", DUPLICATES_ON_ANOTHER_INDEX.values(), ids=DUPLICATES_ON_ANOTHER_INDEX.keys()
 )
-def test_a_duplicate_on_another_unique_index_is_a_refusal(error: dict[str, Any]) -> None:
+async def test_a_duplicate_on_another_unique_index_is_a_refusal(error: dict[str, Any]) -> None:
     """A duplicate key on an index other than the document's identity refuses that document alone."""
-    outcome = _outcome_of_bulk_error(bulk_error(error), docs(3))
+    outcome = await outcome_of(bulk_error(error), docs(3))
     assert outcome == WriteOutcome(stored=2, refused={1: f"11000: {error['errmsg']}"})
 
 
@@ -113,80 +129,26 @@ DUPLICATES_OF_THE_IDENTITY = {
 
 
 @pytest.mark.parametrize("error", DUPLICATES_OF_THE_IDENTITY.values(), ids=DUPLICATES_OF_THE_IDENTITY.keys())
-def test_a_duplicate_of_the_documents_identity_is_skipped(error: dict[str, Any]) -> None:
+async def test_a_duplicate_of_the_documents_identity_is_skipped(error: dict[str, Any]) -> None:
     """A duplicate on `_id`, or on a field equal to it (a result's workflow_id), means already stored."""
     result = {"_id": "wf-0", "workflow_id": "wf-0", "status": "done"}
-    outcome = _outcome_of_bulk_error(bulk_error(error), [result])
+    outcome = await outcome_of(bulk_error(error), [result])
     assert outcome == WriteOutcome(stored=0, skipped=frozenset({0}))
-
-
-class FakeCursor:
-    def __init__(self, documents: list[Document]) -> None:
-        self.documents = documents
-
-    async def to_list(self) -> list[Document]:
-        return self.documents
-
-
-class FakeCollection:
-    """Records insert_many / bulk_write calls; raises `error` (bulk_write: `upsert_error`, the same
-    unless changed) if given; `find` by `_id` reads `stored`."""
-
-    codec_options = CodecOptions(tz_aware=True)
-
-    def __init__(self, error: Exception | None = None, *, stored: tuple[Document, ...] = ()) -> None:
-        self.error = error
-        self.upsert_error = error
-        self.stored = {document["_id"]: document for document in stored}
-        self.calls: list[tuple[str, Any, bool]] = []
-
-    def find(self, query: Document) -> FakeCursor:
-        return FakeCursor([self.stored[key] for key in query["_id"]["$in"] if key in self.stored])
-
-    async def insert_many(self, documents: list[Document], *, ordered: bool) -> None:
-        self.calls.append(("insert_many", list(documents), ordered))
-        if self.error:
-            raise self.error
-
-    async def bulk_write(self, operations: list[UpdateOne], *, ordered: bool) -> None:
-        self.calls.append(("bulk_write", operations, ordered))
-        if self.upsert_error:
-            raise self.upsert_error
-
-
-class FakeGateway:
-    """Hands out a database made of FakeCollections."""
-
-    def __init__(self, collection: FakeCollection) -> None:
-        self.collection = collection
-        self.names: list[str] = []
-
-    def database(self) -> FakeGateway:
-        return self
-
-    def __getitem__(self, name: str) -> FakeCollection:
-        self.names.append(name)
-        return self.collection
-
-
-def insert_writer(collection: FakeCollection) -> tuple[InsertWriter, FakeGateway]:
-    gateway = FakeGateway(collection)
-    return InsertWriter(gateway=gateway, collection="incidents"), gateway  # type: ignore[arg-type]
 
 
 async def test_insert_writer_inserts_the_batch_unordered_in_one_call() -> None:
     """InsertWriter sends the whole batch in one unordered insert_many and reports all stored."""
     collection = FakeCollection()
-    writer, gateway = insert_writer(collection)
+    writer, database = insert_writer(collection)
     documents = [{"_id": "a"}, {"_id": "b"}]
     assert await writer.write(documents) == WriteOutcome(stored=2)
-    assert collection.calls == [("insert_many", documents, False)]
-    assert gateway.names == ["incidents"]
+    assert collection.writes == [("insert_many", documents, False)]
+    assert database.names == ["incidents"]
 
 
 async def test_insert_writer_turns_bulk_errors_into_an_outcome() -> None:
     """A BulkWriteError with duplicates becomes an outcome with those positions skipped."""
-    writer, _ = insert_writer(FakeCollection(bulk_error(write_error(1, 11000))))
+    writer, _ = insert_writer(refusing(bulk_error(write_error(1, 11000))))
     outcome = await writer.write([{"_id": "a"}, {"_id": "b"}])
     assert outcome == WriteOutcome(stored=1, skipped=frozenset({1}))
 
@@ -200,7 +162,7 @@ async def test_insert_writer_turns_bulk_errors_into_an_outcome() -> None:
 )
 async def test_insert_writer_converts_pymongo_errors(error: PyMongoError, expected: type[Exception]) -> None:
     """Other PyMongo errors leave the writer as TransientError or OperationRefused, chained."""
-    writer, _ = insert_writer(FakeCollection(error))
+    writer, _ = insert_writer(refusing(error))
     with pytest.raises(expected) as caught:
         await writer.write([{"_id": "a"}])
     assert caught.value.__cause__ is error
@@ -213,7 +175,7 @@ async def test_insert_writer_converts_pymongo_errors(error: PyMongoError, expect
 )
 async def test_a_document_bson_cannot_encode_is_refused(error: Exception) -> None:
     """A batch the driver cannot encode makes the writer raise DocumentRefused, chained to the cause."""
-    writer, _ = insert_writer(FakeCollection(error))
+    writer, _ = insert_writer(refusing(error))
     with pytest.raises(DocumentRefused) as caught:
         await writer.write([{"_id": "a"}])
     assert caught.value.__cause__ is error
@@ -233,7 +195,7 @@ async def test_writers_fail_transiently_before_mongodb_is_connected() -> None:
 def test_latest_wins_writer_upserts_guarded_on_the_version_field() -> None:
     """Each result is an upsert by `_id` that only matches a stored document not newer than it."""
     writer = LatestWinsWriter(
-        gateway=FakeGateway(FakeCollection()),  # type: ignore[arg-type]
+        gateway=FakeGateway(),  # type: ignore[arg-type]
         collection="workflow_results",
         version_field="consolidated_at",
     )
@@ -248,10 +210,10 @@ def test_latest_wins_writer_upserts_guarded_on_the_version_field() -> None:
 
 async def test_latest_wins_writer_reports_stale_results_as_skipped() -> None:
     """A stale result (its guarded upsert collides on `_id`, code 11000) is skipped, not refused."""
-    collection = FakeCollection(bulk_error(write_error(0, 11000)))
-    gateway = FakeGateway(collection)
+    collection = refusing(bulk_error(write_error(0, 11000)))
+    database = FakeDatabase(workflow_results=collection)
     writer = LatestWinsWriter(
-        gateway=gateway,  # type: ignore[arg-type]
+        gateway=FakeGateway(database),  # type: ignore[arg-type]
         collection="workflow_results",
         version_field="consolidated_at",
     )
@@ -260,29 +222,29 @@ async def test_latest_wins_writer_reports_stale_results_as_skipped() -> None:
         [{"_id": "wf-1", "consolidated_at": when}, {"_id": "wf-2", "consolidated_at": when}]
     )
     assert outcome == WriteOutcome(stored=1, skipped=frozenset({0}))
-    [(insert, documents, insert_ordered), (method, operations, ordered)] = collection.calls
+    [(insert, documents, insert_ordered), (method, operations, ordered)] = collection.writes
     assert (insert, len(documents), insert_ordered) == ("insert_many", 2, False)
     assert (method, ordered) == ("bulk_write", False)
     assert operations == [writer._operation({"_id": "wf-1", "consolidated_at": when})]
-    assert set(gateway.names) == {"workflow_results"}
+    assert set(database.names) == {"workflow_results"}
 
 
 async def test_latest_wins_writer_inserts_new_results_without_an_upsert() -> None:
     """Results whose `_id` is not stored yet are inserted in one unordered insert_many, nothing more."""
     collection = FakeCollection()
     writer = LatestWinsWriter(
-        gateway=FakeGateway(collection),  # type: ignore[arg-type]
+        gateway=FakeGateway(FakeDatabase(workflow_results=collection)),  # type: ignore[arg-type]
         collection="workflow_results",
         version_field="consolidated_at",
     )
     when = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     documents = [{"_id": "wf-1", "consolidated_at": when}, {"_id": "wf-2", "consolidated_at": when}]
     assert await writer.write(documents) == WriteOutcome(stored=2)
-    assert collection.calls == [("insert_many", documents, False)]
+    assert collection.writes == [("insert_many", documents, False)]
 
 
 def latest_wins_writer(collection: FakeCollection) -> LatestWinsWriter:
-    gateway = FakeGateway(collection)
+    gateway = FakeGateway(FakeDatabase(workflow_results=collection))
     return LatestWinsWriter(gateway=gateway, collection="workflow_results", version_field="consolidated_at")  # type: ignore[arg-type]
 
 
@@ -291,19 +253,19 @@ async def test_an_identical_result_already_stored_is_a_duplicate_skipped_and_not
     when = datetime(2026, 11, 25, 10, 0, 0, 123456, tzinfo=UTC)
     result = {"_id": "wf-1", "workflow_id": "wf-1", "metrics": {"steps": 7}, "consolidated_at": when}
     as_stored = {**result, "consolidated_at": when.replace(microsecond=123000)}  # BSON dates: milliseconds
-    collection = FakeCollection(bulk_error(write_error(0, 11000)), stored=(as_stored,))
+    collection = refusing(bulk_error(write_error(0, 11000)), stored=(as_stored,))
     outcome = await latest_wins_writer(collection).write([result, {**result, "_id": "wf-2"}])
     assert outcome == WriteOutcome(stored=1, skipped=frozenset({0}))
-    assert [method for method, _, _ in collection.calls] == ["insert_many"]
+    assert [method for method, _, _ in collection.writes] == ["insert_many"]
 
 
 async def test_a_changed_result_already_stored_is_upserted_and_counted_stored() -> None:
     """A result whose stored version differs (same consolidated_at, another status) goes to the guarded upsert and counts as stored."""
     when = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
     result = {"_id": "wf-1", "status": "COMPLETED", "consolidated_at": when}
-    collection = FakeCollection(bulk_error(write_error(0, 11000)), stored=({**result, "status": "RUNNING"},))
-    collection.upsert_error = None
+    collection = refusing(bulk_error(write_error(0, 11000)), stored=({**result, "status": "RUNNING"},))
+    del collection.errors["bulk_write"]
     writer = latest_wins_writer(collection)
     assert await writer.write([result]) == WriteOutcome(stored=1)
-    [_, (method, operations, _)] = collection.calls
+    [_, (method, operations, _)] = collection.writes
     assert (method, operations) == ("bulk_write", [writer._operation(result)])

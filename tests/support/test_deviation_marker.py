@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerKinds, deviation_xfail, item_implementations
+from tests.support.servers import ServerKinds, deviation_xfail, item_implementations
 
 ON_TANSU_AND_NX = {"tansu", "nx-27017"}
 ON_TANSU_AND_SECANTUS = {"tansu", "secantusdb"}

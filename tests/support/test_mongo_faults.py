@@ -1,4 +1,4 @@
-"""The MongoDB refusal used by the authorization scenario (tests/mongo_faults.py), checked against
+"""The MongoDB refusal used by the authorization scenario (tests/support/mongo_faults.py), checked against
 the real (or stand-in) server through the fault proxy with PyMongo: refused writes fail with the
 server's own error and are not performed; reads pass; healing restores writes."""
 
@@ -10,8 +10,10 @@ import pytest
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import OperationFailure
 
-from tests.faultproxy import FaultProxy
-from tests.mongo_faults import WriteRefusal, command_name, op_msg, through_proxy, upstream_of
+from tests.support.faultproxy import FaultProxy
+from tests.support.mongo_faults import WriteRefusal, command_name, op_msg, through_proxy, upstream_of
+
+pytestmark = pytest.mark.integration  # the refusal is checked against the session's real server
 
 
 def test_a_uri_through_the_proxy_keeps_credentials_and_options() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.processes import none_left_running, stop
+from tests.support.processes import none_left_running, stop
 
 IGNORES_SIGTERM = (
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(60)"

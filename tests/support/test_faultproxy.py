@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.faultproxy import FaultProxy, framed_by_length
+from tests.support.faultproxy import FaultProxy, framed_by_length
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import bson
 
-from tests.faultproxy import FaultProxy, framed_by_length
+from tests.support.faultproxy import FaultProxy, framed_by_length
 
 OP_MSG = 2013
 HEADER = 16
